@@ -1,0 +1,32 @@
+"""Exporters, registered by format name: each turns a loaded source model into an artifact.
+
+An exporter module defines FORMAT, SOURCES (source frameworks it takes), QUANTIZATIONS (modes it makes),
+REQUIRES (import names it needs), UNSUPPORTED (mode -> reason, for modes users will ask about) and
+export(source, out_dir, quantization) -> dict of details (main_file, layout, dynamic_batch, exporter info).
+Adding a format = one module + one line here.
+"""
+from __future__ import annotations
+
+import importlib
+
+EXPORTERS = {
+    "torchscript": "exporters.torchscript",
+    "torch-export": "exporters.torch_export",
+    "onnx": "exporters.onnx",
+}
+
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+
+
+def get(name: str):
+    return importlib.import_module(EXPORTERS[name])
+
+
+def unsupported_reason(fmt: str, framework: str, quantization: str) -> str | None:
+    """Why this format cannot make this (source framework, quantization), or None when it can."""
+    mod = get(fmt)
+    if framework not in mod.SOURCES:
+        return f"{fmt}: no maintained converter from a {framework} model"
+    if quantization not in mod.QUANTIZATIONS:
+        return getattr(mod, "UNSUPPORTED", {}).get(quantization) or f"{fmt}: no {quantization} export in this version"
+    return None

@@ -1,0 +1,274 @@
+"""The deploycmp command line. Frameworks are imported inside commands, so --help answers at once."""
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from toolkit.errors import DeployError, UsageError
+
+_VERBOSE = {"on": False}
+
+
+def _set_verbose(ctx, param, value):
+    if value:
+        _VERBOSE["on"] = True
+
+
+verbose_option = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_verbose,
+                              is_eager=True, help="Show tracebacks and worker logs on errors.")
+
+
+def _stack(*decorators):
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+export_options = _stack(
+    click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 file, or package.module:factory."),
+    click.option("--weights", default="auto", show_default=True, help="auto | imagenet | random | FILE (a state_dict)."),
+    click.option("--input-shape", default=None, help="N,C,H,W for files that carry no shape (default: the model's own)."),
+    click.option("--formats", default="all", show_default=True, help="Comma-separated formats, or all."),
+    click.option("--quantize", default="none", show_default=True, help="Comma-separated: none,fp16,dynamic,int8."),
+    click.option("--data", default="random", show_default=True, help="random | an image folder | FILE.npz (x, optional y)."),
+    click.option("--samples", default=32, show_default=True, type=int, help="Inputs used for drift."),
+    click.option("--export-timeout", default=900.0, show_default=True, type=float, help="Seconds allowed per export."),
+)
+
+bench_options = _stack(
+    click.option("--target", "targets", default="server-cpu", show_default=True, help="Comma-separated targets."),
+    click.option("--batch", "batch", default="1", show_default=True, help="Comma-separated batch sizes."),
+    click.option("--threads", type=int, default=None, help="Threads per runtime (default: the target's)."),
+    click.option("--min-runs", default=50, show_default=True, type=int, help="Timed runs, at least."),
+    click.option("--min-time", default=3.0, show_default=True, type=float, help="Seconds of timed runs, at least."),
+    click.option("--warmup-runs", default=5, show_default=True, type=int),
+    click.option("--warmup-time", default=1.0, show_default=True, type=float),
+    click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds allowed per row."),
+)
+
+report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
+                             help="Comma-separated: md, csv, json.")
+
+
+def _progress(description: str):
+    """A progress bar on stderr; returns (context manager, callback(i, n, label))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[label]}"), transient=True)
+    task = bar.add_task(description, total=None, label="")
+
+    def update(i, n, label):
+        bar.update(task, completed=i, total=n, label=label)
+
+    return bar, update
+
+
+def _check_positive(name: str, value, allow_zero=False):
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise UsageError(f"{name} must be {'zero or ' if allow_zero else ''}positive, not {value}")
+
+
+def _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, export_timeout, force, threads):
+    from toolkit.export import export_run
+    from toolkit.targets import usable_cpus
+
+    bar, update = _progress("export")
+    with bar:
+        manifest = export_run(model, weights, input_shape, formats, quantize, data, samples, Path(run_dir), force,
+                              threads or len(usable_cpus()), export_timeout, update)
+    for w in manifest["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    for a in manifest["artifacts"]:
+        if a["status"] != "ok":
+            click.echo(f"{a['id']}: {a['status']}: {a['error']}", err=True)
+    ok = sum(a["status"] == "ok" for a in manifest["artifacts"])
+    click.echo(f"exported {ok} of {len(manifest['artifacts'])} artifacts to {run_dir}", err=True)
+    return manifest
+
+
+def _do_bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, force):
+    from toolkit.bench import Settings, bench_run, parse_batches
+    from toolkit.targets import parse_targets
+
+    for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout)):
+        _check_positive(name, v)
+    for name, v in (("--min-time", min_time), ("--warmup-runs", warmup_runs), ("--warmup-time", warmup_time)):
+        _check_positive(name, v, allow_zero=True)
+    settings = Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout)
+    target_list, sizes = parse_targets(targets), parse_batches(batch)
+    bar, update = _progress("bench")
+    with bar:
+        return bench_run(run_dir, target_list, sizes, settings, force, update)
+
+
+def _do_report(run_dir, report_formats, results=None):
+    from toolkit.bench import load_results
+    from toolkit.report import parse_formats, print_table, write_reports
+    from toolkit.rundir import load_manifest
+
+    formats = parse_formats(report_formats)
+    results = results or load_results(run_dir)
+    print_table(load_manifest(run_dir), results["rows"])
+    for path in write_reports(run_dir, formats, results):
+        click.echo(f"wrote {path}", err=True)
+    return results
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@verbose_option
+@click.version_option(package_name="deploycmp")
+def cli():
+    """Export a trained model to every deployment format, run each artifact on its runtime, and compare
+    accuracy drift, size and latency on this machine."""
+
+
+@cli.command()
+@export_options
+@click.option("--out", "run_dir", default=None, help="Run directory (default: runs/MODEL).")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@verbose_option
+def export(model, weights, input_shape, formats, quantize, data, samples, export_timeout, run_dir, force):
+    """Export MODEL to each format and quantization mode into a run directory."""
+    manifest = _do_export(run_dir or _default_out(model), model, weights, input_shape, formats, quantize, data,
+                          samples, export_timeout, force, None)
+    return 1 if any(a["status"] == "export_failed" for a in manifest["artifacts"]) else 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@bench_options
+@click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
+@verbose_option
+def bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, force):
+    """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row."""
+    from toolkit.bench import exit_status
+    from toolkit.report import print_table
+    from toolkit.rundir import load_manifest
+
+    results = _do_bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, force)
+    print_table(load_manifest(run_dir), results["rows"])
+    return exit_status(results["rows"])
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@report_option
+@verbose_option
+def report(run_dir, report_formats):
+    """Print the table and write report.{md,csv,json} into RUN_DIR."""
+    _do_report(run_dir, report_formats)
+    return 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--max-top1-drop", type=float, default=None, help="Max % of samples whose top-1 class changed.")
+@click.option("--min-sqnr", type=float, default=None, help="Min signal-to-quantization-noise ratio, dB.")
+@click.option("--max-rel-l2", type=float, default=None, help="Max relative L2 error of the outputs.")
+@verbose_option
+def validate(run_dir, max_top1_drop, min_sqnr, max_rel_l2):
+    """Pass/fail per row against drift thresholds; exit 1 if any row breaks one."""
+    from toolkit.bench import load_results
+    from toolkit.validate import Thresholds, validate as run_validate
+
+    thresholds = Thresholds(max_top1_drop, min_sqnr, max_rel_l2)
+    if not thresholds.any():
+        raise UsageError("give at least one threshold: --max-top1-drop, --min-sqnr or --max-rel-l2")
+    verdicts, status = run_validate(load_results(run_dir)["rows"], thresholds)
+    for row, verdict, reasons in verdicts:
+        click.echo(f"{verdict.upper():4}  {row['id']}" + (f": {'; '.join(reasons)}" if reasons else ""))
+    counts = {v: sum(1 for _, x, _ in verdicts if x == v) for v in ("pass", "fail", "skip")}
+    click.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    return status
+
+
+@cli.command()
+@export_options
+@click.option("--out", "run_dir", default=None, help="Run directory (default: runs/MODEL).")
+@bench_options
+@report_option
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@verbose_option
+def run(model, weights, input_shape, formats, quantize, data, samples, export_timeout, run_dir, targets, batch,
+        threads, min_runs, min_time, warmup_runs, warmup_time, timeout, report_formats, force):
+    """export + bench + report in one go."""
+    from toolkit.bench import exit_status
+    from toolkit.report import parse_formats
+
+    parse_formats(report_formats)
+    run_dir = run_dir or _default_out(model)
+    _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, export_timeout, force, threads)
+    results = _do_bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, True)
+    _do_report(run_dir, report_formats, results)
+    return exit_status(results["rows"])
+
+
+@cli.command(name="list")
+@verbose_option
+def list_():
+    """Models, formats, runtimes and targets, and which are available in this install."""
+    import exporters
+    import runtimes
+    from toolkit.targets import BUILTIN
+
+    def avail(requires):
+        absent = runtimes.missing(requires)
+        return "available" if not absent else f"unavailable ({', '.join(absent)} not installed)"
+
+    click.echo("formats:")
+    for name in exporters.EXPORTERS:
+        mod = exporters.get(name)
+        click.echo(f"  {name:14} from {', '.join(mod.SOURCES)}; quantization {', '.join(mod.QUANTIZATIONS)}; {avail(mod.REQUIRES)}")
+    click.echo("runtimes:")
+    for name in runtimes.RUNTIMES:
+        mod = runtimes.get(name)
+        click.echo(f"  {name:14} runs {', '.join(mod.FORMATS)}; {avail(mod.REQUIRES)}")
+    click.echo("targets:")
+    for name, t in BUILTIN.items():
+        click.echo(f"  {name:14} {t.describe()}")
+    click.echo("models: torchvision classification models, a TorchScript file, a .pt2 file, or package.module:factory")
+    if not runtimes.missing(("torchvision",)):
+        from toolkit.models import torchvision_names
+
+        click.echo("  " + " ".join(torchvision_names()))
+    return 0
+
+
+def _default_out(model: str) -> str:
+    return str(Path("runs") / Path(model.replace(":", "_")).stem)
+
+
+def main(argv=None) -> None:
+    try:
+        status = cli.main(args=argv, prog_name="deploycmp", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("deploycmp: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("deploycmp: interrupted", err=True)
+        sys.exit(130)
+    except DeployError as e:
+        if _VERBOSE["on"]:
+            traceback.print_exc()
+        click.echo(f"deploycmp: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except Exception as e:  # a bug or an unforeseen failure: still one line unless --verbose
+        if _VERBOSE["on"]:
+            traceback.print_exc()
+        click.echo(f"deploycmp: unexpected error: {type(e).__name__}: {e} (run with --verbose for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""deploycmp export: pin the source model, write reference inputs/outputs, make every requested artifact."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from exporters import EXPORTERS, QUANTIZATIONS, unsupported_reason
+from runtimes import missing
+from toolkit import SCHEMA, __version__
+from toolkit.environment import environment
+from toolkit.errors import UsageError
+from toolkit.isolation import run_isolated
+from toolkit.rundir import MANIFEST, REFERENCE, describe_files, write_json
+
+
+def parse_formats(spec: str) -> list[str]:
+    names = list(EXPORTERS) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in EXPORTERS]
+    if unknown or not names:
+        raise UsageError(f"unknown format {unknown[0] if unknown else spec!r}; formats: {', '.join(EXPORTERS)} or all")
+    return list(dict.fromkeys(names))
+
+
+def parse_quantize(spec: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in QUANTIZATIONS]
+    if unknown or not names:
+        raise UsageError(f"unknown quantization {unknown[0] if unknown else spec!r}; modes: {', '.join(QUANTIZATIONS)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_shape(spec: str | None) -> list[int] | None:
+    if spec is None:
+        return None
+    try:
+        shape = [int(s) for s in spec.replace("x", ",").split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--input-shape {spec!r}: expected comma-separated integers, e.g. 1,3,224,224") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise UsageError(f"--input-shape {spec!r}: every dimension must be a positive integer")
+    return shape
+
+
+def _prepare_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file() and not (out / "artifacts").is_dir():
+            raise UsageError(f"--out {out} is a non-empty directory that is not a run directory; choose another")
+        if not force:
+            raise UsageError(f"--out {out} already holds a run; pass --force to replace it")
+        (out / MANIFEST).unlink(missing_ok=True)  # first, so a half-replaced run never looks complete
+        for sub in ("artifacts", "results", "logs"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        for f in ("results.json", REFERENCE, "report.md", "report.csv", "report.json"):
+            (out / f).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def export_run(model_spec: str, weights: str, input_shape: str | None, formats: str, quantize: str, data: str,
+               samples: int, out: Path, force: bool, threads: int, timeout: float, progress=None) -> dict:
+    from toolkit import data as data_mod
+    from toolkit import models
+
+    fmts, modes, shape = parse_formats(formats), parse_quantize(quantize), parse_shape(input_shape)
+    out = Path(out)
+    _prepare_dir(out, force)
+
+    model, record, warnings = models.build(model_spec, weights, shape, seed=0)
+    x, y, data_info = data_mod.load(data, record["input_shape"], samples)
+    reference = _reference_outputs(model, x)
+    import torch
+
+    record["gflops_per_sample"] = models.count_gflops(model, torch.from_numpy(x[:1]))
+    record["outputs"] = [list(o.shape[1:]) for o in reference]
+    source_file = models.save_source(model, record, out / "artifacts" / "eager-none")
+    arrays = {"x": x, **{f"y{i}": o for i, o in enumerate(reference)}}
+    if y is not None:
+        arrays["labels"] = y
+    np.savez(out / REFERENCE, **arrays)
+
+    source = {"id": "eager-none", "format": "eager", "quantization": "none", "status": "ok", "error": None,
+              "main_file": f"artifacts/eager-none/{source_file}", "layout": record["layout"], "dynamic_batch": True,
+              "exporter": {"name": "source model", "weights": record["weights"]}, "export_seconds": 0.0,
+              "export_batch": record["input_shape"][0]}
+    source.update(describe_files(out, out / "artifacts" / "eager-none"))
+    artifacts = [source]
+    jobs = [(f, q) for f in fmts for q in modes]
+    for i, (fmt, quant) in enumerate(jobs):
+        if progress:
+            progress(i, len(jobs), f"export {fmt} {quant}")
+        artifacts.append(_export_one(out, record, source["main_file"], fmt, quant, threads, timeout))
+    if progress:
+        progress(len(jobs), len(jobs), "export done")
+
+    manifest = {
+        "schema": SCHEMA, "tool": {"name": "deploycmp", "version": __version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": record, "warnings": warnings, "data": data_info,
+        "reference": REFERENCE, "artifacts": artifacts, "environment": environment(),
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _reference_outputs(model, x: np.ndarray, batch: int = 8) -> list[np.ndarray]:
+    import torch
+
+    from runtimes.torch_common import outputs_to_numpy
+
+    chunks = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            chunks.append(outputs_to_numpy(model(torch.from_numpy(x[i:i + batch]))))
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str, threads: int, timeout: float) -> dict:
+    artifact_id = f"{fmt}-{quant}"
+    folder = Path("artifacts") / artifact_id
+    entry = {"id": artifact_id, "format": fmt, "quantization": quant, "status": "ok", "error": None,
+             "export_batch": record["input_shape"][0]}
+    from exporters import get
+
+    reason = unsupported_reason(fmt, record["framework"], quant)
+    absent = missing(get(fmt).REQUIRES)
+    if reason is None and absent:
+        reason = f"{', '.join(absent)} not installed (pip install 'deploycmp[all]')"
+    if reason:
+        return {**entry, "status": "unavailable", "error": reason}
+    (out / folder).mkdir(parents=True, exist_ok=True)
+    spec = {"run_dir": str(out), "model": record, "source_file": source_file, "format": fmt, "quantization": quant,
+            "folder": str(folder), "threads": threads}
+    outcome = run_isolated("toolkit.export_worker", spec, timeout, out / "logs" / f"export-{artifact_id}.log")
+    if outcome.status != "ok":
+        shutil.rmtree(out / folder, ignore_errors=True)
+        return {**entry, "status": "export_failed", "error": f"{outcome.status}: {outcome.error}",
+                "export_seconds": round(outcome.seconds, 3)}
+    details = outcome.result
+    entry.update(details)
+    entry["main_file"] = str(folder / details["main_file"])
+    entry.update(describe_files(out, out / folder))
+    return entry

@@ -1,0 +1,144 @@
+"""deploycmp report: one table (terminal, Markdown, CSV, JSON) from a run directory's results."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from toolkit.errors import UsageError
+from toolkit.rundir import load_manifest, write_atomic, write_json
+
+MARKS = {"ok": "✅", "unavailable": "❎"}
+FORMATS = ("md", "csv", "json")
+COLUMNS = ("", "path", "target", "batch", "size MB", "p50 ms", "p99 ms", "items/s", "max abs", "rel L2",
+           "top-1 agree", "cold start ms", "peak RSS MB", "note")
+
+CSV_FIELDS = (
+    "id", "model", "format", "quantization", "runtime", "target", "batch", "threads", "status", "error",
+    "size_bytes", "size_gzip_bytes", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.mean",
+    "latency_ms.std", "latency_ms.min", "latency_ms.ci95_p50", "throughput_per_s", "cold_start_ms.import",
+    "cold_start_ms.load", "cold_start_ms.first_inference", "cold_start_ms.total", "peak_rss_mb", "drift.max_abs",
+    "drift.mean_abs", "drift.rel_l2", "drift.cosine_min", "drift.cosine_mean", "drift.sqnr_db",
+    "drift.top1_agreement", "drift.top5_overlap", "gflops", "peak_fraction", "host.hostname",
+)
+
+
+def parse_formats(spec: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise UsageError(f"unknown report format {unknown[0] if unknown else spec!r}; formats: {', '.join(FORMATS)}")
+    return names
+
+
+def _get(row: dict, dotted: str):
+    value = row
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _short_reason(row: dict) -> str:
+    if row["status"] == "ok":
+        return ""
+    reason = (row.get("error") or "").replace("\n", " ")
+    return f"{row['status']}: {reason}" if row["status"] != "unavailable" else reason
+
+
+def cells(row: dict) -> list[str]:
+    """One table row as text, the same for the terminal and Markdown."""
+    d, lat = row.get("drift") or {}, row.get("latency_ms") or {}
+    size = row.get("size_bytes")
+    cold = (row.get("cold_start_ms") or {}).get("total")
+    top1 = d.get("top1_agreement")
+    return [
+        MARKS.get(row["status"], "❌"),
+        f"{row['format']}/{row['quantization']} on {row['runtime']}",
+        row["target"], str(row["batch"]),
+        _num(size / 1e6 if size is not None else None, ".1f"),
+        _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("throughput_per_s"), ".1f"),
+        _num(d.get("max_abs"), ".2e"), _num(d.get("rel_l2"), ".2e"),
+        "-" if top1 is None else f"{top1 * 100:.1f}%",
+        _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),
+    ]
+
+
+def warnings_of(manifest: dict, rows: list[dict]) -> list[str]:
+    """The run's warnings: the manifest's (random weights ...) and a count of rows that are not ok."""
+    out = list(manifest.get("warnings", []))
+    unavailable = sum(r["status"] == "unavailable" for r in rows)
+    failed = sum(r["status"] not in ("ok", "unavailable") for r in rows)
+    if failed:
+        out.append(f"{failed} row(s) failed: see the note column and RUN_DIR/logs/")
+    if unavailable:
+        out.append(f"{unavailable} row(s) unavailable in this install or on this machine")
+    return out
+
+
+def heading(manifest: dict) -> str:
+    m = manifest["model"]
+    gf = m.get("gflops_per_sample")
+    return (f"{m['name']} ({m['framework']}, weights: {m['weights']}, input {'x'.join(map(str, m['input_shape']))} "
+            f"{m.get('layout') or ''}{f', {gf:.2f} GFLOP/sample' if gf else ''}); drift vs the source model on "
+            f"{manifest['data']['samples']} {manifest['data']['kind']} samples")
+
+
+def markdown(manifest: dict, rows: list[dict]) -> str:
+    lines = [f"# deploycmp report: {manifest['model']['name']}", "", heading(manifest), ""]
+    lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
+    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
+    lines += ["", "p50/p99: latency of one call at that batch size; items/s from p50; cold start: process start "
+              "to first result (import + load + first inference).", ""]
+    targets = {r["target"]: r.get("target_description") for r in rows}
+    lines += [f"- **{name}**: {desc}" for name, desc in targets.items()]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        writer.writerow(["" if (v := _get(row, f)) is None else (json.dumps(v) if isinstance(v, list) else v) for f in CSV_FIELDS])
+    return buf.getvalue()
+
+
+def print_table(manifest: dict, rows: list[dict], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    console.print(heading(manifest))
+    for w in warnings_of(manifest, rows):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    table = Table(show_lines=False, header_style="bold")
+    for col in COLUMNS:
+        table.add_column(col, justify="right" if col not in ("", "path", "target", "note") else "left",
+                         overflow="fold", max_width=48 if col == "note" else None)
+    for row in rows:
+        table.add_row(*cells(row))
+    console.print(table)
+
+
+def write_reports(run_dir, formats: list[str], results: dict) -> list[Path]:
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    rows = results["rows"]
+    written = []
+    for fmt in formats:
+        path = run_dir / f"report.{fmt}"
+        if fmt == "md":
+            write_atomic(path, markdown(manifest, rows))
+        elif fmt == "csv":
+            write_atomic(path, csv_text(rows))
+        else:
+            write_json(path, {"schema": results["schema"], "model": manifest["model"],
+                              "warnings": warnings_of(manifest, rows), "rows": rows})
+        written.append(path)
+    return written

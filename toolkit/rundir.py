@@ -1,0 +1,130 @@
+"""The run directory: the contract between export, bench and report (plain JSON and files, schema-versioned)."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from toolkit import SCHEMA
+from toolkit.errors import UsageError
+
+MANIFEST = "manifest.json"
+REFERENCE = "reference.npz"
+RESULTS = "results.json"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so that a reader sees either the old content or the whole new one, never a half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def gzip_size(path: Path) -> int:
+    """Bytes of the file once gzipped (level 6), counted without keeping the compressed copy."""
+    counter = _CountingSink()
+    with open(path, "rb") as src, gzip.GzipFile(fileobj=counter, mode="wb", compresslevel=6, mtime=0) as gz:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            gz.write(chunk)
+    return counter.n
+
+
+class _CountingSink:
+    def __init__(self):
+        self.n = 0
+
+    def write(self, b):
+        self.n += len(b)
+        return len(b)
+
+    def flush(self):
+        pass
+
+
+def describe_files(run_dir: Path, folder: Path) -> dict:
+    """Every file an artifact needs (an ONNX file's external data too), with sizes and hashes."""
+    files = []
+    for p in sorted(q for q in Path(folder).rglob("*") if q.is_file()):
+        files.append({
+            "path": str(p.relative_to(run_dir)),
+            "bytes": p.stat().st_size,
+            "sha256": sha256_file(p),
+        })
+    return {
+        "files": files,
+        "size_bytes": sum(f["bytes"] for f in files),
+        "size_gzip_bytes": sum(gzip_size(run_dir / f["path"]) for f in files),
+    }
+
+
+def changed_files(run_dir: Path, artifact: dict) -> list[str]:
+    """Files of an artifact that are missing or no longer match the sha256 recorded at export."""
+    bad = []
+    for f in artifact.get("files", []):
+        p = Path(run_dir) / f["path"]
+        if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
+            bad.append(f["path"])
+    return bad
+
+
+def load_manifest(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is not a directory (expected a run directory made by 'deploycmp export')")
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a run directory: no {MANIFEST} (make one with 'deploycmp export')")
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path} is not readable JSON: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        raise UsageError(f"{path}: unsupported manifest schema {manifest.get('schema') if isinstance(manifest, dict) else '?'} (this deploycmp reads schema {SCHEMA})")
+    return manifest
+
+
+def result_path(run_dir: Path, row_id: str) -> Path:
+    return Path(run_dir) / "results" / f"{row_id}.json"
+
+
+def load_rows(run_dir: Path) -> list[dict]:
+    """Rows measured so far, in the order of results.json when present, else by row id."""
+    run_dir = Path(run_dir)
+    rows = {}
+    for p in sorted((run_dir / "results").glob("*.json")):
+        try:
+            row = read_json(p)
+        except (OSError, ValueError):
+            continue
+        if isinstance(row, dict) and "id" in row:
+            rows[row["id"]] = row
+    return list(rows.values())
