@@ -36,7 +36,7 @@ def parse_shape(spec: str | None) -> list[int] | None:
     if spec is None:
         return None
     try:
-        shape = [int(s) for s in spec.replace("x", ",").split(",") if s.strip()]
+        shape = [int(s) for s in spec.replace("x", ",").split(",")]
     except ValueError:
         raise UsageError(f"--input-shape {spec!r}: expected comma-separated integers, e.g. 1,3,224,224") from None
     if not shape or any(d <= 0 for d in shape):
@@ -71,7 +71,11 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
 
     model, record, warnings = models.build(model_spec, weights, shape, seed=0)
     x, y, data_info = data_mod.load(data, record["input_shape"], samples)
-    reference = _reference_outputs(model, x)
+    try:
+        reference = _reference_outputs(model, x)
+    except Exception as e:  # the usual cause is an input shape the model does not take
+        raise UsageError(f"{model_spec} fails on input of shape {record['input_shape']}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     import torch
 
     record["gflops_per_sample"] = models.count_gflops(model, torch.from_numpy(x[:1]))
@@ -105,7 +109,8 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
     return manifest
 
 
-def _reference_outputs(model, x: np.ndarray, batch: int = 8) -> list[np.ndarray]:
+def _reference_outputs(model, x: np.ndarray, batch: int = 1) -> list[np.ndarray]:
+    """The golden outputs, one sample per call: kernels differ by batch size, and batch 1 is the common case."""
     import torch
 
     from runtimes.torch_common import outputs_to_numpy

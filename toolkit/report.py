@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from toolkit.errors import UsageError
@@ -11,8 +12,9 @@ from toolkit.rundir import load_manifest, write_atomic, write_json
 
 MARKS = {"ok": "✅", "unavailable": "❎"}
 FORMATS = ("md", "csv", "json")
-COLUMNS = ("", "path", "target", "batch", "size MB", "p50 ms", "p99 ms", "items/s", "max abs", "rel L2",
-           "top-1 agree", "cold start ms", "peak RSS MB", "note")
+COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "items/s",
+           "max abs", "SQNR dB", "top-1", "cold ms", "RSS MB", "note")
+LEFT = ("", "format", "quant", "runtime", "target", "note")
 
 CSV_FIELDS = (
     "id", "model", "format", "quantization", "runtime", "target", "batch", "threads", "status", "error",
@@ -56,14 +58,12 @@ def cells(row: dict) -> list[str]:
     size = row.get("size_bytes")
     cold = (row.get("cold_start_ms") or {}).get("total")
     top1 = d.get("top1_agreement")
+    sqnr = "exact" if d.get("identical") else _num(d.get("sqnr_db"), ".1f")
     return [
-        MARKS.get(row["status"], "❌"),
-        f"{row['format']}/{row['quantization']} on {row['runtime']}",
-        row["target"], str(row["batch"]),
-        _num(size / 1e6 if size is not None else None, ".1f"),
+        MARKS.get(row["status"], "❌"), row["format"], row["quantization"], row["runtime"], row["target"],
+        str(row["batch"]), _num(size / 1e6 if size is not None else None, ".1f"),
         _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("throughput_per_s"), ".1f"),
-        _num(d.get("max_abs"), ".2e"), _num(d.get("rel_l2"), ".2e"),
-        "-" if top1 is None else f"{top1 * 100:.1f}%",
+        _num(d.get("max_abs"), ".1e"), sqnr, "-" if top1 is None else f"{top1 * 100:.0f}%",
         _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),
     ]
 
@@ -93,8 +93,9 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
-    lines += ["", "p50/p99: latency of one call at that batch size; items/s from p50; cold start: process start "
-              "to first result (import + load + first inference).", ""]
+    lines += ["", "p50/p99: latency of one call at that batch size; items/s from p50; max abs, SQNR, top-1: drift "
+              "against the source model (top-1: share of samples whose top class is unchanged); cold: process start "
+              "to first result (import + load + first inference); RSS: the worker's peak resident memory.", ""]
     targets = {r["target"]: r.get("target_description") for r in rows}
     lines += [f"- **{name}**: {desc}" for name, desc in targets.items()]
     return "\n".join(lines) + "\n"
@@ -113,14 +114,14 @@ def print_table(manifest: dict, rows: list[dict], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
     console.print(heading(manifest))
     for w in warnings_of(manifest, rows):
         console.print(f"[yellow]warning:[/yellow] {w}")
     table = Table(show_lines=False, header_style="bold")
     for col in COLUMNS:
-        table.add_column(col, justify="right" if col not in ("", "path", "target", "note") else "left",
-                         overflow="fold", max_width=48 if col == "note" else None)
+        table.add_column(col, justify="left" if col in LEFT else "right", overflow="fold",
+                         max_width=60 if col == "note" else None)
     for row in rows:
         table.add_row(*cells(row))
     console.print(table)

@@ -50,9 +50,21 @@ def time_calls(run, prepared, warmup_runs: int, warmup_s: float, min_runs: int, 
     return times, n_warm
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory. Read from VmHWM, which starts afresh at exec: getrusage's
+    ru_maxrss carries the parent's peak across fork+exec, so it would charge every row the harness's memory."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def measure_row(spec: dict) -> dict:
     import importlib
-    import resource
     from pathlib import Path
 
     spawn_t = float(os.environ.get("DEPLOYCMP_SPAWN_T", time.monotonic()))
@@ -95,7 +107,7 @@ def measure_row(spec: dict) -> dict:
         "first_inference": (t_first - t_load) * 1e3,
         "total": (t_first - spawn_t) * 1e3,
     }
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_rss_mb"] = peak_rss_mb()
     row["runtime_info"] = session.info()
     row["affinity"] = sorted(os.sched_getaffinity(0))
     row["timing"] = {"warmup_runs": n_warm, "timed_runs": len(times), "timed_seconds": sum(times),

@@ -1,0 +1,30 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model", "tests.tiny_models:tiny_cnn", "--input-shape", "1,3,16,16", "--samples", "8"]
+FAST = ["--min-runs", "5", "--min-time", "0.05", "--warmup-runs", "1", "--warmup-time", "0"]
+
+
+def deploycmp(*args, env=None, timeout=900):
+    """Run the real command line in a fresh process; returns the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def rows_by_id(run_dir) -> dict:
+    return {r["id"]: r for r in json.loads((Path(run_dir) / "results.json").read_text())["rows"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One full run on the tiny model, at batch 1 and 2, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    proc = deploycmp("run", *TINY, "--out", out, "--batch", "1,2", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out

@@ -1,0 +1,46 @@
+"""A worker that raises, segfaults or hangs spoils only its own row; re-runs measure only missing rows."""
+import json
+
+from tests.conftest import FAST, deploycmp, rows_by_id
+
+MISBEHAVING = ["--model", "tests.tiny_models:misbehaving", "--input-shape", "1,3,16,16", "--samples", "4"]
+
+
+def _export(tmp_path):
+    out = tmp_path / "run"
+    proc = deploycmp("export", *MISBEHAVING, "--formats", "torchscript,onnx", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_segfault_and_hang_spoil_only_their_row(tmp_path):
+    out = _export(tmp_path)
+    proc = deploycmp("bench", out, *FAST, env={"DEPLOYCMP_TEST_MISBEHAVE": "segfault"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows = rows_by_id(out)
+    eager = rows.pop("eager-none-torch-server-cpu-b1")
+    assert eager["status"] == "crashed" and "SIGSEGV" in eager["error"]
+    assert {r["status"] for r in rows.values()} == {"ok"}
+
+    proc = deploycmp("bench", out, *FAST, "--force", "--timeout", "20", env={"DEPLOYCMP_TEST_MISBEHAVE": "hang"})
+    assert proc.returncode == 1
+    rows = rows_by_id(out)
+    assert rows.pop("eager-none-torch-server-cpu-b1")["status"] == "timeout"
+    assert {r["status"] for r in rows.values()} == {"ok"}
+
+
+def test_rerun_measures_only_missing_rows(tmp_path):
+    out = _export(tmp_path)
+    assert deploycmp("bench", out, *FAST).returncode == 0
+    files = sorted((out / "results").glob("*.json"))
+    before = {p.name: p.read_text() for p in files}
+    files[0].unlink()
+    assert deploycmp("bench", out, *FAST).returncode == 0
+    after = {p.name: p.read_text() for p in (out / "results").glob("*.json")}
+    assert set(after) == set(before)
+    changed = [n for n in before if before[n] != after[n]]
+    assert changed == [files[0].name]
+    assert deploycmp("bench", out, *FAST, "--force").returncode == 0
+    forced = {p.name: p.read_text() for p in (out / "results").glob("*.json")}
+    assert all(forced[n] != after[n] for n in after)
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == len(before)

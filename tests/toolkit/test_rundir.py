@@ -1,0 +1,40 @@
+import gzip
+import json
+
+import pytest
+
+from toolkit.errors import UsageError
+from toolkit.rundir import changed_files, describe_files, gzip_size, load_manifest, write_atomic
+
+
+def test_write_atomic_leaves_only_the_file(tmp_path):
+    write_atomic(tmp_path / "a" / "x.json", "{}")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
+
+
+def test_size_counts_every_file_and_gzip_matches(tmp_path):
+    art = tmp_path / "artifacts" / "onnx-none"
+    art.mkdir(parents=True)
+    (art / "model.onnx").write_bytes(b"graph" * 10)
+    data = bytes(range(256)) * 100
+    (art / "model.onnx.data").write_bytes(data)
+    info = describe_files(tmp_path, art)
+    assert info["size_bytes"] == 50 + len(data)
+    assert [f["path"] for f in info["files"]] == ["artifacts/onnx-none/model.onnx", "artifacts/onnx-none/model.onnx.data"]
+    assert gzip_size(art / "model.onnx.data") == len(gzip.compress(data, compresslevel=6, mtime=0))
+    assert changed_files(tmp_path, info) == []
+    (art / "model.onnx.data").write_bytes(data[:-1] + b"\x00")
+    assert changed_files(tmp_path, info) == ["artifacts/onnx-none/model.onnx.data"]
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(UsageError, match="not a run directory"):
+        load_manifest(tmp_path)
+    with pytest.raises(UsageError, match="not a directory"):
+        load_manifest(tmp_path / "missing")
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(UsageError, match="JSON"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema": 99}))
+    with pytest.raises(UsageError, match="schema"):
+        load_manifest(tmp_path)
