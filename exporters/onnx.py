@@ -16,7 +16,7 @@ def _dynamo(source, path):
     import torch
 
     batch = torch.export.Dim("batch")
-    program = torch.onnx.export(source.model, (source.example,), dynamo=True, dynamic_shapes=({0: batch},),
+    program = torch.onnx.export(source.model, (source.dynamic_example(),), dynamo=True, dynamic_shapes=({0: batch},),
                                 external_data=True, verbose=False)
     program.save(str(path), external_data=True)
     return {"name": "torch.onnx.export", "dynamo": True}

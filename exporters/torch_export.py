@@ -12,7 +12,8 @@ def export(source, out_dir, quantization: str) -> dict:
 
     path = out_dir / "model.pt2"
     try:
-        program = torch.export.export(source.model, (source.example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+        program = torch.export.export(source.model, (source.dynamic_example(),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
         dynamic, note = True, None
     except Exception as e:  # some models specialise the batch size; a static program is still a valid artifact
         program = torch.export.export(source.model, (source.example,))

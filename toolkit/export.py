@@ -78,6 +78,7 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     import torch
 
+    example = torch.from_numpy(np.resize(x, (record["input_shape"][0], *x.shape[1:])))
     record["gflops_per_sample"] = models.count_gflops(model, torch.from_numpy(x[:1]))
     record["outputs"] = [list(o.shape[1:]) for o in reference]
     source_file = models.save_source(model, record, out / "artifacts" / "eager-none")
@@ -87,7 +88,8 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
     np.savez(out / REFERENCE, **arrays)
 
     source = {"id": "eager-none", "format": "eager", "quantization": "none", "status": "ok", "error": None,
-              "main_file": f"artifacts/eager-none/{source_file}", "layout": record["layout"], "dynamic_batch": True,
+              "main_file": f"artifacts/eager-none/{source_file}", "layout": record["layout"],
+              "dynamic_batch": models.batch_works(model, example),
               "exporter": {"name": "source model", "weights": record["weights"]}, "export_seconds": 0.0,
               "export_batch": record["input_shape"][0]}
     source.update(describe_files(out, out / "artifacts" / "eager-none"))

@@ -17,19 +17,17 @@ class Source:
     layout: str | None
     calibration: object  # numpy array, samples first
 
-    def batch_works(self, module) -> bool:
-        """Whether `module` also takes a batch of a different size (so the artifact is not batch-specialised)."""
+    def dynamic_example(self):
+        """An example batch of at least 2: exporters specialise a batch axis traced at size 1."""
         import torch
 
-        n = self.example.shape[0]
-        other = torch.cat([self.example] * 2) if n == 1 else self.example[:1]
-        try:
-            with torch.no_grad():
-                out = module(other)
-            first = out[0] if isinstance(out, (tuple, list)) else out
-            return int(first.shape[0]) == int(other.shape[0])
-        except Exception:
-            return False
+        return self.example if self.example.shape[0] > 1 else torch.cat([self.example] * 2)
+
+    def batch_works(self, module) -> bool:
+        """Whether `module` also takes a batch of another size (so the artifact is not batch-specialised)."""
+        from toolkit.models import batch_works
+
+        return batch_works(module, self.example)
 
 
 def job(spec: dict) -> dict:

@@ -165,10 +165,19 @@ def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0)
             input_shape = default_input_shape(spec)
     if input_shape is None:
         raise UsageError(f"--model {spec}: pass --input-shape, e.g. --input-shape 1,3,224,224")
-    model.eval()
+    _eval(model)
     record["input_shape"] = list(input_shape)
     record["layout"] = "NCHW" if len(input_shape) == 4 else None
     return model, record, warnings
+
+
+def _eval(model):
+    """Eval mode; a torch.export module has no train mode to leave (and refuses eval())."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass
+    return model
 
 
 def _load_file(path: str, kind: str):
@@ -213,8 +222,7 @@ def load_source(run_dir: Path, record: dict, source_file: str):
 
             model = torchvision.models.get_model(record["spec"], weights=None)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    model.eval()
-    return model
+    return _eval(model)
 
 
 def count_gflops(model, example) -> float | None:
@@ -229,3 +237,17 @@ def count_gflops(model, example) -> float | None:
         return counter.get_total_flops() / 1e9
     except Exception:
         return None
+
+
+def batch_works(module, example) -> bool:
+    """Whether `module` takes a batch of a different size than `example` and returns that many samples."""
+    import torch
+
+    other = torch.cat([example] * 2) if example.shape[0] == 1 else example[:1]
+    try:
+        with torch.no_grad():
+            out = module(other)
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        return int(first.shape[0]) == int(other.shape[0])
+    except Exception:
+        return False

@@ -1,0 +1,35 @@
+"""The reference runtime rebuilds the pinned source from the run directory, whatever kind of source it was."""
+import numpy as np
+import torch
+
+import runtimes
+from tests.tiny_models import tiny_cnn
+from toolkit import models
+
+
+def _roundtrip(tmp_path, model, record):
+    name = models.save_source(model, record, tmp_path / "src")
+    artifact = {"model": record, "files": [{"path": f"src/{name}"}]}
+    session = runtimes.get("torch").load(artifact, tmp_path, threads=1)
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(session.to_numpy(session.run(session.prepare(x)))[0], expected)
+
+
+def test_factory_source(tmp_path):
+    model, record, _ = models.build("tests.tiny_models:tiny_cnn", "auto", [1, 3, 16, 16])
+    assert record["weights"] == "factory" and record["layout"] == "NCHW"
+    _roundtrip(tmp_path, model, record)
+
+
+def test_torchscript_and_export_file_sources(tmp_path):
+    example = torch.zeros(1, 3, 16, 16)
+    ts, pt2 = tmp_path / "m.pt", tmp_path / "m.pt2"
+    torch.jit.trace(tiny_cnn().eval(), example).save(str(ts))
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(tiny_cnn().eval(), (torch.zeros(2, 3, 16, 16),), dynamic_shapes=({0: batch},)), str(pt2))
+    for path, kind in ((ts, "torchscript-file"), (pt2, "torch-export-file")):
+        model, record, _ = models.build(str(path), "auto", [1, 3, 16, 16])
+        assert record["kind"] == kind and record["weights"] == "file"
+        _roundtrip(tmp_path / kind, model, record)

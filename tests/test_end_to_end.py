@@ -1,0 +1,72 @@
+"""resnet18 through every path of this slice, as a user runs it; and the tiny run's files and keys."""
+import json
+
+import pytest
+
+from tests.conftest import FAST, deploycmp, rows_by_id
+
+ROW_KEYS = {"id", "model", "format", "quantization", "runtime", "target", "batch", "threads", "status", "error",
+            "size_bytes", "size_gzip_bytes", "latency_ms", "throughput_per_s", "cold_start_ms", "peak_rss_mb", "drift",
+            "gflops", "peak_fraction"}
+PATHS = {("eager", "torch"), ("torchscript", "torchscript"), ("torch-export", "torch-export"), ("onnx", "onnxruntime")}
+
+
+def test_tiny_run_files_and_keys(tiny_run):
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert manifest["schema"] == 1 and manifest["model"]["input_shape"] == [1, 3, 16, 16]
+    assert {"torch", "onnxruntime", "numpy"} <= set(manifest["environment"]["versions"])
+    for artifact in manifest["artifacts"]:
+        assert artifact["status"] == "ok" and artifact["dynamic_batch"] is True
+        assert artifact["size_bytes"] == sum(f["bytes"] for f in artifact["files"]) > 0
+        assert all(len(f["sha256"]) == 64 for f in artifact["files"])
+    rows = rows_by_id(tiny_run)
+    assert len(rows) == 8  # 4 paths x batch 1, 2
+    for row in rows.values():
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        assert row["status"] == "ok", row["error"]
+        lat = row["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert lat["ci95_p50"][0] <= lat["p50"] <= lat["ci95_p50"][1]
+        assert row["throughput_per_s"] == pytest.approx(row["batch"] * 1e3 / lat["p50"])
+        cold = row["cold_start_ms"]
+        assert cold["total"] == pytest.approx(cold["import"] + cold["load"] + cold["first_inference"])
+        assert row["drift"]["max_abs"] < 1e-4 and row["drift"]["top1_agreement"] == 1.0
+        assert row["peak_rss_mb"] > 0 and 0 < row["peak_fraction"]
+        assert row["versions"]["torch"] and row["host"]["cpu_count"]
+    eager = rows["eager-none-torch-server-cpu-b1"]
+    assert eager["drift"]["identical"] is True  # the reference row is the source itself, at batch 1
+    for name in ("report.md", "report.csv", "report.json"):
+        assert (tiny_run / name).stat().st_size > 0
+
+
+def test_report_and_validate(tiny_run):
+    proc = deploycmp("report", tiny_run, "--format", "csv")
+    assert proc.returncode == 0 and "torch-export" in proc.stdout
+    csv_lines = (tiny_run / "report.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("id,model,format") and len(csv_lines) == 9
+    ok = deploycmp("validate", tiny_run, "--max-top1-drop", "0", "--max-rel-l2", "1e-3")
+    assert ok.returncode == 0 and "8 passed, 0 failed" in ok.stdout
+    strict = deploycmp("validate", tiny_run, "--max-rel-l2", "0")
+    drifted = sorted(i for i, r in rows_by_id(tiny_run).items() if r["drift"]["rel_l2"] > 0)
+    assert strict.returncode == (1 if drifted else 0)
+    failed = sorted(line.split()[1].rstrip(":") for line in strict.stdout.splitlines() if line.startswith("FAIL"))
+    assert failed == drifted
+
+
+@pytest.mark.slow
+def test_resnet18_every_path(tmp_path):
+    out = tmp_path / "resnet18"
+    proc = deploycmp("run", "--model", "resnet18", "--weights", "random", "--samples", "8", "--out", out, *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = list(rows_by_id(out).values())
+    assert {(r["format"], r["runtime"]) for r in rows} == PATHS
+    assert all(r["status"] == "ok" for r in rows)
+    manifest = json.loads((out / "manifest.json").read_text())
+    onnx = next(a for a in manifest["artifacts"] if a["format"] == "onnx")
+    assert any(f["path"].endswith(".onnx.data") for f in onnx["files"])  # weights live beside the graph
+    assert onnx["size_bytes"] > 40e6 and onnx["exporter"]["dynamo"] is True
+    assert manifest["model"]["gflops_per_sample"] == pytest.approx(3.63, rel=0.01)
+    assert "random weights" in proc.stdout + proc.stderr
+    assert "random weights" in (out / "report.md").read_text()
+    for r in rows:
+        assert r["drift"]["top1_agreement"] == 1.0 and r["drift"]["rel_l2"] < 1e-4

@@ -1,0 +1,65 @@
+"""Weight loading: the real torchvision path, fed from a cache file the test makes (no hub is reachable)."""
+import pytest
+import torch
+import torchvision
+
+from toolkit import models
+from toolkit.errors import DeployError, UsageError
+
+NAME = "squeezenet1_1"  # a small torchvision model with pretrained weights
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    return tmp_path
+
+
+def _place_in_cache(torch_home):
+    weights = torchvision.models.get_model_weights(NAME).DEFAULT
+    torch.manual_seed(123)
+    state = torchvision.models.get_model(NAME, weights=None).state_dict()
+    path = torch_home / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state
+
+
+def test_auto_uses_the_cache(torch_home):
+    state = _place_in_cache(torch_home)
+    model, record, warnings = models.build(NAME, "auto", None)
+    assert record["weights"].startswith("imagenet") and warnings == []
+    assert record["input_shape"] == [1, 3, 224, 224]
+    assert torch.equal(model.state_dict()["features.0.weight"], state["features.0.weight"])
+
+
+def test_auto_without_cache_falls_back_to_random_with_a_warning(torch_home):
+    model, record, warnings = models.build(NAME, "auto", None)
+    assert record["weights"] == "random"
+    assert warnings and "random weights" in warnings[0]
+    with pytest.raises(DeployError, match="could not be downloaded"):
+        models.build(NAME, "imagenet", None)
+
+
+def test_random_and_file_weights(tmp_path):
+    model, record, warnings = models.build(NAME, "random", None)
+    assert record["weights"] == "random" and "random weights" in warnings[0]
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    again, record, warnings = models.build(NAME, str(path), None)
+    assert record["weights_file"] == str(path) and warnings == []
+    assert torch.equal(again.state_dict()["features.0.weight"], model.state_dict()["features.0.weight"])
+
+
+def test_input_shape_follows_the_weights_transforms():
+    assert models.default_input_shape("inception_v3") == [1, 3, 299, 299]
+
+
+def test_flops_by_hand():
+    layer = torch.nn.Linear(4, 3)
+    assert models.count_gflops(layer, torch.zeros(2, 4)) == pytest.approx(2 * 2 * 4 * 3 / 1e9)
+
+
+def test_weights_flag_that_does_not_apply():
+    with pytest.raises(UsageError, match="imagenet"):
+        models.build("tests.tiny_models:tiny_cnn", "imagenet", [1, 3, 16, 16])
