@@ -1,7 +1,8 @@
 """Exporters, registered by format name: each turns a loaded source model into an artifact.
 
 An exporter module defines FORMAT, SOURCES (source frameworks it takes), QUANTIZATIONS (modes it makes),
-REQUIRES (import names it needs), UNSUPPORTED (mode -> reason, for modes users will ask about) and
+REQUIRES (import names it needs, or a dict of them per source framework), optional QUANTIZER (import names
+quantized modes also need) and INSTALL_HINT (import name -> how to install it), UNSUPPORTED (mode -> reason, for modes users will ask about) and
 export(source, out_dir, quantization) -> dict of details (main_file, layout, dynamic_batch, exporter info).
 Adding a format = one module + one line here.
 """
@@ -13,6 +14,8 @@ EXPORTERS = {
     "torchscript": "exporters.torchscript",
     "torch-export": "exporters.torch_export",
     "onnx": "exporters.onnx",
+    "savedmodel": "exporters.savedmodel",
+    "tflite": "exporters.tflite",
 }
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
@@ -30,3 +33,14 @@ def unsupported_reason(fmt: str, framework: str, quantization: str) -> str | Non
     if quantization not in mod.QUANTIZATIONS:
         return getattr(mod, "UNSUPPORTED", {}).get(quantization) or f"{fmt}: no {quantization} export in this version"
     return None
+
+
+def requirements(fmt: str, framework: str, quantization: str) -> tuple[str, ...]:
+    mod = get(fmt)
+    req = mod.REQUIRES.get(framework, ()) if isinstance(mod.REQUIRES, dict) else mod.REQUIRES
+    return tuple(req) + (tuple(getattr(mod, "QUANTIZER", ())) if quantization != "none" else ())
+
+
+def install_hint(fmt: str, missing: list[str]) -> str:
+    hints = getattr(get(fmt), "INSTALL_HINT", {})
+    return "; ".join(hints.get(m, f"pip install 'deploycmp[all]' for {m}") for m in missing)

@@ -1,15 +1,18 @@
-"""ONNX through torch.onnx's dynamo exporter with a dynamic batch axis; the legacy TorchScript exporter if it fails."""
+"""ONNX: from PyTorch through torch.onnx's dynamo exporter (the legacy exporter if it fails), from Keras through
+tf2onnx on the SavedModel; dynamic and static int8 through onnxruntime.quantization."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 FORMAT = "onnx"
-SOURCES = ("torch",)
-QUANTIZATIONS = ("none",)
-REQUIRES = ("torch", "onnx", "onnxscript")
-UNSUPPORTED = {"dynamic": "onnx: dynamic quantization arrives with onnxruntime.quantization support (not in this version)",
-               "int8": "onnx: static int8 arrives with onnxruntime.quantization support (not in this version)",
-               "fp16": "onnx: no fp16 export in this version"}
+SOURCES = ("torch", "keras")
+QUANTIZATIONS = ("none", "dynamic", "int8")
+REQUIRES = {"torch": ("torch", "onnx", "onnxscript", "onnxruntime"), "keras": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
+UNSUPPORTED = {"fp16": "onnx: no fp16 export in this version (fp16 ONNX runs slower than fp32 on CPU providers)"}
 
 
 def _dynamo(source, path):
@@ -31,6 +34,38 @@ def _legacy(source, path):
     return {"name": "torch.onnx.export", "dynamo": False}
 
 
+def _from_torch(source, path: Path) -> dict:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            info = _dynamo(source, path)
+        except Exception as e:
+            for f in path.parent.iterdir():
+                f.unlink()
+            info = _legacy(source, path)
+            info["dynamo_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    info["torch"] = torch.__version__
+    return info
+
+
+def _from_keras(source, path: Path) -> dict:
+    """tf2onnx on a SavedModel (its Keras-object converter has open bugs with Keras 3), run as its own CLI."""
+    import importlib.metadata as md
+
+    from toolkit.keras_source import export_savedmodel
+
+    with tempfile.TemporaryDirectory(prefix="deploycmp-tf2onnx-") as tmp:
+        export_savedmodel(source.model, Path(tmp) / "savedmodel")
+        proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(Path(tmp) / "savedmodel"),
+                               "--output", str(path), "--opset", "17"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        raise RuntimeError(f"tf2onnx failed: {lines[-1][:200] if lines else proc.returncode}")
+    return {"name": "tf2onnx (from a SavedModel made by keras model.export)", "tf2onnx": md.version("tf2onnx")}
+
+
 def inspect(path) -> dict:
     """Opset and whether the first input's batch axis is symbolic, read from the graph (weights not loaded)."""
     import onnx
@@ -42,19 +77,17 @@ def inspect(path) -> dict:
 
 
 def export(source, out_dir, quantization: str) -> dict:
-    import torch
-
+    convert = _from_torch if source.framework == "torch" else _from_keras
     path = out_dir / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            info = _dynamo(source, path)
-        except Exception as e:
-            for f in out_dir.iterdir():
-                f.unlink()
-            info = _legacy(source, path)
-            info["dynamo_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    info["torch"] = torch.__version__
+    if quantization == "none":
+        info = convert(source, path)
+    else:
+        from exporters.onnx_quantization import quantize
+
+        with tempfile.TemporaryDirectory(prefix="deploycmp-onnx-fp32-") as tmp:
+            fp32 = Path(tmp) / "model.onnx"
+            info = convert(source, fp32)
+            info["quantization"] = quantize(fp32, path, quantization, source.calibration)
     graph = inspect(path)
     info["opset"] = graph["opset"]
     return {"main_file": path.name, "layout": source.layout, "dynamic_batch": graph["dynamic_batch"], "exporter": info}

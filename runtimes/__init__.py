@@ -13,6 +13,9 @@ RUNTIMES = {
     "torchscript": "runtimes.torchscript",
     "torch-export": "runtimes.torch_export",
     "onnxruntime": "runtimes.onnxruntime",
+    "keras": "runtimes.keras_eager",
+    "tensorflow": "runtimes.tensorflow",
+    "litert": "runtimes.litert",
 }
 
 
@@ -20,8 +23,14 @@ def get(name: str):
     return importlib.import_module(RUNTIMES[name])
 
 
-def for_format(fmt: str) -> list[str]:
-    return [name for name in RUNTIMES if fmt in get(name).FORMATS]
+def for_format(fmt: str, framework: str | None = None) -> list[str]:
+    """Runtimes that run `fmt`; an eager runtime runs only its own framework's source."""
+    out = []
+    for name in RUNTIMES:
+        mod = get(name)
+        if fmt in mod.FORMATS and (framework is None or getattr(mod, "FRAMEWORK", framework) == framework):
+            out.append(name)
+    return out
 
 
 def missing(requires) -> list[str]:

@@ -44,3 +44,32 @@ def misbehaving():
 
 def not_a_module():
     return "not a model"
+
+
+def digits(layout: str = "NCHW"):
+    """scikit-learn's 1,797 labeled handwritten digits as 8x8 RGB floats in [0, 1]."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.repeat((d.images / 16.0)[:, None], 3, axis=1).astype(np.float32)
+    return (x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()), d.target
+
+
+def train_tiny_cnn(path, epochs: int = 10) -> float:
+    """Train TinyCNN on the digits for a few seconds, save its state_dict to `path`; returns train accuracy."""
+    torch.set_num_threads(1)
+    x, y = digits()
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    model = tiny_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(epochs):
+        for i in torch.randperm(len(x)).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean().item()
+    torch.save(model.state_dict(), path)
+    return accuracy

@@ -44,7 +44,7 @@ def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads:
     model = manifest["model"]
     rows = []
     for artifact in manifest["artifacts"]:
-        for runtime in runtimes.for_format(artifact["format"]):
+        for runtime in runtimes.for_format(artifact["format"], model["framework"]):
             for target in targets:
                 if not target.runs(runtime):
                     continue

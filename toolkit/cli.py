@@ -31,13 +31,16 @@ def _stack(*decorators):
 
 
 export_options = _stack(
-    click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 file, or package.module:factory."),
+    click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 "
+                 "file, package.module:factory, keras:NAME (keras.applications), a .keras file or a SavedModel directory."),
     click.option("--weights", default="auto", show_default=True, help="auto | imagenet | random | FILE (a state_dict)."),
     click.option("--input-shape", default=None, help="N,C,H,W for files that carry no shape (default: the model's own)."),
     click.option("--formats", default="all", show_default=True, help="Comma-separated formats, or all."),
     click.option("--quantize", default="none", show_default=True, help="Comma-separated: none,fp16,dynamic,int8."),
     click.option("--data", default="random", show_default=True, help="random | an image folder | FILE.npz (x, optional y)."),
-    click.option("--samples", default=32, show_default=True, type=int, help="Inputs used for drift."),
+    click.option("--samples", default=32, show_default=True, type=int, help="Evaluation inputs (drift, accuracy)."),
+    click.option("--calibration-samples", default=32, show_default=True, type=int,
+                 help="Calibration inputs for int8 exporters (never used for metrics)."),
     click.option("--export-timeout", default=900.0, show_default=True, type=float, help="Seconds allowed per export."),
 )
 
@@ -75,14 +78,15 @@ def _check_positive(name: str, value, allow_zero=False):
         raise UsageError(f"{name} must be {'zero or ' if allow_zero else ''}positive, not {value}")
 
 
-def _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, export_timeout, force, threads):
+def _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, calibration_samples,
+               export_timeout, force, threads):
     from toolkit.export import export_run
     from toolkit.targets import usable_cpus
 
     bar, update = _progress("export")
     with bar:
         manifest = export_run(model, weights, input_shape, formats, quantize, data, samples, Path(run_dir), force,
-                              threads or len(usable_cpus()), export_timeout, update)
+                              threads or len(usable_cpus()), export_timeout, update, calibration_samples)
     for w in manifest["warnings"]:
         click.echo(f"warning: {w}", err=True)
     for a in manifest["artifacts"]:
@@ -134,10 +138,11 @@ def cli():
 @click.option("--out", "run_dir", default=None, help="Run directory (default: runs/MODEL).")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
-def export(model, weights, input_shape, formats, quantize, data, samples, export_timeout, run_dir, force):
+def export(model, weights, input_shape, formats, quantize, data, samples, calibration_samples, export_timeout, run_dir,
+           force):
     """Export MODEL to each format and quantization mode into a run directory."""
     manifest = _do_export(run_dir or _default_out(model), model, weights, input_shape, formats, quantize, data,
-                          samples, export_timeout, force, None)
+                          samples, calibration_samples, export_timeout, force, None)
     return 1 if any(a["status"] == "export_failed" for a in manifest["artifacts"]) else 0
 
 
@@ -196,15 +201,16 @@ def validate(run_dir, max_top1_drop, min_sqnr, max_rel_l2):
 @report_option
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
-def run(model, weights, input_shape, formats, quantize, data, samples, export_timeout, run_dir, targets, batch,
-        threads, min_runs, min_time, warmup_runs, warmup_time, timeout, report_formats, force):
+def run(model, weights, input_shape, formats, quantize, data, samples, calibration_samples, export_timeout, run_dir,
+        targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, report_formats, force):
     """export + bench + report in one go."""
     from toolkit.bench import exit_status
     from toolkit.report import parse_formats
 
     parse_formats(report_formats)
     run_dir = run_dir or _default_out(model)
-    _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, export_timeout, force, threads)
+    _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, calibration_samples,
+               export_timeout, force, threads)
     results = _do_bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, True)
     _do_report(run_dir, report_formats, results)
     return exit_status(results["rows"])
@@ -225,7 +231,9 @@ def list_():
     click.echo("formats:")
     for name in exporters.EXPORTERS:
         mod = exporters.get(name)
-        click.echo(f"  {name:14} from {', '.join(mod.SOURCES)}; quantization {', '.join(mod.QUANTIZATIONS)}; {avail(mod.REQUIRES)}")
+        for fw in mod.SOURCES:
+            click.echo(f"  {name:14} from {fw:6} quantization {','.join(mod.QUANTIZATIONS):24} "
+                       f"{avail(exporters.requirements(name, fw, 'int8' if len(mod.QUANTIZATIONS) > 1 else 'none'))}")
     click.echo("runtimes:")
     for name in runtimes.RUNTIMES:
         mod = runtimes.get(name)
@@ -235,7 +243,7 @@ def list_():
         click.echo(f"  {name:14} {t.describe()}")
     click.echo("models: torchvision classification models, a TorchScript file, a .pt2 file, or package.module:factory")
     if not runtimes.missing(("torchvision",)):
-        from toolkit.models import torchvision_names
+        from toolkit.torch_source import torchvision_names
 
         click.echo("  " + " ".join(torchvision_names()))
     return 0

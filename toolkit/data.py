@@ -68,3 +68,24 @@ def _image_folder(root: Path, per_sample: tuple, samples: int):
         xs.append(((arr - mean) / std).transpose(2, 0, 1))
     y = np.array([classes.index(p.parent.name) for p in files]) if classes and all(p.parent != root for p in files) else None
     return np.stack(xs).astype(np.float32), y, {"kind": "image-folder", "path": str(root), "classes": classes}
+
+
+def split(x: np.ndarray, y: np.ndarray | None, calibration: int, seed: int = 0):
+    """A fixed, seeded split into a calibration part (for int8 exporters) and an evaluation part (for metrics).
+
+    Returns (calibration x, evaluation x, evaluation y, record); the two parts never share a sample.
+    """
+    n = len(x)
+    if calibration < 1:
+        raise UsageError(f"--calibration-samples must be at least 1, not {calibration}")
+    if n < 2:
+        raise UsageError(f"need at least 2 samples to split into calibration and evaluation parts, got {n}")
+    n_cal = min(calibration, n // 2)
+    perm = np.random.default_rng(seed).permutation(n)
+    cal, ev = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
+    record = {
+        "seed": seed,
+        "calibration": {"samples": int(len(cal)), "sha256": hashlib.sha256(x[cal].tobytes()).hexdigest()},
+        "evaluation": {"samples": int(len(ev)), "sha256": hashlib.sha256(x[ev].tobytes()).hexdigest()},
+    }
+    return x[cal], x[ev], (y[ev] if y is not None else None), record

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters import EXPORTERS, QUANTIZATIONS, unsupported_reason
+from exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
 from runtimes import missing
 from toolkit import SCHEMA, __version__
 from toolkit.environment import environment
 from toolkit.errors import UsageError
 from toolkit.isolation import run_isolated
-from toolkit.rundir import MANIFEST, REFERENCE, describe_files, write_json
+from toolkit.rundir import CALIBRATION, MANIFEST, REFERENCE, describe_files, write_json
 
 
 def parse_formats(spec: str) -> list[str]:
@@ -55,13 +55,14 @@ def _prepare_dir(out: Path, force: bool) -> None:
         (out / MANIFEST).unlink(missing_ok=True)  # first, so a half-replaced run never looks complete
         for sub in ("artifacts", "results", "logs"):
             shutil.rmtree(out / sub, ignore_errors=True)
-        for f in ("results.json", REFERENCE, "report.md", "report.csv", "report.json"):
+        for f in ("results.json", REFERENCE, CALIBRATION, "report.md", "report.csv", "report.json"):
             (out / f).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
 def export_run(model_spec: str, weights: str, input_shape: str | None, formats: str, quantize: str, data: str,
-               samples: int, out: Path, force: bool, threads: int, timeout: float, progress=None) -> dict:
+               samples: int, out: Path, force: bool, threads: int, timeout: float, progress=None,
+               calibration_samples: int = 32) -> dict:
     from toolkit import data as data_mod
     from toolkit import models
 
@@ -69,29 +70,32 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
     out = Path(out)
     _prepare_dir(out, force)
 
-    model, record, warnings = models.build(model_spec, weights, shape, seed=0)
-    x, y, data_info = data_mod.load(data, record["input_shape"], samples)
+    framework = models.framework_of(model_spec)
+    src = models.get(framework)
+    model, record, warnings = src.build(model_spec, weights, shape, seed=0)
+    x_all, y_all, data_info = data_mod.load(data, record["input_shape"], samples + calibration_samples)
+    calibration, x, y, data_info["split"] = data_mod.split(x_all, y_all, calibration_samples)
+    data_info["samples"] = int(len(x))
     try:
-        reference = _reference_outputs(model, x)
+        reference = src.reference_outputs(model, x)
     except Exception as e:  # the usual cause is an input shape the model does not take
         raise UsageError(f"{model_spec} fails on input of shape {record['input_shape']}: "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    import torch
-
-    example = torch.from_numpy(np.resize(x, (record["input_shape"][0], *x.shape[1:])))
-    record["gflops_per_sample"] = models.count_gflops(model, torch.from_numpy(x[:1]))
+    export_batch = record["input_shape"][0]
+    other_batch = np.resize(x, (2 if export_batch == 1 else 1, *x.shape[1:]))
+    record["gflops_per_sample"] = src.count_gflops(model, x[:1])
     record["outputs"] = [list(o.shape[1:]) for o in reference]
-    source_file = models.save_source(model, record, out / "artifacts" / "eager-none")
+    source_file = src.save_source(model, record, out / "artifacts" / "eager-none")
     arrays = {"x": x, **{f"y{i}": o for i, o in enumerate(reference)}}
     if y is not None:
         arrays["labels"] = y
     np.savez(out / REFERENCE, **arrays)
+    np.savez(out / CALIBRATION, x=calibration)
 
     source = {"id": "eager-none", "format": "eager", "quantization": "none", "status": "ok", "error": None,
               "main_file": f"artifacts/eager-none/{source_file}", "layout": record["layout"],
-              "dynamic_batch": models.batch_works(model, example),
-              "exporter": {"name": "source model", "weights": record["weights"]}, "export_seconds": 0.0,
-              "export_batch": record["input_shape"][0]}
+              "dynamic_batch": src.batch_works(model, other_batch), "export_batch": export_batch,
+              "exporter": {"name": "source model", "weights": record["weights"]}, "export_seconds": 0.0}
     source.update(describe_files(out, out / "artifacts" / "eager-none"))
     artifacts = [source]
     jobs = [(f, q) for f in fmts for q in modes]
@@ -105,23 +109,10 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
     manifest = {
         "schema": SCHEMA, "tool": {"name": "deploycmp", "version": __version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": record, "warnings": warnings, "data": data_info,
-        "reference": REFERENCE, "artifacts": artifacts, "environment": environment(),
+        "reference": REFERENCE, "calibration": CALIBRATION, "artifacts": artifacts, "environment": environment(),
     }
     write_json(out / MANIFEST, manifest)
     return manifest
-
-
-def _reference_outputs(model, x: np.ndarray, batch: int = 1) -> list[np.ndarray]:
-    """The golden outputs, one sample per call: kernels differ by batch size, and batch 1 is the common case."""
-    import torch
-
-    from runtimes.torch_common import outputs_to_numpy
-
-    chunks = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch):
-            chunks.append(outputs_to_numpy(model(torch.from_numpy(x[i:i + batch]))))
-    return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
 def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str, threads: int, timeout: float) -> dict:
@@ -129,12 +120,10 @@ def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str,
     folder = Path("artifacts") / artifact_id
     entry = {"id": artifact_id, "format": fmt, "quantization": quant, "status": "ok", "error": None,
              "export_batch": record["input_shape"][0]}
-    from exporters import get
-
     reason = unsupported_reason(fmt, record["framework"], quant)
-    absent = missing(get(fmt).REQUIRES)
+    absent = missing(requirements(fmt, record["framework"], quant))
     if reason is None and absent:
-        reason = f"{', '.join(absent)} not installed (pip install 'deploycmp[all]')"
+        reason = f"{fmt}: {', '.join(absent)} not installed ({install_hint(fmt, absent)})"
     if reason:
         return {**entry, "status": "unavailable", "error": reason}
     (out / folder).mkdir(parents=True, exist_ok=True)

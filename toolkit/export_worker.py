@@ -5,51 +5,63 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from toolkit.isolation import child_main
 
 
 @dataclass
 class Source:
-    """What an exporter gets: the source model, an example batch, and the calibration inputs."""
+    """What an exporter gets: the source model, its framework, an example batch and the calibration inputs."""
 
     model: object
-    example: object  # a torch tensor of the manifest's input shape
+    framework: str
+    x: np.ndarray  # example batch (numpy) of the manifest's input shape
     layout: str | None
-    calibration: object  # numpy array, samples first
+    calibration: np.ndarray  # the calibration split, samples first
+    run_dir: Path | None = None
+    source_file: str | None = None  # the pinned source in the run directory (a .keras file, weights.pt ...)
+
+    @property
+    def fw(self):
+        from toolkit import models
+
+        return models.get(self.framework)
+
+    @property
+    def example(self):
+        return self.fw.example(self.x)
 
     def dynamic_example(self):
         """An example batch of at least 2: exporters specialise a batch axis traced at size 1."""
-        import torch
-
-        return self.example if self.example.shape[0] > 1 else torch.cat([self.example] * 2)
+        return self.fw.example(self.x if len(self.x) > 1 else np.concatenate([self.x] * 2))
 
     def batch_works(self, module) -> bool:
         """Whether `module` also takes a batch of another size (so the artifact is not batch-specialised)."""
-        from toolkit.models import batch_works
-
-        return batch_works(module, self.example)
+        return self.fw.batch_works(module, np.resize(self.x, (2 if len(self.x) == 1 else 1, *self.x.shape[1:])))
 
 
 def job(spec: dict) -> dict:
-    import numpy as np
-    import torch
-
     from exporters import get
-    from toolkit.models import load_source
+    from toolkit import models
 
-    run_dir, model = Path(spec["run_dir"]), spec["model"]
-    torch.set_num_threads(spec["threads"])
+    run_dir, record = Path(spec["run_dir"]), spec["model"]
+    fw = models.get(record["framework"])
+    fw.set_threads(spec["threads"])
     with np.load(run_dir / "reference.npz") as ref:
         x = ref["x"]
-    batch = model["input_shape"][0]
-    example = torch.from_numpy(np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:]))))
-    source = Source(load_source(run_dir, model, spec["source_file"]), example, model.get("layout"), x)
+    with np.load(run_dir / "calibration.npz") as cal:
+        calibration = cal["x"]
+    batch = record["input_shape"][0]
+    source = Source(fw.load_source(run_dir, record, spec["source_file"]), record["framework"],
+                    np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:]))), record.get("layout"), calibration,
+                    run_dir, spec["source_file"])
     out_dir = run_dir / spec["folder"]
     start = time.perf_counter()
     details = get(spec["format"]).export(source, out_dir, spec["quantization"])
     details["export_seconds"] = round(time.perf_counter() - start, 3)
     main = out_dir / details["main_file"]
-    if not main.is_file() or main.stat().st_size == 0:
+    if not main.exists() or (main.is_file() and main.stat().st_size == 0):
         raise RuntimeError(f"exporter wrote no {details['main_file']}")
     return details
 

@@ -61,7 +61,7 @@ def cells(row: dict) -> list[str]:
     sqnr = "exact" if d.get("identical") else _num(d.get("sqnr_db"), ".1f")
     return [
         MARKS.get(row["status"], "❌"), row["format"], row["quantization"], row["runtime"], row["target"],
-        str(row["batch"]), _num(size / 1e6 if size is not None else None, ".1f"),
+        str(row["batch"]), _num(size / 1e6 if size is not None else None, ".3g"),
         _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("throughput_per_s"), ".1f"),
         _num(d.get("max_abs"), ".1e"), sqnr, "-" if top1 is None else f"{top1 * 100:.0f}%",
         _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),

@@ -13,6 +13,7 @@ from toolkit.errors import UsageError
 
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
+CALIBRATION = "calibration.npz"
 RESULTS = "results.json"
 
 

@@ -4,7 +4,7 @@ import torch
 
 import runtimes
 from tests.tiny_models import tiny_cnn
-from toolkit import models
+from toolkit import torch_source as models
 
 
 def _roundtrip(tmp_path, model, record):

@@ -1,0 +1,85 @@
+"""TFLite (LiteRT) files: from PyTorch through litert-torch, from Keras through TF's converter on the SavedModel;
+fp16, dynamic-range int8 and full-integer int8 (calibrated) through ai-edge-quantizer, the same for both sources."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import tempfile
+from pathlib import Path
+
+FORMAT = "tflite"
+SOURCES = ("torch", "keras")
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+REQUIRES = {"torch": ("litert_torch", "ai_edge_litert"), "keras": ("tensorflow", "ai_edge_litert")}
+QUANTIZER = ("ai_edge_quantizer",)
+
+
+def _from_torch(source, path: Path) -> dict:
+    import litert_torch  # before anything imports tensorflow: the other order segfaults with this stack
+
+    litert_torch.convert(source.model, (source.example,)).export(str(path))
+    return {"name": "litert_torch.convert", "litert-torch": md.version("litert-torch")}
+
+
+def _from_keras(source, path: Path) -> dict:
+    import tensorflow as tf
+
+    from toolkit.keras_source import export_savedmodel
+
+    with tempfile.TemporaryDirectory(prefix="deploycmp-tflite-") as tmp:
+        export_savedmodel(source.model, Path(tmp) / "savedmodel")
+        path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "savedmodel")).convert())
+    return {"name": "tf.lite.TFLiteConverter.from_saved_model", "tensorflow": tf.__version__}
+
+
+def _recipe(mode: str):
+    from ai_edge_quantizer import qtyping, recipe, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    if mode == "dynamic":
+        return recipe.dynamic_wi8_afp32(), {"recipe": "dynamic_wi8_afp32", "weights": "int8", "activations": "fp32, quantized at run time"}
+    if mode == "int8":
+        return recipe.static_wi8_ai8(), {"recipe": "static_wi8_ai8", "weights": "int8 per-channel",
+                                         "activations": "int8", "io": "int8 (quantized by the harness)"}
+    manager = recipe_manager.RecipeManager()
+    manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                   algorithm_key=AlgorithmName.FLOAT_CASTING)
+    return manager.get_quantization_recipe(), {"recipe": "weight-only float casting", "weights": "fp16", "activations": "fp32"}
+
+
+def _quantize(fp32: Path, out: Path, mode: str, calibration, layout_src: str | None, layout_dst: str | None) -> dict:
+    import ai_edge_quantizer
+    from ai_edge_litert.interpreter import Interpreter
+
+    from toolkit.worker import to_layout
+
+    recipe, info = _recipe(mode)
+    quantizer = ai_edge_quantizer.Quantizer(str(fp32))
+    quantizer.load_quantization_recipe(recipe)
+    calibration_result = None
+    if quantizer.need_calibration:
+        interpreter = Interpreter(model_path=str(fp32))
+        key, signature = next(iter(interpreter.get_signature_list().items()))
+        name = signature["inputs"][0]
+        batch = int(interpreter.get_input_details()[0]["shape"][0])
+        samples = to_layout(calibration, layout_src, layout_dst)
+        data = [{name: samples[i:i + batch]} for i in range(0, len(samples) - batch + 1, batch)]
+        calibration_result = quantizer.calibrate({key: data})
+        info.update(calibration_method="min-max", calibration_samples=len(data) * batch)
+    quantizer.quantize(calibration_result).export_model(str(out), overwrite=True)
+    info.update(tool="ai-edge-quantizer", version=md.version("ai-edge-quantizer"))
+    return info
+
+
+def export(source, out_dir, quantization: str) -> dict:
+    path = out_dir / "model.tflite"
+    convert = _from_torch if source.framework == "torch" else _from_keras
+    if quantization == "none":
+        info = convert(source, path)
+    else:
+        with tempfile.TemporaryDirectory(prefix="deploycmp-tflite-fp32-") as tmp:
+            fp32 = Path(tmp) / "model.tflite"
+            info = convert(source, fp32)
+            # the converters keep the source's layout (litert-torch: NCHW, Keras: NHWC)
+            info["quantization"] = _quantize(fp32, path, quantization, source.calibration, source.layout, source.layout)
+    # converted with the example's batch size: other batch sizes need their own export
+    return {"main_file": path.name, "layout": source.layout, "dynamic_batch": False, "exporter": info}

@@ -1,0 +1,43 @@
+"""The Keras source model called eagerly (model(x, training=False)): the reference row of a Keras source."""
+from __future__ import annotations
+
+import numpy as np
+
+from runtimes.base import Session
+
+NAME = "keras"
+FORMATS = ("eager",)
+FRAMEWORK = "keras"  # runs the eager artifact of a Keras source only
+REQUIRES = ("tensorflow", "keras")
+
+
+class KerasSession(Session):
+    layout = "NHWC"
+
+    def __init__(self, model, threads: int):
+        import keras
+        import tensorflow as tf
+
+        self.model, self._tf, self._threads, self._keras = model, tf, threads, keras.__version__
+
+    def info(self) -> dict:
+        return {"runtime": NAME, "version": self._keras, "tensorflow": self._tf.__version__, "threads": self._threads,
+                "device": "cpu", "call": "model(x, training=False), eager"}
+
+    def prepare(self, x: np.ndarray):
+        return self._tf.constant(x)
+
+    def run(self, prepared):
+        return self.model(prepared, training=False)
+
+    def to_numpy(self, raw) -> list[np.ndarray]:
+        from toolkit.keras_source import outputs_to_numpy
+
+        return outputs_to_numpy(raw)
+
+
+def load(artifact: dict, run_dir, threads: int) -> KerasSession:
+    from toolkit.keras_source import load_source, set_threads
+
+    set_threads(threads)
+    return KerasSession(load_source(run_dir, artifact["model"], artifact["main_file"]), threads)

@@ -1,0 +1,46 @@
+"""TensorFlow SavedModels: tf.saved_model.load, then the serving_default signature, as TF Serving calls it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runtimes.base import Session
+
+NAME = "tensorflow"
+FORMATS = ("savedmodel",)
+REQUIRES = ("tensorflow",)
+
+
+class SavedModelSession(Session):
+    def __init__(self, loaded, threads: int):
+        import tensorflow as tf
+
+        self._tf, self._threads, self._loaded = tf, threads, loaded
+        self.signature = loaded.signatures["serving_default"]
+        inputs = self.signature.structured_input_signature[1]
+        if len(inputs) != 1:
+            raise ValueError(f"serving_default takes {len(inputs)} inputs; deploycmp measures single-input models")
+        self.input_name = next(iter(inputs))
+
+    def info(self) -> dict:
+        return {"runtime": NAME, "version": self._tf.__version__, "threads": self._threads, "device": "cpu",
+                "signature": "serving_default"}
+
+    def prepare(self, x: np.ndarray):
+        return {self.input_name: self._tf.constant(x)}
+
+    def run(self, prepared):
+        return self.signature(**prepared)
+
+    def to_numpy(self, raw) -> list[np.ndarray]:
+        return [np.asarray(raw[k], dtype=np.float32) for k in sorted(raw)]
+
+
+def load(artifact: dict, run_dir, threads: int) -> SavedModelSession:
+    from toolkit.keras_source import set_threads
+
+    set_threads(threads)
+    import tensorflow as tf
+
+    return SavedModelSession(tf.saved_model.load(str(Path(run_dir) / artifact["main_file"])), threads)

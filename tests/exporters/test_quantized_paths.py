@@ -1,0 +1,113 @@
+"""Every exporter x quantization mode from a PyTorch and a Keras source, on tiny models trained on real digits,
+measured on their runtimes through the real command line (TensorFlow and litert-torch stay out of this process)."""
+import json
+
+import numpy as np
+import pytest
+
+from tests import tiny_keras
+from tests.conftest import FAST, deploycmp, rows_by_id
+from tests.tiny_models import digits, train_tiny_cnn
+
+MODES = "none,fp16,dynamic,int8"
+EXPECTED_OK = {("tflite", "none"), ("tflite", "fp16"), ("tflite", "dynamic"), ("tflite", "int8"),
+               ("onnx", "none"), ("onnx", "dynamic"), ("onnx", "int8"), ("savedmodel", "none")}
+
+
+def _digits_npz(path, layout):
+    x, y = digits(layout)
+    idx = np.random.default_rng(0).permutation(len(x))[:96]
+    np.savez(path, x=x[idx], y=y[idx])
+    return path
+
+
+def _run(out, *model_args, data):
+    proc = deploycmp("run", *model_args, "--formats", "tflite,onnx,savedmodel,torchscript", "--quantize", MODES,
+                     "--data", data, "--samples", "64", "--calibration-samples", "32", "--out", out, *FAST)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return rows_by_id(out), json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def torch_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("torch-q")
+    assert train_tiny_cnn(tmp / "w.pt") > 0.8
+    return _run(tmp / "run", "--model", "tests.tiny_models:tiny_cnn", "--weights", tmp / "w.pt", "--input-shape",
+                "1,3,8,8", data=_digits_npz(tmp / "d.npz", "NCHW"))
+
+
+@pytest.fixture(scope="module")
+def keras_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("keras-q")
+    model = tiny_keras.make(tmp / "tiny.keras", trained=True)
+    return _run(tmp / "run", "--model", model, data=_digits_npz(tmp / "d.npz", "NHWC"))
+
+
+def _check(rows, manifest, framework, eager_runtime):
+    by_path = {(r["format"], r["quantization"]): r for r in rows.values()}
+    ok = {k for k, r in by_path.items() if r["status"] == "ok"}
+    assert ok == EXPECTED_OK | {("eager", "none")}, {k: r["error"] for k, r in by_path.items() if r["status"] != "ok"}
+    for key, row in by_path.items():
+        if row["status"] != "ok":
+            assert row["status"] == "unavailable" and row["error"], key
+    assert by_path[("eager", "none")]["runtime"] == eager_runtime
+    assert by_path[("eager", "none")]["drift"]["identical"] is True
+    for key in EXPECTED_OK:
+        d = by_path[key]["drift"]
+        assert all(np.isfinite(d[k]) for k in ("max_abs", "rel_l2", "sqnr_db")), key
+        # loose bounds: a trained model keeps its predictions through every quantization mode
+        assert d["top1_agreement"] >= 0.85 and d["sqnr_db"] > 12, (key, d)
+        if key[1] == "none":
+            assert d["rel_l2"] < 1e-4, (key, d)
+    int8 = by_path[("tflite", "int8")]
+    assert int8["runtime_info"]["input_dtype"] == "int8"  # full-integer model, quantized by the harness
+    artifacts = {a["id"]: a for a in manifest["artifacts"]}
+    quant = artifacts["onnx-int8"]["exporter"]["quantization"]
+    assert quant["format"] == "QDQ" and quant["per_channel"] is True and quant["calibration_samples"] == 32
+    assert artifacts["tflite-int8"]["exporter"]["quantization"]["calibration_samples"] == 32
+    assert manifest["data"]["split"]["calibration"]["samples"] == 32
+    assert manifest["data"]["split"]["evaluation"]["samples"] == 64
+    return by_path, artifacts
+
+
+def test_torch_source_every_mode(torch_run):
+    rows, manifest = torch_run
+    by_path, artifacts = _check(rows, manifest, "torch", "torch")
+    assert artifacts["savedmodel-none"]["layout"] == "NHWC"  # onnx2tf: the harness transposes NCHW inputs
+    assert artifacts["tflite-none"]["layout"] == "NCHW"  # litert-torch keeps the source layout
+    assert by_path[("torchscript", "none")]["status"] == "ok"
+    assert by_path[("torchscript", "int8")]["status"] == "unavailable"
+    assert by_path[("onnx", "fp16")]["error"].startswith("onnx: no fp16 export")
+
+
+def test_keras_source_every_mode(keras_run):
+    rows, manifest = keras_run
+    by_path, artifacts = _check(rows, manifest, "keras", "keras")
+    assert manifest["model"]["layout"] == "NHWC" and artifacts["savedmodel-none"]["layout"] == "NHWC"
+    assert by_path[("torchscript", "none")]["error"] == "torchscript: no maintained converter from a keras model"
+
+
+@pytest.mark.slow
+def test_keras_application(tmp_path):
+    out = tmp_path / "run"
+    proc = deploycmp("run", "--model", "keras:MobileNetV3Small", "--weights", "random", "--formats",
+                     "savedmodel,tflite,onnx", "--quantize", "none,int8", "--samples", "4", "--calibration-samples", "4",
+                     "--out", out, *FAST)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = rows_by_id(out)
+    ok = {(r["format"], r["quantization"]) for r in rows.values() if r["status"] == "ok"}
+    assert ok == {("eager", "none"), ("savedmodel", "none"), ("tflite", "none"), ("tflite", "int8"), ("onnx", "none"),
+                  ("onnx", "int8")}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["input_shape"] == [1, 224, 224, 3]
+    sizes = {a["id"]: a["size_bytes"] for a in manifest["artifacts"] if a["status"] == "ok"}
+    assert sizes["tflite-int8"] < sizes["tflite-none"] / 2.5
+    assert "random weights" in (out / "report.md").read_text()
+
+
+def test_keras_bad_input(tmp_path):
+    proc = deploycmp("export", "--model", "keras:MobileNetV9", "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "unknown Keras application 'MobileNetV9'" in proc.stderr and "MobileNet" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = deploycmp("export", "--model", tmp_path / "missing.keras", "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "model file not found" in proc.stderr

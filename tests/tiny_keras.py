@@ -1,0 +1,36 @@
+"""Tiny Keras models for the tests, written to .keras files by a separate process (run as a script), so the
+test process never imports TensorFlow (TensorFlow then litert_torch in one process segfaults)."""
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r"""
+import sys
+import numpy as np
+import keras
+keras.utils.set_random_seed(0)
+inp = keras.Input((int(sys.argv[3]), int(sys.argv[3]), 3))
+h = keras.layers.Conv2D(8, 3, padding="same")(inp)
+h = keras.layers.BatchNormalization()(h)
+h = keras.layers.ReLU()(h)
+h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
+h = keras.layers.GlobalAveragePooling2D()(h)
+model = keras.Model(inp, keras.layers.Dense(10)(h))
+if sys.argv[2] == "trained":
+    # a real trained model: sklearn's 8x8 digits as RGB, a few epochs
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = np.repeat((d.images / 16.0)[..., None], 3, axis=-1).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    hist = model.fit(x, d.target, epochs=10, batch_size=64, verbose=0)
+    print("train accuracy", hist.history["accuracy"][-1])
+model.save(sys.argv[1])
+"""
+
+
+def make(path: Path, trained: bool = False) -> Path:
+    """A .keras file: random weights on 16x16 inputs, or trained on the 8x8 digits."""
+    subprocess.run([sys.executable, "-c", SCRIPT, str(path), "trained" if trained else "random", "8" if trained else "16"],
+                   check=True, capture_output=True)
+    return path

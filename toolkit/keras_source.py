@@ -1,0 +1,174 @@
+"""Keras source models: keras.applications by name, .keras files, SavedModel directories. NHWC inputs."""
+from __future__ import annotations
+
+import difflib
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import DeployError, UsageError
+
+PREFIX = "keras:"
+
+
+def application_names() -> list[str]:
+    import keras
+
+    return sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
+
+
+def set_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # only settable before TensorFlow runs anything
+        pass
+
+
+def _application(name: str, weights: str, warnings: list, record: dict):
+    import keras
+
+    names = application_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        raise UsageError(f"unknown Keras application {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    factory = getattr(keras.applications, name)
+    # logits, not probabilities: a softmax head hides drift (near-uniform outputs on random weights)
+    if weights in ("imagenet", "auto"):
+        try:
+            model = factory(weights="imagenet", classifier_activation=None)
+            record["weights"] = "imagenet (keras.applications)"
+            return model
+        except Exception as e:
+            if weights == "imagenet":
+                raise DeployError(f"imagenet weights for {name} are not in Keras' cache (~/.keras/models) and could "
+                                  f"not be downloaded ({type(e).__name__})") from e
+            warnings.append(f"{name} has random weights: imagenet weights are not in Keras' cache and could not be downloaded")
+    elif weights == "random":
+        warnings.append(f"{name} has random weights (--weights random): drift and accuracy say little about a trained model")
+    keras.utils.set_random_seed(0)
+    model = factory(weights=None, classifier_activation=None)
+    if weights not in ("auto", "random", "imagenet"):
+        if not Path(weights).is_file():
+            raise UsageError(f"weights file not found: {weights}")
+        try:
+            model.load_weights(weights)
+        except Exception as e:
+            raise UsageError(f"weights file {weights} does not fit {name}: {str(e).splitlines()[0][:160]}") from e
+        record["weights_file"] = weights
+        return model
+    record["weights"] = "random"
+    return model
+
+
+def _savedmodel_as_keras(path: str, input_shape):
+    """A SavedModel directory wrapped as a Keras model calling its serving signature."""
+    import keras
+
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+    inp = keras.Input(tuple(input_shape[1:]))
+    out = layer(inp)
+    if isinstance(out, dict):
+        out = [out[k] for k in sorted(out)]
+        out = out[0] if len(out) == 1 else out
+    return keras.Model(inp, out)
+
+
+def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0):
+    """Load the user's Keras model. Returns (model, record for the manifest, warnings)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    warnings: list[str] = []
+    record = {"framework": "keras", "spec": spec, "weights": weights, "layout": "NHWC"}
+    if spec.startswith(PREFIX):
+        name = spec[len(PREFIX):]
+        record.update(kind="keras-application", name=name)
+        model = _application(name, weights, warnings, record)
+    else:
+        if weights != "auto":
+            raise UsageError(f"--weights {weights} does not apply to a model file ({spec} carries its own weights)")
+        record["weights"] = "file"
+        if not Path(spec).exists():
+            raise UsageError(f"model file not found: {spec}")
+        try:
+            if spec.endswith(".keras"):
+                record.update(kind="keras-file", name=Path(spec).stem)
+                model = keras.models.load_model(spec, compile=False)
+            else:
+                record.update(kind="savedmodel-dir", name=Path(spec).name)
+                if input_shape is None:
+                    raise UsageError(f"{spec} is a SavedModel: pass --input-shape, e.g. --input-shape 1,224,224,3")
+                model = _savedmodel_as_keras(spec, input_shape)
+        except UsageError:
+            raise
+        except Exception as e:
+            raise UsageError(f"{spec} could not be loaded as a Keras model: {str(e).splitlines()[0][:160]}") from e
+    if input_shape is None:
+        shape = model.input_shape
+        if isinstance(shape, list):
+            raise UsageError(f"{spec} has {len(shape)} inputs; deploycmp measures single-input models")
+        if any(d is None for d in shape[1:]):
+            raise UsageError(f"{spec} has a free input size {shape}: pass --input-shape")
+        input_shape = [1, *shape[1:]]
+    record["input_shape"] = list(input_shape)
+    if len(input_shape) != 4:
+        record["layout"] = None
+    return model, record, warnings
+
+
+def save_source(model, record: dict, folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    if record["kind"] == "savedmodel-dir":
+        shutil.copytree(record["spec"], folder / "savedmodel")
+        return "savedmodel"
+    model.save(folder / "model.keras")
+    return "model.keras"
+
+
+def load_source(run_dir: Path, record: dict, source_file: str):
+    import keras
+
+    path = Path(run_dir) / source_file
+    if record["kind"] == "savedmodel-dir":
+        return _savedmodel_as_keras(str(path), record["input_shape"])
+    return keras.models.load_model(path, compile=False)
+
+
+def example(x: np.ndarray):
+    return np.ascontiguousarray(x)
+
+
+def outputs_to_numpy(raw) -> list[np.ndarray]:
+    if isinstance(raw, dict):
+        raw = [raw[k] for k in sorted(raw)]
+    if isinstance(raw, (list, tuple)):
+        return [a for item in raw for a in outputs_to_numpy(item)]
+    return [np.asarray(raw, dtype=np.float32)]
+
+
+def reference_outputs(model, x: np.ndarray) -> list[np.ndarray]:
+    """The golden outputs: the Keras model called eagerly, one sample per call."""
+    chunks = [outputs_to_numpy(model(x[i:i + 1], training=False)) for i in range(len(x))]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def count_gflops(model, x) -> float | None:
+    """Not counted for Keras models in this version (the report shows '-')."""
+    return None
+
+
+def batch_works(model, x: np.ndarray) -> bool:
+    try:
+        out = outputs_to_numpy(model(x, training=False))
+        return out[0].shape[0] == len(x)
+    except Exception:
+        return False
+
+
+def export_savedmodel(model, path: Path) -> None:
+    """A TF SavedModel with a `serving_default` signature and a free batch axis (keras model.export)."""
+    model.export(str(path), format="tf_saved_model", verbose=False)

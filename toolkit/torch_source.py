@@ -1,0 +1,283 @@
+"""PyTorch source models: resolve --model, load weights, and rebuild the pinned source in any worker process."""
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+import shutil
+import socket
+from pathlib import Path
+
+from toolkit.errors import DeployError, UsageError
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".ts", ".torchscript")
+DEFAULT_IMAGE_SIZE = 224
+
+
+def classify_spec(spec: str) -> str:
+    """Which kind of source a --model value names, decided without importing any framework."""
+    if spec.endswith(".pt2"):
+        return "torch-export-file"
+    if spec.endswith(TORCHSCRIPT_SUFFIXES) or Path(spec).is_file():
+        return "torchscript-file"
+    if ":" in spec:
+        return "factory"
+    return "torchvision"
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _check_torchvision_name(name: str) -> None:
+    names = torchvision_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; 'deploycmp list' shows the models"
+        raise UsageError(f"unknown model {name!r}{hint}")
+
+
+def _call_factory(spec: str):
+    import torch
+
+    mod_name, _, fn_name = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: the user's own modules
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise UsageError(f"cannot import {mod_name!r} for --model {spec}: {e}") from e
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise UsageError(f"{mod_name} has no callable {fn_name!r} (--model {spec})")
+    model = fn()
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--model {spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _load_state_dict_file(path: str) -> dict:
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a bad file
+        raise UsageError(f"weights file {path} could not be read as a state_dict: {str(e).splitlines()[0]}") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UsageError(f"weights file {path} holds {type(state).__name__}, not a state_dict")
+    return state
+
+
+def _apply_state_dict(model, state: dict, source: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else "mismatch"
+        raise UsageError(f"weights from {source} do not fit the model: {first}") from e
+
+
+def _pretrained_state_dict(name: str):
+    """torchvision's pretrained weights from its cache, or a download; raises DeployError when neither works."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError) as e:
+        raise DeployError(f"torchvision has no pretrained weights for {name}") from e
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    try:
+        return weights, weights.get_state_dict(progress=False, check_hash=False)
+    except Exception as e:
+        raise DeployError(f"pretrained weights for {name} are not in torch's cache and could not be downloaded ({type(e).__name__}: {str(e)[:120]})") from e
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def default_input_shape(name: str) -> list[int]:
+    import torchvision
+
+    size = DEFAULT_IMAGE_SIZE
+    try:
+        crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
+        size = int(crop[0])
+    except Exception:
+        pass
+    return [1, 3, size, size]
+
+
+def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0):
+    """Load the user's model as asked. Returns (model in eval mode, record for the manifest, warnings)."""
+    import torch
+
+    kind = classify_spec(spec)
+    warnings: list[str] = []
+    record = {"framework": "torch", "kind": kind, "spec": spec, "weights": weights}
+    torch.manual_seed(seed)
+    if kind in ("torchscript-file", "torch-export-file"):
+        if not Path(spec).is_file():
+            raise UsageError(f"model file not found: {spec}")
+        if input_shape is None:
+            raise UsageError(f"{spec} carries no input shape: pass --input-shape, e.g. --input-shape 1,3,224,224")
+        model = _load_file(spec, kind)
+        record["name"] = Path(spec).stem
+        if weights not in ("auto",):
+            raise UsageError(f"--weights {weights} does not apply to a model file ({spec} carries its own weights)")
+        record["weights"] = "file"
+    elif kind == "factory":
+        model = _call_factory(spec)
+        record["name"] = spec.partition(":")[2]
+        if weights in ("auto", "random"):
+            record["weights"] = "factory"
+        elif weights == "imagenet":
+            raise UsageError("--weights imagenet applies to torchvision models; a factory returns its own weights")
+        else:
+            _apply_state_dict(model, _load_state_dict_file(weights), weights)
+            record["weights_file"] = str(weights)
+    else:
+        _check_torchvision_name(spec)
+        import torchvision
+
+        record["name"] = spec
+        if weights in ("random", "auto", "imagenet"):
+            model = torchvision.models.get_model(spec, weights=None)
+            if weights == "random":
+                warnings.append(f"{spec} has random weights (--weights random): drift and accuracy say little about a trained model")
+            else:
+                try:
+                    enum, state = _pretrained_state_dict(spec)
+                    _apply_state_dict(model, state, f"torchvision {enum}")
+                    record["weights"] = f"imagenet ({enum})"
+                except DeployError as e:
+                    if weights == "imagenet":
+                        raise
+                    record["weights"] = "random"
+                    warnings.append(f"{spec} has random weights: {e}")
+        else:
+            model = torchvision.models.get_model(spec, weights=None)
+            _apply_state_dict(model, _load_state_dict_file(weights), weights)
+            record["weights_file"] = str(weights)
+        if input_shape is None:
+            input_shape = default_input_shape(spec)
+    if input_shape is None:
+        raise UsageError(f"--model {spec}: pass --input-shape, e.g. --input-shape 1,3,224,224")
+    _eval(model)
+    record["input_shape"] = list(input_shape)
+    record["layout"] = "NCHW" if len(input_shape) == 4 else None
+    return model, record, warnings
+
+
+def _eval(model):
+    """Eval mode; a torch.export module has no train mode to leave (and refuses eval())."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass
+    return model
+
+
+def _load_file(path: str, kind: str):
+    import torch
+
+    try:
+        if kind == "torch-export-file":
+            return torch.export.load(path).module()
+        return torch.jit.load(path, map_location="cpu")
+    except Exception as e:
+        what = "a torch.export .pt2 file" if kind == "torch-export-file" else "a TorchScript file (for a state_dict use --weights FILE)"
+        raise UsageError(f"{path} could not be loaded as {what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def save_source(model, record: dict, folder: Path) -> str:
+    """Pin the source in the run directory so every worker rebuilds exactly this model; returns the file name."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if record["kind"] in ("torchscript-file", "torch-export-file"):
+        name = "model" + Path(record["spec"]).suffix
+        shutil.copyfile(record["spec"], folder / name)
+    else:
+        name = "weights.pt"
+        torch.save(model.state_dict(), folder / name)
+    return name
+
+
+def load_source(run_dir: Path, record: dict, source_file: str):
+    """Rebuild the pinned source model (eval mode) from the run directory, in any process."""
+    import torch
+
+    path = Path(run_dir) / source_file
+    kind = record["kind"]
+    if kind in ("torchscript-file", "torch-export-file"):
+        model = _load_file(str(path), kind)
+    else:
+        if kind == "factory":
+            model = _call_factory(record["spec"])
+        else:
+            import torchvision
+
+            model = torchvision.models.get_model(record["spec"], weights=None)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return _eval(model)
+
+
+def count_gflops(model, x) -> float | None:
+    """Model GFLOPs for one call on numpy batch `x` (multiply-add = 2 FLOPs), or None if it cannot be counted."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.from_numpy(x))
+        return counter.get_total_flops() / 1e9
+    except Exception:
+        return None
+
+
+def batch_works(module, x) -> bool:
+    """Whether `module` takes a numpy batch `x` of another size than the export's and returns that many samples."""
+    import torch
+
+    other = torch.from_numpy(x)
+    try:
+        with torch.no_grad():
+            out = module(other)
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        return int(first.shape[0]) == int(other.shape[0])
+    except Exception:
+        return False
+
+
+def example(x):
+    """A numpy batch as the framework's own input."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def reference_outputs(model, x) -> list:
+    """The golden outputs, one sample per call: kernels differ by batch size, and batch 1 is the common case."""
+    import numpy as np
+    import torch
+
+    from runtimes.torch_common import outputs_to_numpy
+
+    with torch.inference_mode():
+        chunks = [outputs_to_numpy(model(torch.from_numpy(x[i:i + 1]))) for i in range(len(x))]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
