@@ -18,7 +18,7 @@ $(STAMP): setup.cfg constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/deploycmp run --model resnet18 --out $(RUN_DIR) --force
+	$(BIN)/deploycmp run --model resnet18 --formats torchscript,torch-export,onnx,tflite --quantize none,int8 --out $(RUN_DIR) --force
 
 test: install
 	$(BIN)/python -m pytest -q

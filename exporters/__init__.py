@@ -9,6 +9,8 @@ Adding a format = one module + one line here.
 from __future__ import annotations
 
 import importlib
+import tempfile
+from pathlib import Path
 
 EXPORTERS = {
     "torchscript": "exporters.torchscript",
@@ -44,3 +46,15 @@ def requirements(fmt: str, framework: str, quantization: str) -> tuple[str, ...]
 def install_hint(fmt: str, missing: list[str]) -> str:
     hints = getattr(get(fmt), "INSTALL_HINT", {})
     return "; ".join(hints.get(m, f"pip install 'deploycmp[all]' for {m}") for m in missing)
+
+
+def convert_then_quantize(source, path: Path, quantization: str, convert, quantize) -> dict:
+    """convert(source, path) for fp32; otherwise convert to a temporary fp32 file and quantize(fp32, path, mode)
+    into `path`. Returns the converter's details with what the quantizer did under 'quantization'."""
+    if quantization == "none":
+        return convert(source, path)
+    with tempfile.TemporaryDirectory(prefix="deploycmp-fp32-") as tmp:
+        fp32 = Path(tmp) / path.name
+        info = convert(source, fp32)
+        info["quantization"] = quantize(fp32, path, quantization)
+    return info

@@ -12,7 +12,7 @@ FORMAT = "onnx"
 SOURCES = ("torch", "keras")
 QUANTIZATIONS = ("none", "dynamic", "int8")
 REQUIRES = {"torch": ("torch", "onnx", "onnxscript", "onnxruntime"), "keras": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
-UNSUPPORTED = {"fp16": "onnx: no fp16 export in this version (fp16 ONNX runs slower than fp32 on CPU providers)"}
+UNSUPPORTED = {"fp16": "onnx: no fp16 export in this version"}
 
 
 def _dynamo(source, path):
@@ -77,17 +77,12 @@ def inspect(path) -> dict:
 
 
 def export(source, out_dir, quantization: str) -> dict:
-    convert = _from_torch if source.framework == "torch" else _from_keras
-    path = out_dir / "model.onnx"
-    if quantization == "none":
-        info = convert(source, path)
-    else:
-        from exporters.onnx_quantization import quantize
+    from exporters import convert_then_quantize
+    from exporters.onnx_quantization import quantize
 
-        with tempfile.TemporaryDirectory(prefix="deploycmp-onnx-fp32-") as tmp:
-            fp32 = Path(tmp) / "model.onnx"
-            info = convert(source, fp32)
-            info["quantization"] = quantize(fp32, path, quantization, source.calibration)
+    path = out_dir / "model.onnx"
+    info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
+                                 lambda fp32, out, mode: quantize(fp32, out, mode, source.calibration))
     graph = inspect(path)
     info["opset"] = graph["opset"]
     return {"main_file": path.name, "layout": source.layout, "dynamic_batch": graph["dynamic_batch"], "exporter": info}

@@ -46,11 +46,9 @@ def _recipe(mode: str):
     return manager.get_quantization_recipe(), {"recipe": "weight-only float casting", "weights": "fp16", "activations": "fp32"}
 
 
-def _quantize(fp32: Path, out: Path, mode: str, calibration, layout_src: str | None, layout_dst: str | None) -> dict:
+def _quantize(fp32: Path, out: Path, mode: str, calibration) -> dict:
     import ai_edge_quantizer
     from ai_edge_litert.interpreter import Interpreter
-
-    from toolkit.worker import to_layout
 
     recipe, info = _recipe(mode)
     quantizer = ai_edge_quantizer.Quantizer(str(fp32))
@@ -61,8 +59,7 @@ def _quantize(fp32: Path, out: Path, mode: str, calibration, layout_src: str | N
         key, signature = next(iter(interpreter.get_signature_list().items()))
         name = signature["inputs"][0]
         batch = int(interpreter.get_input_details()[0]["shape"][0])
-        samples = to_layout(calibration, layout_src, layout_dst)
-        data = [{name: samples[i:i + batch]} for i in range(0, len(samples) - batch + 1, batch)]
+        data = [{name: calibration[i:i + batch]} for i in range(0, len(calibration) - batch + 1, batch)]
         calibration_result = quantizer.calibrate({key: data})
         info.update(calibration_method="min-max", calibration_samples=len(data) * batch)
     quantizer.quantize(calibration_result).export_model(str(out), overwrite=True)
@@ -71,15 +68,11 @@ def _quantize(fp32: Path, out: Path, mode: str, calibration, layout_src: str | N
 
 
 def export(source, out_dir, quantization: str) -> dict:
+    from exporters import convert_then_quantize
+
     path = out_dir / "model.tflite"
-    convert = _from_torch if source.framework == "torch" else _from_keras
-    if quantization == "none":
-        info = convert(source, path)
-    else:
-        with tempfile.TemporaryDirectory(prefix="deploycmp-tflite-fp32-") as tmp:
-            fp32 = Path(tmp) / "model.tflite"
-            info = convert(source, fp32)
-            # the converters keep the source's layout (litert-torch: NCHW, Keras: NHWC)
-            info["quantization"] = _quantize(fp32, path, quantization, source.calibration, source.layout, source.layout)
+    # the converters keep the source's layout (litert-torch: NCHW, Keras: NHWC), so calibration data fits as is
+    info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
+                                 lambda fp32, out, mode: _quantize(fp32, out, mode, source.calibration))
     # converted with the example's batch size: other batch sizes need their own export
     return {"main_file": path.name, "layout": source.layout, "dynamic_batch": False, "exporter": info}

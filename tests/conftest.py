@@ -25,6 +25,6 @@ def rows_by_id(run_dir) -> dict:
 def tiny_run(tmp_path_factory):
     """One full run on the tiny model, at batch 1 and 2, shared by the tests that only read it."""
     out = tmp_path_factory.mktemp("tiny") / "run"
-    proc = deploycmp("run", *TINY, "--out", out, "--batch", "1,2", *FAST)
+    proc = deploycmp("run", *TINY, "--formats", "torchscript,torch-export,onnx", "--out", out, "--batch", "1,2", *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out

@@ -26,10 +26,13 @@ def tiny_cnn():
 
 
 class Misbehaving(TinyCNN):
-    """Crashes or hangs when called eagerly with DEPLOYCMP_TEST_MISBEHAVE set (traced/exported graphs don't)."""
+    """Crashes or hangs when called eagerly with DEPLOYCMP_TEST_MISBEHAVE set (traced/exported graphs don't);
+    with 'segfault-trace' it crashes while torch.jit traces it, i.e. inside the TorchScript converter."""
 
     def forward(self, x):
         how = os.environ.get("DEPLOYCMP_TEST_MISBEHAVE")
+        if how == "segfault-trace" and torch.jit.is_tracing():
+            os.kill(os.getpid(), signal.SIGSEGV)
         if how == "segfault" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             os.kill(os.getpid(), signal.SIGSEGV)
         if how == "hang" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():

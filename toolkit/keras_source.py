@@ -28,14 +28,27 @@ def set_threads(threads: int) -> None:
         pass
 
 
-def _application(name: str, weights: str, warnings: list, record: dict):
+DEFAULT_IMAGE_SIZE = 224  # for applications whose input size is free (MobileNetV3 ...)
+
+
+def _application(name: str, weights: str, warnings: list, record: dict, input_shape):
     import keras
 
     names = application_names()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         raise UsageError(f"unknown Keras application {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    factory = getattr(keras.applications, name)
+    app = getattr(keras.applications, name)
+
+    def factory(**kw):
+        if input_shape is not None:
+            kw["input_shape"] = tuple(input_shape[1:])
+        model = app(**kw)
+        if input_shape is None and any(d is None for d in model.input_shape[1:3]):
+            side = DEFAULT_IMAGE_SIZE
+            model = app(input_shape=(side, side, model.input_shape[-1]), **kw)
+        return model
+
     # logits, not probabilities: a softmax head hides drift (near-uniform outputs on random weights)
     if weights in ("imagenet", "auto"):
         try:
@@ -87,7 +100,7 @@ def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0)
     if spec.startswith(PREFIX):
         name = spec[len(PREFIX):]
         record.update(kind="keras-application", name=name)
-        model = _application(name, weights, warnings, record)
+        model = _application(name, weights, warnings, record, input_shape)
     else:
         if weights != "auto":
             raise UsageError(f"--weights {weights} does not apply to a model file ({spec} carries its own weights)")

@@ -44,3 +44,18 @@ def test_rerun_measures_only_missing_rows(tmp_path):
     forced = {p.name: p.read_text() for p in (out / "results").glob("*.json")}
     assert all(forced[n] != after[n] for n in after)
     assert len(json.loads((out / "results.json").read_text())["rows"]) == len(before)
+
+
+def test_crashing_converter_spoils_only_its_artifact(tmp_path):
+    out = tmp_path / "run"
+    proc = deploycmp("run", *MISBEHAVING, "--formats", "torchscript,onnx", "--out", out, *FAST,
+                     env={"DEPLOYCMP_TEST_MISBEHAVE": "segfault-trace"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    artifacts = {a["id"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
+    assert artifacts["torchscript-none"]["status"] == "export_failed"
+    assert "SIGSEGV" in artifacts["torchscript-none"]["error"]
+    assert not (out / "artifacts" / "torchscript-none").exists()  # nothing half-written left behind
+    rows = rows_by_id(out)
+    assert rows["torchscript-none-torchscript-server-cpu-b1"]["status"] == "export_failed"
+    assert rows["onnx-none-onnxruntime-server-cpu-b1"]["status"] == "ok"
+    assert rows["eager-none-torch-server-cpu-b1"]["status"] == "ok"
