@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("dynamic", "int8")
 
-
-def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray, layout_note: str = "") -> dict:
+def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray) -> dict:
     """Quantize fp32_path into out_path; returns what was done, for the manifest."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)

@@ -9,8 +9,6 @@ import numpy as np
 class Session:
     """A loaded artifact. The harness times only run(prepared) on inputs already in the runtime's own format."""
 
-    layout = "NCHW"
-
     def info(self) -> dict:
         """What the runtime knows about itself: version, threads, device, providers."""
         return {}

@@ -12,8 +12,6 @@ REQUIRES = ("tensorflow", "keras")
 
 
 class KerasSession(Session):
-    layout = "NHWC"
-
     def __init__(self, model, threads: int):
         import keras
         import tensorflow as tf

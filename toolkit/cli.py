@@ -1,7 +1,6 @@
 """The deploycmp command line. Frameworks are imported inside commands, so --help answers at once."""
 from __future__ import annotations
 
-import functools
 import sys
 import traceback
 from pathlib import Path

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from toolkit.errors import UsageError
 
@@ -19,7 +19,6 @@ class Target:
     cpus: tuple[int, ...] | None = None  # None: every usable core
     runtimes: tuple[str, ...] | None = None  # None: every runtime
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
     def resolved_cpus(self) -> list[int]:
         avail = usable_cpus()

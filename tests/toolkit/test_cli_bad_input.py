@@ -2,7 +2,6 @@
 import json
 import shutil
 
-import pytest
 import torch
 
 from tests.conftest import FAST, TINY, deploycmp
