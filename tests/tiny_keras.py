@@ -25,12 +25,16 @@ if sys.argv[2] == "trained":
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     hist = model.fit(x, d.target, epochs=10, batch_size=64, verbose=0)
     print("train accuracy", hist.history["accuracy"][-1])
-model.save(sys.argv[1])
+if sys.argv[1].endswith(".keras"):
+    model.save(sys.argv[1])
+else:
+    model.export(sys.argv[1], format="tf_saved_model", verbose=False)
 """
 
 
 def make(path: Path, trained: bool = False) -> Path:
-    """A .keras file: random weights on 16x16 inputs, or trained on the 8x8 digits."""
+    """A .keras file (or a SavedModel directory for any other path): random weights on 16x16 inputs, or
+    trained on the 8x8 digits."""
     subprocess.run([sys.executable, "-c", SCRIPT, str(path), "trained" if trained else "random", "8" if trained else "16"],
                    check=True, capture_output=True)
     return path

@@ -106,6 +106,18 @@ def test_keras_application(tmp_path):
     assert "random weights" in (out / "report.md").read_text()
 
 
+def test_savedmodel_directory_source(tmp_path):
+    model = tiny_keras.make(tmp_path / "savedmodel")
+    out = tmp_path / "run"
+    proc = deploycmp("run", "--model", model, "--input-shape", "1,16,16,3", "--formats", "tflite", "--samples", "4",
+                     "--calibration-samples", "4", "--out", out, *FAST)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = rows_by_id(out)
+    assert rows["eager-none-keras-server-cpu-b1"]["drift"]["identical"] is True
+    assert rows["tflite-none-litert-server-cpu-b1"]["drift"]["rel_l2"] < 1e-4
+    assert json.loads((out / "manifest.json").read_text())["model"]["kind"] == "savedmodel-dir"
+
+
 def test_keras_bad_input(tmp_path):
     proc = deploycmp("export", "--model", "keras:MobileNetV9", "--out", tmp_path / "r")
     assert proc.returncode == 2 and "unknown Keras application 'MobileNetV9'" in proc.stderr and "MobileNet" in proc.stderr
