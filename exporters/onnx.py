@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -54,11 +53,10 @@ def _from_keras(source, path: Path) -> dict:
     """tf2onnx on a SavedModel (its Keras-object converter has open bugs with Keras 3), run as its own CLI."""
     import importlib.metadata as md
 
-    from toolkit.keras_source import export_savedmodel
+    from toolkit.keras_source import temporary_savedmodel
 
-    with tempfile.TemporaryDirectory(prefix="deploycmp-tf2onnx-") as tmp:
-        export_savedmodel(source.model, Path(tmp) / "savedmodel")
-        proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(Path(tmp) / "savedmodel"),
+    with temporary_savedmodel(source.model) as savedmodel:
+        proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel),
                                "--output", str(path), "--opset", "17"], capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from toolkit.environment import versions
+
 FORMAT = "savedmodel"
 SOURCES = ("torch", "keras")
 QUANTIZATIONS = ("none",)
@@ -56,13 +58,6 @@ def export(source, out_dir, quantization: str) -> dict:
 
         export_savedmodel(source.model, out)
         info, layout = {"name": "keras model.export (tf_saved_model)", "keras": md.version("keras")}, source.layout
-    info["tensorflow"] = md.version("tensorflow") if _installed("tensorflow") else md.version("tensorflow-cpu")
+    installed = versions()
+    info["tensorflow"] = installed.get("tensorflow") or installed.get("tensorflow-cpu")
     return {"main_file": "savedmodel", "layout": layout, "dynamic_batch": _batch_is_free(out), "exporter": info}
-
-
-def _installed(dist: str) -> bool:
-    try:
-        md.version(dist)
-        return True
-    except md.PackageNotFoundError:
-        return False

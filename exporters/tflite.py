@@ -3,7 +3,6 @@ fp16, dynamic-range int8 and full-integer int8 (calibrated) through ai-edge-quan
 from __future__ import annotations
 
 import importlib.metadata as md
-import tempfile
 from pathlib import Path
 
 FORMAT = "tflite"
@@ -23,11 +22,10 @@ def _from_torch(source, path: Path) -> dict:
 def _from_keras(source, path: Path) -> dict:
     import tensorflow as tf
 
-    from toolkit.keras_source import export_savedmodel
+    from toolkit.keras_source import temporary_savedmodel
 
-    with tempfile.TemporaryDirectory(prefix="deploycmp-tflite-") as tmp:
-        export_savedmodel(source.model, Path(tmp) / "savedmodel")
-        path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "savedmodel")).convert())
+    with temporary_savedmodel(source.model) as savedmodel:
+        path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(savedmodel)).convert())
     return {"name": "tf.lite.TFLiteConverter.from_saved_model", "tensorflow": tf.__version__}
 
 

@@ -34,7 +34,9 @@ class SavedModelSession(Session):
         return self.signature(**prepared)
 
     def to_numpy(self, raw) -> list[np.ndarray]:
-        return [np.asarray(raw[k], dtype=np.float32) for k in sorted(raw)]
+        from toolkit.keras_source import outputs_to_numpy
+
+        return outputs_to_numpy(raw)
 
 
 def load(artifact: dict, run_dir, threads: int) -> SavedModelSession:

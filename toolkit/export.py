@@ -12,6 +12,7 @@ from runtimes import missing
 from toolkit import SCHEMA, __version__
 from toolkit.environment import environment
 from toolkit.errors import UsageError
+from toolkit.export_worker import other_batch
 from toolkit.isolation import run_isolated
 from toolkit.rundir import CALIBRATION, MANIFEST, REFERENCE, describe_files, write_json
 
@@ -82,7 +83,6 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
         raise UsageError(f"{model_spec} fails on input of shape {record['input_shape']}: "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     export_batch = record["input_shape"][0]
-    other_batch = np.resize(x, (2 if export_batch == 1 else 1, *x.shape[1:]))
     record["gflops_per_sample"] = src.count_gflops(model, x[:1])
     record["outputs"] = [list(o.shape[1:]) for o in reference]
     source_file = src.save_source(model, record, out / "artifacts" / "eager-none")
@@ -94,7 +94,8 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
 
     source = {"id": "eager-none", "format": "eager", "quantization": "none", "status": "ok", "error": None,
               "main_file": f"artifacts/eager-none/{source_file}", "layout": record["layout"],
-              "dynamic_batch": src.batch_works(model, other_batch), "export_batch": export_batch,
+              "dynamic_batch": src.batch_works(model, other_batch(np.resize(x, (export_batch, *x.shape[1:])))),
+              "export_batch": export_batch,
               "exporter": {"name": "source model", "weights": record["weights"]}, "export_seconds": 0.0}
     source.update(describe_files(out, out / "artifacts" / "eager-none"))
     artifacts = [source]

@@ -10,6 +10,11 @@ import numpy as np
 from toolkit.isolation import child_main
 
 
+def other_batch(x: np.ndarray) -> np.ndarray:
+    """A batch of another size than `x` (2 for a batch of 1, else 1): does an artifact take more than one size?"""
+    return np.resize(x, (2 if len(x) == 1 else 1, *x.shape[1:]))
+
+
 @dataclass
 class Source:
     """What an exporter gets: the source model, its framework, an example batch and the calibration inputs."""
@@ -38,7 +43,7 @@ class Source:
 
     def batch_works(self, module) -> bool:
         """Whether `module` also takes a batch of another size (so the artifact is not batch-specialised)."""
-        return self.fw.batch_works(module, np.resize(self.x, (2 if len(self.x) == 1 else 1, *self.x.shape[1:])))
+        return self.fw.batch_works(module, other_batch(self.x))
 
 
 def job(spec: dict) -> dict:

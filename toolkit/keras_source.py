@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import difflib
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +187,12 @@ def batch_works(model, x: np.ndarray) -> bool:
 def export_savedmodel(model, path: Path) -> None:
     """A TF SavedModel with a `serving_default` signature and a free batch axis (keras model.export)."""
     model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+@contextmanager
+def temporary_savedmodel(model):
+    """The model as a SavedModel in a temporary folder, for converters that start from one (tf2onnx, TFLite)."""
+    with tempfile.TemporaryDirectory(prefix="deploycmp-savedmodel-") as tmp:
+        path = Path(tmp) / "savedmodel"
+        export_savedmodel(model, path)
+        yield path
