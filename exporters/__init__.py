@@ -18,6 +18,7 @@ EXPORTERS = {
     "onnx": "exporters.onnx",
     "savedmodel": "exporters.savedmodel",
     "tflite": "exporters.tflite",
+    "executorch": "exporters.executorch",
 }
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")

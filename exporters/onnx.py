@@ -80,7 +80,7 @@ def export(source, out_dir, quantization: str) -> dict:
 
     path = out_dir / "model.onnx"
     info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
-                                 lambda fp32, out, mode: quantize(fp32, out, mode, source.calibration))
+                                 lambda fp32, out, mode: quantize(fp32, out, mode, source.calibration_batches()))
     graph = inspect(path)
     info["opset"] = graph["opset"]
     return {"main_file": path.name, "layout": source.layout, "dynamic_batch": graph["dynamic_batch"], "exporter": info}

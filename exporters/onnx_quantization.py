@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray) -> dict:
-    """Quantize fp32_path into out_path; returns what was done, for the manifest."""
+def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[np.ndarray]) -> dict:
+    """Quantize fp32_path into out_path (static int8: calibrated on `calibration`, a list of input batches);
+    returns what was done, for the manifest."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -30,7 +31,7 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                self._it = iter([{input_name: calibration[i:i + 1]} for i in range(len(calibration))])
+                self._it = iter([{input_name: batch} for batch in calibration])
 
             def get_next(self):
                 return next(self._it, None)
@@ -40,4 +41,4 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: np.ndarray
                         calibrate_method=CalibrationMethod.MinMax)
         return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": True,
                 "weights": "int8 symmetric", "activations": "int8", "calibration_method": "MinMax",
-                "calibration_samples": int(len(calibration)), "pre_process": True}
+                "calibration_samples": sum(len(b) for b in calibration), "pre_process": True}

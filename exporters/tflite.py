@@ -56,10 +56,9 @@ def _quantize(fp32: Path, out: Path, mode: str, calibration) -> dict:
         interpreter = Interpreter(model_path=str(fp32))
         key, signature = next(iter(interpreter.get_signature_list().items()))
         name = signature["inputs"][0]
-        batch = int(interpreter.get_input_details()[0]["shape"][0])
-        data = [{name: calibration[i:i + batch]} for i in range(0, len(calibration) - batch + 1, batch)]
+        data = [{name: batch} for batch in calibration]
         calibration_result = quantizer.calibrate({key: data})
-        info.update(calibration_method="min-max", calibration_samples=len(data) * batch)
+        info.update(calibration_method="min-max", calibration_samples=sum(len(b) for b in calibration))
     quantizer.quantize(calibration_result).export_model(str(out), overwrite=True)
     info.update(tool="ai-edge-quantizer", version=md.version("ai-edge-quantizer"))
     return info
@@ -71,6 +70,6 @@ def export(source, out_dir, quantization: str) -> dict:
     path = out_dir / "model.tflite"
     # the converters keep the source's layout (litert-torch: NCHW, Keras: NHWC), so calibration data fits as is
     info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
-                                 lambda fp32, out, mode: _quantize(fp32, out, mode, source.calibration))
+                                 lambda fp32, out, mode: _quantize(fp32, out, mode, source.calibration_batches()))
     # converted with the example's batch size: other batch sizes need their own export
     return {"main_file": path.name, "layout": source.layout, "dynamic_batch": False, "exporter": info}

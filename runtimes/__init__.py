@@ -1,7 +1,10 @@
 """Runtime adapters, registered by name: each loads an artifact for a target and runs batches.
 
-A runtime module defines NAME, FORMATS (the artifact formats it runs), REQUIRES (import names it needs)
-and load(artifact, run_dir, threads) -> a Session (see runtimes.base). Adding a runtime = one module + one line here.
+A runtime module defines NAME, FORMATS (the artifact formats it runs), REQUIRES (import names it needs),
+optional IMPORTS (modules the worker imports before the load clock starts; default REQUIRES), optional DEVICES
+(where it runs; default cpu only) and load(artifact, run_dir, threads, device) -> a Session (see runtimes.base),
+which raises toolkit.errors.Unavailable when it cannot run on that device here.
+Adding a runtime = one module + one line here.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ RUNTIMES = {
     "keras": "runtimes.keras_eager",
     "tensorflow": "runtimes.tensorflow",
     "litert": "runtimes.litert",
+    "executorch": "runtimes.executorch",
 }
 
 
@@ -36,3 +40,7 @@ def for_format(fmt: str, framework: str | None = None) -> list[str]:
 def missing(requires) -> list[str]:
     """Import names among `requires` that are not installed (checked without importing them)."""
     return [m for m in requires if importlib.util.find_spec(m) is None]
+
+
+def devices(name: str) -> tuple[str, ...]:
+    return getattr(get(name), "DEVICES", ("cpu",))

@@ -9,18 +9,20 @@ NAME = "keras"
 FORMATS = ("eager",)
 FRAMEWORK = "keras"  # runs the eager artifact of a Keras source only
 REQUIRES = ("tensorflow", "keras")
+DEVICES = ("cpu", "cuda")
 
 
 class KerasSession(Session):
-    def __init__(self, model, threads: int):
+    def __init__(self, model, threads: int, device: str):
         import keras
         import tensorflow as tf
 
         self.model, self._tf, self._threads, self._keras = model, tf, threads, keras.__version__
+        self.device = device
 
     def info(self) -> dict:
         return {"runtime": NAME, "version": self._keras, "tensorflow": self._tf.__version__, "threads": self._threads,
-                "device": "cpu", "call": "model(x, training=False), eager"}
+                "device": self.device, "call": "model(x, training=False), eager"}
 
     def prepare(self, x: np.ndarray):
         return self._tf.constant(x)
@@ -33,9 +35,15 @@ class KerasSession(Session):
 
         return outputs_to_numpy(raw)
 
+    def synchronize(self) -> None:
+        from toolkit.keras_source import synchronize
 
-def load(artifact: dict, run_dir, threads: int) -> KerasSession:
-    from toolkit.keras_source import load_source, set_threads
+        synchronize(self.device)
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> KerasSession:
+    from toolkit.keras_source import check_device, load_source, set_threads
 
     set_threads(threads)
-    return KerasSession(load_source(run_dir, artifact["model"], artifact["main_file"]), threads)
+    check_device(device)
+    return KerasSession(load_source(run_dir, artifact["model"], artifact["main_file"]), threads, device)

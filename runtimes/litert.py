@@ -11,6 +11,7 @@ from runtimes.base import Session
 NAME = "litert"
 FORMATS = ("tflite",)
 REQUIRES = ("ai_edge_litert",)
+IMPORTS = ("ai_edge_litert.interpreter",)
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -60,7 +61,7 @@ class LiteRTSession(Session):
         return [dequantize(q, d) for q, d in zip(raw, self.outputs)]
 
 
-def load(artifact: dict, run_dir, threads: int) -> LiteRTSession:
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> LiteRTSession:
     import importlib.metadata as md
 
     from ai_edge_litert.interpreter import Interpreter

@@ -1,4 +1,4 @@
-"""ONNX models on ONNX Runtime's CPU execution provider."""
+"""ONNX models on ONNX Runtime: the CPU execution provider, or the CUDA one (onnxruntime-gpu) on a GPU target."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,17 +6,19 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.base import Session
+from toolkit.errors import Unavailable
 
 NAME = "onnxruntime"
 FORMATS = ("onnx",)
 REQUIRES = ("onnxruntime",)
+DEVICES = ("cpu", "cuda")
 
 
 class OrtSession(Session):
-    def __init__(self, sess, threads: int):
+    def __init__(self, sess, threads: int, device: str):
         import onnxruntime
 
-        self.sess = sess
+        self.sess, self.device = sess, device
         self._version = onnxruntime.__version__
         self._threads = threads
         self.input_name = sess.get_inputs()[0].name
@@ -24,7 +26,7 @@ class OrtSession(Session):
 
     def info(self) -> dict:
         return {"runtime": NAME, "version": self._version, "threads": self._threads,
-                "providers": self.sess.get_providers(), "device": "cpu"}
+                "providers": self.sess.get_providers(), "device": self.device}
 
     def prepare(self, x: np.ndarray):
         return {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
@@ -35,14 +37,24 @@ class OrtSession(Session):
     def to_numpy(self, raw) -> list[np.ndarray]:
         return [np.asarray(o, dtype=np.float32) for o in raw]
 
+    # run() returns host numpy arrays, so it has already waited for the device: nothing to synchronize
 
-def load(artifact: dict, run_dir, threads: int) -> OrtSession:
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> OrtSession:
     import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise Unavailable(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+        providers.insert(0, "CUDAExecutionProvider")
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(Path(run_dir) / artifact["main_file"]), opts, providers=["CPUExecutionProvider"])
-    return OrtSession(sess, threads)
+    sess = ort.InferenceSession(str(Path(run_dir) / artifact["main_file"]), opts, providers=providers)
+    if device == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
+        raise Unavailable(f"onnxruntime could not start its CUDA provider (providers: {sess.get_providers()})")
+    return OrtSession(sess, threads, device)

@@ -10,13 +10,14 @@ from runtimes.base import Session
 NAME = "tensorflow"
 FORMATS = ("savedmodel",)
 REQUIRES = ("tensorflow",)
+DEVICES = ("cpu", "cuda")
 
 
 class SavedModelSession(Session):
-    def __init__(self, loaded, threads: int):
+    def __init__(self, loaded, threads: int, device: str):
         import tensorflow as tf
 
-        self._tf, self._threads, self._loaded = tf, threads, loaded
+        self._tf, self._threads, self._loaded, self.device = tf, threads, loaded, device
         self.signature = loaded.signatures["serving_default"]
         inputs = self.signature.structured_input_signature[1]
         if len(inputs) != 1:
@@ -24,7 +25,7 @@ class SavedModelSession(Session):
         self.input_name = next(iter(inputs))
 
     def info(self) -> dict:
-        return {"runtime": NAME, "version": self._tf.__version__, "threads": self._threads, "device": "cpu",
+        return {"runtime": NAME, "version": self._tf.__version__, "threads": self._threads, "device": self.device,
                 "signature": "serving_default"}
 
     def prepare(self, x: np.ndarray):
@@ -38,11 +39,17 @@ class SavedModelSession(Session):
 
         return outputs_to_numpy(raw)
 
+    def synchronize(self) -> None:
+        from toolkit.keras_source import synchronize
 
-def load(artifact: dict, run_dir, threads: int) -> SavedModelSession:
-    from toolkit.keras_source import set_threads
+        synchronize(self.device)
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> SavedModelSession:
+    from toolkit.keras_source import check_device, set_threads
 
     set_threads(threads)
+    check_device(device)
     import tensorflow as tf
 
-    return SavedModelSession(tf.saved_model.load(str(Path(run_dir) / artifact["main_file"])), threads)
+    return SavedModelSession(tf.saved_model.load(str(Path(run_dir) / artifact["main_file"])), threads, device)

@@ -1,4 +1,4 @@
-"""What the three PyTorch runtimes share: threads, tensor conversion, a no-grad call."""
+"""What the three PyTorch runtimes share: threads, device placement, tensor conversion, a no-grad call."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,21 +29,38 @@ def set_threads(threads: int) -> None:
         pass
 
 
+def check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        from toolkit.errors import Unavailable
+
+        raise Unavailable(f"torch {torch.__version__} sees no CUDA device"
+                          + ("" if torch.version.cuda else " (a CPU-only build)"))
+
+
 class TorchSession(Session):
-    def __init__(self, module, runtime: str):
+    def __init__(self, module, runtime: str, device: str = "cpu"):
         import torch
 
         self._torch = torch
-        self.module = module
+        self.device = device
+        self.module = module.to(device) if device != "cpu" and hasattr(module, "to") else module
         self.runtime = runtime
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
 
     def info(self) -> dict:
         torch = self._torch
-        return {"runtime": self.runtime, "version": torch.__version__, "threads": torch.get_num_threads(),
-                "interop_threads": torch.get_num_interop_threads(), "device": "cpu"}
+        info = {"runtime": self.runtime, "version": torch.__version__, "threads": torch.get_num_threads(),
+                "interop_threads": torch.get_num_interop_threads(), "device": self.device}
+        if self.device == "cuda":
+            info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda)
+        return info
 
     def prepare(self, x: np.ndarray):
-        return self._torch.from_numpy(np.ascontiguousarray(x))
+        t = self._torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(self.device) if self.device != "cpu" else t
 
     def run(self, prepared):
         with self._torch.inference_mode():
@@ -51,3 +68,15 @@ class TorchSession(Session):
 
     def to_numpy(self, raw) -> list[np.ndarray]:
         return outputs_to_numpy(raw)
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            self._torch.cuda.synchronize()
+
+    def cuda_events(self):
+        if self.device != "cuda":
+            return None
+        return self._torch.cuda.Event(enable_timing=True), self._torch.cuda.Event(enable_timing=True)
+
+    def device_memory_mb(self) -> float | None:
+        return self._torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None

@@ -35,30 +35,46 @@ def parse_batches(spec: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
-def row_id(artifact: dict, runtime: str, target: str, batch: int) -> str:
-    return f"{artifact['id']}-{runtime}-{target}-b{batch}"
+def row_id(path: str, runtime: str, target: str, batch: int) -> str:
+    return f"{path}-{runtime}-{target}-b{batch}"
+
+
+def artifact_for(candidates: list[dict], batch: int) -> dict:
+    """The artifact of one path (format x quantization) that serves `batch`: the one exported at that batch, else
+    one with a dynamic batch axis, else the first (whose row then says that batch needs its own export)."""
+    exact = [a for a in candidates if a.get("export_batch") == batch and a["status"] == "ok"]
+    dynamic = [a for a in candidates if a["status"] == "ok" and a.get("dynamic_batch")]
+    return (exact or dynamic or candidates)[0]
 
 
 def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads: int | None) -> list[dict]:
-    """Every (artifact, runtime, target, batch) as a row skeleton with all result keys present."""
+    """Every (path, runtime, target, batch) as a row skeleton with all result keys present."""
     model = manifest["model"]
-    rows = []
+    paths: dict[str, list[dict]] = {}
     for artifact in manifest["artifacts"]:
-        for runtime in runtimes.for_format(artifact["format"], model["framework"]):
+        paths.setdefault(artifact.get("path", artifact["id"]), []).append(artifact)
+    gflops = model.get("gflops_per_sample")
+    rows = []
+    for path, candidates in paths.items():
+        fmt = candidates[0]["format"]
+        for runtime in runtimes.for_format(fmt, model["framework"]):
             for target in targets:
                 if not target.runs(runtime):
                     continue
                 for batch in batch_sizes:
-                    gflops = model.get("gflops_per_sample")
+                    artifact = artifact_for(candidates, batch)
                     rows.append({
-                        "id": row_id(artifact, runtime, target.name, batch), "model": model["name"],
-                        "format": artifact["format"], "quantization": artifact["quantization"], "runtime": runtime,
-                        "target": target.name, "target_description": target.describe(threads), "batch": batch,
-                        "threads": target.resolved_threads(threads), "status": None, "error": None,
-                        "size_bytes": artifact.get("size_bytes"), "size_gzip_bytes": artifact.get("size_gzip_bytes"),
-                        "latency_ms": None, "throughput_per_s": None, "cold_start_ms": None, "peak_rss_mb": None,
-                        "drift": None, "gflops": gflops * batch if gflops else None, "peak_fraction": None,
-                        "artifact": artifact["id"], "_artifact": artifact, "_target": target,
+                        "id": row_id(path, runtime, target.name, batch), "model": model["name"],
+                        "format": fmt, "quantization": artifact["quantization"], "runtime": runtime,
+                        "target": target.name, "target_description": target.describe(threads),
+                        "device": target.device, "batch": batch, "threads": target.resolved_threads(threads),
+                        "status": None, "error": None, "size_bytes": artifact.get("size_bytes"),
+                        "size_gzip_bytes": artifact.get("size_gzip_bytes"), "latency_ms": None,
+                        "latency_per_item_ms": None, "throughput_per_s": None, "cold_start_ms": None,
+                        "peak_rss_mb": None, "drift": None, "gflops": gflops * batch if gflops else None,
+                        "peak_fraction": None, "artifact": artifact["id"],
+                        "batch_strategy": artifact.get("batch_strategy"), "warnings": [],
+                        "_artifact": artifact, "_target": target,
                     })
     return rows
 
@@ -70,12 +86,15 @@ def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
         return artifact["status"], artifact.get("error") or "no artifact"
     if (reason := target.unavailable_reason()):
         return "unavailable", reason
+    if target.device not in runtimes.devices(row["runtime"]):
+        return "unavailable", f"runtime {row['runtime']} does not run on {target.device}"
     absent = runtimes.missing(runtimes.get(row["runtime"]).REQUIRES)
     if absent:
         return "unavailable", f"runtime {row['runtime']} needs {', '.join(absent)} (not installed)"
     export_batch = artifact.get("export_batch")
     if not artifact.get("dynamic_batch", True) and export_batch and row["batch"] != export_batch:
-        return "unavailable", f"artifact has a static batch of {export_batch}; batch {row['batch']} needs its own export"
+        return "unavailable", (f"artifact has a static batch of {export_batch}; batch {row['batch']} needs its own "
+                               f"export (deploycmp export --batch {row['batch']})")
     bad = changed_files(run_dir, artifact)
     if bad:
         return "failed", f"artifact changed or missing since export (sha256): {bad[0]}"
@@ -90,7 +109,7 @@ def measure_peaks(run_dir: Path, targets: list[Target], threads: int | None, tim
     """The fp32 matmul peak per target, measured in a worker with that target's threads and cores."""
     peaks = {}
     for target in targets:
-        if target.unavailable_reason():
+        if target.unavailable_reason() or target.device != "cpu":  # a CPU matmul peak says nothing of a GPU
             continue
         n = target.resolved_threads(threads)
         outcome = run_isolated("toolkit.worker", {"job": "peak", "cpus": target.resolved_cpus()}, timeout,
@@ -110,20 +129,32 @@ def run_row(row: dict, run_dir: Path, manifest: dict, settings: Settings, env: d
         target, artifact = row["_target"], dict(row["_artifact"])
         artifact["model"] = manifest["model"]
         spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
-                "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(),
+                "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
                 "reference_layout": manifest["model"].get("layout"), "min_runs": settings.min_runs,
                 "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
         outcome = run_isolated("toolkit.worker", spec, settings.timeout, run_dir / "logs" / f"{row['id']}.log",
-                               env=worker_env(row["threads"]))
+                               env=worker_env(row["threads"], target.device))
         out["status"], out["error"] = outcome.status, outcome.error
         if outcome.status == "ok":
             out.update(outcome.result)
             p50 = out["latency_ms"]["p50"]
             if out["gflops"] and peak and p50 > 0:
                 out["peak_fraction"] = out["gflops"] / (p50 / 1e3) / peak
+            check_memory_budget(out, target)
     out["peak_gflops"] = peak
     write_json(result_path(run_dir, row["id"]), out)
     return out
+
+
+def check_memory_budget(row: dict, target: Target) -> None:
+    """Compare what loading and running the artifact added to the worker's memory with the target's budget."""
+    if target.memory_budget_mb is None or row.get("model_memory_mb") is None:
+        return
+    used, limit = row["model_memory_mb"], target.memory_budget_mb
+    row["memory_budget"] = {"limit_mb": limit, "used_mb": used, "within": used <= limit,
+                            "what": "peak RSS growth from loading the artifact to the end of the timed runs"}
+    if used > limit:
+        row["warnings"].append(f"load + inference added {used:.0f} MB, over the {target.name} budget of {limit:g} MB")
 
 
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,

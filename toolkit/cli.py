@@ -43,9 +43,15 @@ export_options = _stack(
     click.option("--export-timeout", default=900.0, show_default=True, type=float, help="Seconds allowed per export."),
 )
 
+batch_option = click.option("--batch", "batch", default="1", show_default=True,
+                            help="Comma-separated batch sizes, e.g. 1,8,32 (static-shape formats get one export per size).")
+
 bench_options = _stack(
-    click.option("--target", "targets", default="server-cpu", show_default=True, help="Comma-separated targets."),
-    click.option("--batch", "batch", default="1", show_default=True, help="Comma-separated batch sizes."),
+    click.option("--target", "targets", default="server-cpu", show_default=True,
+                 help="Comma-separated targets: server-cpu, mobile-cpu, gpu, or your own from --targets-file."),
+    click.option("--targets-file", type=click.Path(path_type=Path), default=None,
+                 help="TOML file of your own targets ([targets.NAME] with threads, cores, runtimes ...)."),
+    batch_option,
     click.option("--threads", type=int, default=None, help="Threads per runtime (default: the target's)."),
     click.option("--min-runs", default=50, show_default=True, type=int, help="Timed runs, at least."),
     click.option("--min-time", default=3.0, show_default=True, type=float, help="Seconds of timed runs, at least."),
@@ -78,14 +84,16 @@ def _check_positive(name: str, value, allow_zero=False):
 
 
 def _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, calibration_samples,
-               export_timeout, force, threads):
+               export_timeout, force, threads, batch):
+    from toolkit.bench import parse_batches
     from toolkit.export import export_run
     from toolkit.targets import usable_cpus
 
+    sizes = parse_batches(batch)
     bar, update = _progress("export")
     with bar:
         manifest = export_run(model, weights, input_shape, formats, quantize, data, samples, Path(run_dir), force,
-                              threads or len(usable_cpus()), export_timeout, update, calibration_samples)
+                              threads or len(usable_cpus()), export_timeout, update, calibration_samples, sizes)
     for w in manifest["warnings"]:
         click.echo(f"warning: {w}", err=True)
     for a in manifest["artifacts"]:
@@ -96,7 +104,8 @@ def _do_export(run_dir, model, weights, input_shape, formats, quantize, data, sa
     return manifest
 
 
-def _do_bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, force):
+def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
+              force):
     from toolkit.bench import Settings, bench_run, parse_batches
     from toolkit.targets import parse_targets
 
@@ -105,7 +114,7 @@ def _do_bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs,
     for name, v in (("--min-time", min_time), ("--warmup-runs", warmup_runs), ("--warmup-time", warmup_time)):
         _check_positive(name, v, allow_zero=True)
     settings = Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout)
-    target_list, sizes = parse_targets(targets), parse_batches(batch)
+    target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
     bar, update = _progress("bench")
     with bar:
         return bench_run(run_dir, target_list, sizes, settings, force, update)
@@ -134,14 +143,15 @@ def cli():
 
 @cli.command()
 @export_options
+@batch_option
 @click.option("--out", "run_dir", default=None, help="Run directory (default: runs/MODEL).")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
-def export(model, weights, input_shape, formats, quantize, data, samples, calibration_samples, export_timeout, run_dir,
-           force):
+def export(model, weights, input_shape, formats, quantize, data, samples, calibration_samples, export_timeout, batch,
+           run_dir, force):
     """Export MODEL to each format and quantization mode into a run directory."""
     manifest = _do_export(run_dir or _default_out(model), model, weights, input_shape, formats, quantize, data,
-                          samples, calibration_samples, export_timeout, force, None)
+                          samples, calibration_samples, export_timeout, force, None, batch)
     return 1 if any(a["status"] == "export_failed" for a in manifest["artifacts"]) else 0
 
 
@@ -150,13 +160,14 @@ def export(model, weights, input_shape, formats, quantize, data, samples, calibr
 @bench_options
 @click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
 @verbose_option
-def bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, force):
+def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, force):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row."""
     from toolkit.bench import exit_status
     from toolkit.report import print_table
     from toolkit.rundir import load_manifest
 
-    results = _do_bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, force)
+    results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
+                        timeout, force)
     print_table(load_manifest(run_dir), results["rows"])
     return exit_status(results["rows"])
 
@@ -201,27 +212,32 @@ def validate(run_dir, max_top1_drop, min_sqnr, max_rel_l2):
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
 def run(model, weights, input_shape, formats, quantize, data, samples, calibration_samples, export_timeout, run_dir,
-        targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, report_formats, force):
+        targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, report_formats,
+        force):
     """export + bench + report in one go."""
     from toolkit.bench import exit_status
     from toolkit.report import parse_formats
+    from toolkit.targets import parse_targets
 
     parse_formats(report_formats)
+    parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
     run_dir = run_dir or _default_out(model)
     _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, calibration_samples,
-               export_timeout, force, threads)
-    results = _do_bench(run_dir, targets, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, True)
+               export_timeout, force, threads, batch)
+    results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
+                        timeout, True)
     _do_report(run_dir, report_formats, results)
     return exit_status(results["rows"])
 
 
 @cli.command(name="list")
+@click.option("--targets-file", type=click.Path(path_type=Path), default=None, help="Also list the targets of this file.")
 @verbose_option
-def list_():
+def list_(targets_file):
     """Models, formats, runtimes and targets, and which are available in this install."""
     import exporters
     import runtimes
-    from toolkit.targets import BUILTIN
+    from toolkit.targets import BUILTIN, load_targets_file
 
     def avail(requires):
         absent = runtimes.missing(requires)
@@ -238,8 +254,10 @@ def list_():
         mod = runtimes.get(name)
         click.echo(f"  {name:14} runs {', '.join(mod.FORMATS)}; {avail(mod.REQUIRES)}")
     click.echo("targets:")
-    for name, t in BUILTIN.items():
-        click.echo(f"  {name:14} {t.describe()}")
+    for name, t in {**BUILTIN, **(load_targets_file(targets_file) if targets_file else {})}.items():
+        reason = t.unavailable_reason()
+        runs = ", ".join(t.runtimes) if t.runtimes else "every runtime"
+        click.echo(f"  {name:14} {t.describe()}; runs {runs}" + (f" (unavailable here: {reason})" if reason else ""))
     click.echo("models: torchvision classification models, a TorchScript file, a .pt2 file, or package.module:factory")
     if not runtimes.missing(("torchvision",)):
         from toolkit.torch_source import torchvision_names

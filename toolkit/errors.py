@@ -11,3 +11,8 @@ class UsageError(DeployError):
     """The user asked for something that cannot be: unknown model, bad path, bad option value. Exit status 2."""
 
     exit_code = 2
+
+
+class Unavailable(Exception):
+    """Raised inside a worker when its row cannot be measured here (no GPU provider, ...): the row becomes
+    'unavailable' with this reason instead of 'failed'."""

@@ -63,7 +63,9 @@ def _prepare_dir(out: Path, force: bool) -> None:
 
 def export_run(model_spec: str, weights: str, input_shape: str | None, formats: str, quantize: str, data: str,
                samples: int, out: Path, force: bool, threads: int, timeout: float, progress=None,
-               calibration_samples: int = 32) -> dict:
+               calibration_samples: int = 32, batch_sizes: list[int] | None = None) -> dict:
+    """Export every format x quantization. An artifact that takes one batch size only (TFLite, ExecuTorch, ONNX
+    whose batch axis could not be made dynamic) is exported again for each further size in `batch_sizes`."""
     from toolkit import data as data_mod
     from toolkit import models
 
@@ -92,18 +94,26 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
     np.savez(out / REFERENCE, **arrays)
     np.savez(out / CALIBRATION, x=calibration)
 
-    source = {"id": "eager-none", "format": "eager", "quantization": "none", "status": "ok", "error": None,
+    source = {"id": "eager-none", "path": "eager-none", "format": "eager", "quantization": "none", "status": "ok", "error": None,
               "main_file": f"artifacts/eager-none/{source_file}", "layout": record["layout"],
               "dynamic_batch": src.batch_works(model, other_batch(np.resize(x, (export_batch, *x.shape[1:])))),
               "export_batch": export_batch,
               "exporter": {"name": "source model", "weights": record["weights"]}, "export_seconds": 0.0}
+    source["batch_strategy"] = batch_strategy(source["dynamic_batch"])
     source.update(describe_files(out, out / "artifacts" / "eager-none"))
     artifacts = [source]
+    sizes = batch_sizes or [export_batch]
     jobs = [(f, q) for f in fmts for q in modes]
     for i, (fmt, quant) in enumerate(jobs):
         if progress:
             progress(i, len(jobs), f"export {fmt} {quant}")
-        artifacts.append(_export_one(out, record, source["main_file"], fmt, quant, threads, timeout))
+        first = _export_one(out, record, source["main_file"], fmt, quant, threads, timeout, sizes[0])
+        artifacts.append(first)
+        if first["status"] == "ok" and not first["dynamic_batch"]:
+            for b in sizes[1:]:
+                if progress:
+                    progress(i, len(jobs), f"export {fmt} {quant} batch {b}")
+                artifacts.append(_export_one(out, record, source["main_file"], fmt, quant, threads, timeout, b, True))
     if progress:
         progress(len(jobs), len(jobs), "export done")
 
@@ -116,11 +126,13 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
     return manifest
 
 
-def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str, threads: int, timeout: float) -> dict:
-    artifact_id = f"{fmt}-{quant}"
+def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str, threads: int, timeout: float,
+                batch: int, per_batch: bool = False) -> dict:
+    path = f"{fmt}-{quant}"
+    artifact_id = f"{path}-b{batch}" if per_batch else path
     folder = Path("artifacts") / artifact_id
-    entry = {"id": artifact_id, "format": fmt, "quantization": quant, "status": "ok", "error": None,
-             "export_batch": record["input_shape"][0]}
+    entry = {"id": artifact_id, "path": path, "format": fmt, "quantization": quant, "status": "ok", "error": None,
+             "export_batch": batch}
     reason = unsupported_reason(fmt, record["framework"], quant)
     absent = missing(requirements(fmt, record["framework"], quant))
     if reason is None and absent:
@@ -129,7 +141,7 @@ def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str,
         return {**entry, "status": "unavailable", "error": reason}
     (out / folder).mkdir(parents=True, exist_ok=True)
     spec = {"run_dir": str(out), "model": record, "source_file": source_file, "format": fmt, "quantization": quant,
-            "folder": str(folder), "threads": threads}
+            "folder": str(folder), "threads": threads, "batch": batch}
     outcome = run_isolated("toolkit.export_worker", spec, timeout, out / "logs" / f"export-{artifact_id}.log")
     if outcome.status != "ok":
         shutil.rmtree(out / folder, ignore_errors=True)
@@ -139,4 +151,9 @@ def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str,
     entry.update(details)
     entry["main_file"] = str(folder / details["main_file"])
     entry.update(describe_files(out, out / folder))
+    entry["batch_strategy"] = batch_strategy(entry["dynamic_batch"])
     return entry
+
+
+def batch_strategy(dynamic: bool) -> str:
+    return "dynamic batch axis: one artifact for every batch size" if dynamic else "static shapes: one export per batch size"

@@ -41,6 +41,14 @@ class Source:
         """An example batch of at least 2: exporters specialise a batch axis traced at size 1."""
         return self.fw.example(self.x if len(self.x) > 1 else np.concatenate([self.x] * 2))
 
+    def calibration_batches(self) -> list[np.ndarray]:
+        """The calibration split in batches of the example's size (static-shape artifacts take no other);
+        repeated to fill one batch when the split is smaller."""
+        batch, cal = len(self.x), self.calibration
+        if len(cal) < batch:
+            cal = np.resize(cal, (batch, *cal.shape[1:]))
+        return [np.ascontiguousarray(cal[i:i + batch]) for i in range(0, len(cal) - batch + 1, batch)]
+
     def batch_works(self, module) -> bool:
         """Whether `module` also takes a batch of another size (so the artifact is not batch-specialised)."""
         return self.fw.batch_works(module, other_batch(self.x))
@@ -57,7 +65,7 @@ def job(spec: dict) -> dict:
         x = ref["x"]
     with np.load(run_dir / "calibration.npz") as cal:
         calibration = cal["x"]
-    batch = record["input_shape"][0]
+    batch = spec.get("batch") or record["input_shape"][0]
     source = Source(fw.load_source(run_dir, record, spec["source_file"]), record["framework"],
                     np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:]))), record.get("layout"), calibration,
                     run_dir, spec["source_file"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 @dataclass
 class Outcome:
-    status: str  # ok | failed | crashed | timeout
+    status: str  # ok | failed | crashed | timeout | unavailable
     result: dict | None
     error: str | None
     returncode: int | None
@@ -65,6 +65,8 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
         return Outcome("crashed", None, f"worker killed by {name}", rc, seconds)
     if rc == 0 and result is not None and "error" not in result:
         return Outcome("ok", result, None, rc, seconds)
+    if result and "unavailable" in result:
+        return Outcome("unavailable", None, result["unavailable"], rc, seconds)
     error = (result or {}).get("error") or _last_line(log_path) or f"worker exited with status {rc}"
     return Outcome("failed", result, error, rc, seconds)
 
@@ -74,8 +76,12 @@ def child_main(job) -> None:
     spec_path, result_path = sys.argv[1], sys.argv[2]
     with open(spec_path) as f:
         spec = json.load(f)
+    from toolkit.errors import Unavailable
+
     try:
         result, code = job(spec), 0
+    except Unavailable as e:
+        result, code = {"unavailable": str(e)}, 3
     except BaseException as e:  # the parent reads the reason from the result file
         traceback.print_exc()
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""

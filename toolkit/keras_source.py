@@ -30,6 +30,22 @@ def set_threads(threads: int) -> None:
         pass
 
 
+def check_device(device: str) -> None:
+    import tensorflow as tf
+
+    if device == "cuda" and not tf.config.list_physical_devices("GPU"):
+        from toolkit.errors import Unavailable
+
+        raise Unavailable(f"tensorflow {tf.__version__} sees no GPU (tensorflow-cpu has no CUDA support)")
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        import tensorflow as tf
+
+        tf.test.experimental.sync_devices()
+
+
 DEFAULT_IMAGE_SIZE = 224  # for applications whose input size is free (MobileNetV3 ...)
 
 

@@ -12,15 +12,17 @@ from toolkit.rundir import load_manifest, write_atomic, write_json
 
 MARKS = {"ok": "✅", "unavailable": "❎"}
 FORMATS = ("md", "csv", "json")
-COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "items/s",
+COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
            "max abs", "SQNR dB", "top-1", "cold ms", "RSS MB", "note")
 LEFT = ("", "format", "quant", "runtime", "target", "note")
 
 CSV_FIELDS = (
     "id", "model", "format", "quantization", "runtime", "target", "batch", "threads", "status", "error",
     "size_bytes", "size_gzip_bytes", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.mean",
-    "latency_ms.std", "latency_ms.min", "latency_ms.ci95_p50", "throughput_per_s", "cold_start_ms.import",
-    "cold_start_ms.load", "cold_start_ms.first_inference", "cold_start_ms.total", "peak_rss_mb", "drift.max_abs",
+    "latency_ms.std", "latency_ms.min", "latency_ms.ci95_p50", "latency_per_item_ms", "throughput_per_s",
+    "cold_start_ms.import", "cold_start_ms.load", "cold_start_ms.first_inference", "cold_start_ms.total", "peak_rss_mb",
+    "model_memory_mb", "memory_budget.limit_mb", "device", "device_memory_mb", "observed.cores_busy", "batch_strategy",
+    "drift.max_abs",
     "drift.mean_abs", "drift.rel_l2", "drift.cosine_min", "drift.cosine_mean", "drift.sqnr_db",
     "drift.top1_agreement", "drift.top5_overlap", "gflops", "peak_fraction", "host.hostname",
 )
@@ -47,7 +49,7 @@ def _num(v, fmt: str) -> str:
 
 def _short_reason(row: dict) -> str:
     if row["status"] == "ok":
-        return ""
+        return "; ".join(row.get("warnings") or [])
     reason = (row.get("error") or "").replace("\n", " ")
     return f"{row['status']}: {reason}" if row["status"] != "unavailable" else reason
 
@@ -62,7 +64,8 @@ def cells(row: dict) -> list[str]:
     return [
         MARKS.get(row["status"], "❌"), row["format"], row["quantization"], row["runtime"], row["target"],
         str(row["batch"]), _num(size / 1e6 if size is not None else None, ".3g"),
-        _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("throughput_per_s"), ".1f"),
+        _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("latency_per_item_ms"), ".3g"),
+        _num(row.get("throughput_per_s"), ".1f"),
         _num(d.get("max_abs"), ".1e"), sqnr, "-" if top1 is None else f"{top1 * 100:.0f}%",
         _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),
     ]
@@ -77,6 +80,9 @@ def warnings_of(manifest: dict, rows: list[dict]) -> list[str]:
         out.append(f"{failed} row(s) failed: see the note column and RUN_DIR/logs/")
     if unavailable:
         out.append(f"{unavailable} row(s) unavailable in this install or on this machine")
+    over = [r["id"] for r in rows if not (r.get("memory_budget") or {}).get("within", True)]
+    if over:
+        out.append(f"{len(over)} row(s) over their target's memory budget: {', '.join(over)}")
     return out
 
 
@@ -93,7 +99,7 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
-    lines += ["", "p50/p99: latency of one call at that batch size; items/s from p50; max abs, SQNR, top-1: drift "
+    lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, SQNR, top-1: drift "
               "against the source model (top-1: share of samples whose top class is unchanged); cold: process start "
               "to first result (import + load + first inference); RSS: the worker's peak resident memory.", ""]
     targets = {r["target"]: r.get("target_description") for r in rows}

@@ -34,33 +34,87 @@ def batches(x, batch: int):
         yield chunk, real
 
 
-def time_calls(run, prepared, warmup_runs: int, warmup_s: float, min_runs: int, min_time_s: float) -> tuple[list[float], int]:
+def timer(session):
+    """call(prepared) -> seconds for one run. CPU: perf_counter around the call. GPU: CUDA events around it when
+    the runtime has them, else perf_counter around the call and a device synchronize."""
+    perf, run = time.perf_counter, session.run
+    if session.device == "cpu":
+        def timed(prepared):
+            t0 = perf()
+            run(prepared)
+            return perf() - t0
+        return timed, "perf_counter"
+    events = session.cuda_events()
+    if events:
+        start, end = events
+
+        def timed(prepared):
+            start.record()
+            run(prepared)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        return timed, "CUDA events"
+    sync = session.synchronize
+
+    def timed(prepared):
+        t0 = perf()
+        run(prepared)
+        sync()
+        return perf() - t0
+    return timed, "perf_counter + device synchronize"
+
+
+def time_calls(timed, prepared, warmup_runs: int, warmup_s: float, min_runs: int, min_time_s: float) -> tuple[list[float], int]:
     """Warm up (count and seconds), then time single calls until both min_runs and min_time_s are reached."""
     perf = time.perf_counter
     end, n_warm = perf() + warmup_s, 0
     while n_warm < warmup_runs or perf() < end:
-        run(prepared)
+        timed(prepared)
         n_warm += 1
     times = []
     start = perf()
     while len(times) < min_runs or perf() - start < min_time_s:
-        t0 = perf()
-        run(prepared)
-        times.append(perf() - t0)
+        times.append(timed(prepared))
     return times, n_warm
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def peak_rss_mb() -> float | None:
     """This process's peak resident memory. Read from VmHWM, which starts afresh at exec: getrusage's
     ru_maxrss carries the parent's peak across fork+exec, so it would charge every row the harness's memory."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    return _status_mb("VmHWM")
+
+
+def rss_mb() -> float | None:
+    return _status_mb("VmRSS")
+
+
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def observed(session, wall_s: float, cpu_s: float) -> dict:
+    """What the process really got, read from inside it: cores it may run on, OS threads, and how many cores'
+    worth of CPU time the timed runs used (CPU seconds / wall seconds)."""
+    out = {"affinity": sorted(os.sched_getaffinity(0)), "os_threads": len(os.listdir("/proc/self/task")),
+           "cores_busy": cpu_s / wall_s if wall_s > 0 else None}
+    if session.device == "cuda":
+        from toolkit import gpu
+
+        out["gpu"] = (gpu.devices() or [None])[0]
+    return out
 
 
 def measure_row(spec: dict) -> dict:
@@ -75,11 +129,12 @@ def measure_row(spec: dict) -> dict:
     from toolkit.latency import summarize
 
     rt = runtimes.get(spec["runtime"])
-    for module in rt.REQUIRES:
+    for module in getattr(rt, "IMPORTS", rt.REQUIRES):  # import time and memory belong to the import phase
         importlib.import_module(module)
     t_import = time.monotonic()
+    rss_before_load = rss_mb()
     run_dir, artifact, batch = Path(spec["run_dir"]), spec["artifact"], spec["batch"]
-    session = rt.load(artifact, run_dir, spec["threads"])
+    session = rt.load(artifact, run_dir, spec["threads"], spec.get("device", "cpu"))
     t_load = time.monotonic()
 
     with np.load(run_dir / "reference.npz") as ref:
@@ -99,8 +154,12 @@ def measure_row(spec: dict) -> dict:
     got = [np.concatenate([outs[i][:real] for outs, (_, real) in zip(outputs, chunks)]) for i in range(len(golden))]
     row = {"drift": drift(golden, got)}
 
-    times, n_warm = time_calls(session.run, first, spec["warmup_runs"], spec["warmup_s"], spec["min_runs"], spec["min_time_s"])
+    timed, clock = timer(session)
+    wall0, cpu0 = time.perf_counter(), cpu_seconds()
+    times, n_warm = time_calls(timed, first, spec["warmup_runs"], spec["warmup_s"], spec["min_runs"], spec["min_time_s"])
+    wall_s, cpu_s = time.perf_counter() - wall0, cpu_seconds() - cpu0
     row.update(summarize(times, batch))
+    row["latency_per_item_ms"] = row["latency_ms"]["p50"] / batch
     row["cold_start_ms"] = {
         "import": (t_import - spawn_t) * 1e3,
         "load": (t_load - t_import) * 1e3,
@@ -108,10 +167,19 @@ def measure_row(spec: dict) -> dict:
         "total": (t_first - spawn_t) * 1e3,
     }
     row["peak_rss_mb"] = peak_rss_mb()
+    if row["peak_rss_mb"] is not None and rss_before_load is not None:
+        row["model_memory_mb"] = row["peak_rss_mb"] - rss_before_load
+    if session.device != "cpu":
+        from toolkit import gpu
+
+        mb = session.device_memory_mb()
+        row["device_memory_mb"] = mb if mb is not None else gpu.process_memory_mb(os.getpid())
+        row["device_memory_method"] = ("peak allocated by the runtime" if mb is not None
+                                       else "held by this process after the timed runs (nvidia-smi)")
     row["runtime_info"] = session.info()
-    row["affinity"] = sorted(os.sched_getaffinity(0))
+    row["observed"] = observed(session, wall_s, cpu_s)
     row["timing"] = {"warmup_runs": n_warm, "timed_runs": len(times), "timed_seconds": sum(times),
-                     "what": "session.run on a prepared batch (inputs already in the runtime's format)", "clock": "perf_counter"}
+                     "what": "session.run on a prepared batch (inputs already in the runtime's format)", "clock": clock}
     return row
 
 
