@@ -18,7 +18,8 @@ $(STAMP): setup.cfg constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/deploycmp run --model resnet18 --formats torchscript,torch-export,onnx,tflite --quantize none,int8 --out $(RUN_DIR) --force
+	$(BIN)/deploycmp run --model resnet18 --formats torchscript,torch-export,onnx,tflite,executorch --quantize none,int8 \
+		--target server-cpu,mobile-cpu --out $(RUN_DIR) --force
 
 test: install
 	$(BIN)/python -m pytest -q

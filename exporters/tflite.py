@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata as md
 from pathlib import Path
 
+import numpy as np
+
 FORMAT = "tflite"
 SOURCES = ("torch", "keras")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
@@ -71,5 +73,30 @@ def export(source, out_dir, quantization: str) -> dict:
     # the converters keep the source's layout (litert-torch: NCHW, Keras: NHWC), so calibration data fits as is
     info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
                                  lambda fp32, out, mode: _quantize(fp32, out, mode, source.calibration_batches()))
-    # converted with the example's batch size: other batch sizes need their own export
-    return {"main_file": path.name, "layout": source.layout, "dynamic_batch": False, "exporter": info}
+    details = {"main_file": path.name, "layout": source.layout, "dynamic_batch": _takes_another_batch(path, source),
+               "exporter": info}
+    if details["dynamic_batch"]:  # the TF converter keeps a free batch axis (-1); litert-torch fixes it
+        details["batch_strategy"] = "free batch axis: the runtime resizes the input at load"
+    return details
+
+
+def _takes_another_batch(path: Path, source) -> bool:
+    """Resize the input to another batch size and run once: does this file really take it?"""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from runtimes.litert import resizable
+    from toolkit.export_worker import other_batch
+
+    interpreter = Interpreter(model_path=str(path))
+    detail = interpreter.get_input_details()[0]
+    other = other_batch(source.x).shape
+    if not resizable(detail, other):
+        return False
+    try:
+        interpreter.resize_tensor_input(detail["index"], list(other))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], np.zeros(other, dtype=detail["dtype"]))
+        interpreter.invoke()
+    except (RuntimeError, ValueError):
+        return False
+    return True

@@ -30,6 +30,12 @@ def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
     return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
+def resizable(detail: dict, shape) -> bool:
+    """Whether an input whose shape signature leaves the batch axis free (-1) can take `shape`."""
+    signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+    return len(signature) == len(shape) and signature[0] == -1 and list(signature[1:]) == list(shape[1:])
+
+
 class LiteRTSession(Session):
     def __init__(self, interpreter, threads: int, version: str):
         self.it, self._threads, self._version = interpreter, threads, version
@@ -39,16 +45,21 @@ class LiteRTSession(Session):
             raise ValueError(f"model has {len(self.inputs)} inputs; deploycmp measures single-input models")
         self._in = self.inputs[0]["index"]
         self._out = [o["index"] for o in self.outputs]
+        self.resized = False
 
     def info(self) -> dict:
         return {"runtime": NAME, "version": self._version, "threads": self._threads, "device": "cpu",
                 "delegate": "XNNPACK (default)", "input_dtype": np.dtype(self.inputs[0]["dtype"]).name,
-                "input_shape": [int(d) for d in self.inputs[0]["shape"]]}
+                "input_shape": [int(d) for d in self.inputs[0]["shape"]], "resized_at_load": self.resized}
 
     def prepare(self, x: np.ndarray):
         want = tuple(int(d) for d in self.inputs[0]["shape"])
         if tuple(x.shape) != want:
-            raise ValueError(f"the .tflite file takes input of shape {want}, got {tuple(x.shape)}")
+            if not resizable(self.inputs[0], x.shape):
+                raise ValueError(f"the .tflite file takes input of shape {want}, got {tuple(x.shape)}")
+            self.it.resize_tensor_input(self._in, list(x.shape))  # its batch axis is free (-1): size it once
+            self.it.allocate_tensors()
+            self.inputs, self.outputs, self.resized = self.it.get_input_details(), self.it.get_output_details(), True
         return quantize(np.ascontiguousarray(x), self.inputs[0])
 
     def run(self, prepared):

@@ -151,7 +151,7 @@ def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str,
     entry.update(details)
     entry["main_file"] = str(folder / details["main_file"])
     entry.update(describe_files(out, out / folder))
-    entry["batch_strategy"] = batch_strategy(entry["dynamic_batch"])
+    entry["batch_strategy"] = details.get("batch_strategy") or batch_strategy(entry["dynamic_batch"])
     return entry
 
 

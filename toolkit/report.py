@@ -102,9 +102,13 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, SQNR, top-1: drift "
               "against the source model (top-1: share of samples whose top class is unchanged); cold: process start "
               "to first result (import + load + first inference); RSS: the worker's peak resident memory.", ""]
-    targets = {r["target"]: r.get("target_description") for r in rows}
-    lines += [f"- **{name}**: {desc}" for name, desc in targets.items()]
+    lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
     return "\n".join(lines) + "\n"
+
+
+def targets_of(rows: list[dict]) -> dict:
+    """Each target in the rows, in plain words ("host CPU limited to 1 core ...")."""
+    return {r["target"]: r.get("target_description") for r in rows}
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -131,6 +135,8 @@ def print_table(manifest: dict, rows: list[dict], console=None) -> None:
     for row in rows:
         table.add_row(*cells(row))
     console.print(table)
+    for name, desc in targets_of(rows).items():
+        console.print(f"{name}: {desc}", highlight=False)
 
 
 def write_reports(run_dir, formats: list[str], results: dict) -> list[Path]:

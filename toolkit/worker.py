@@ -117,6 +117,19 @@ def observed(session, wall_s: float, cpu_s: float) -> dict:
     return out
 
 
+def device_memory(session) -> dict:
+    """GPU rows: the device memory the row used, and how it was read."""
+    if session.device == "cpu":
+        return {}
+    from toolkit import gpu
+
+    mb = session.device_memory_mb()
+    if mb is not None:
+        return {"device_memory_mb": mb, "device_memory_method": "peak allocated by the runtime"}
+    return {"device_memory_mb": gpu.process_memory_mb(os.getpid()),
+            "device_memory_method": "held by this process after the timed runs (nvidia-smi)"}
+
+
 def measure_row(spec: dict) -> dict:
     import importlib
     from pathlib import Path
@@ -169,13 +182,7 @@ def measure_row(spec: dict) -> dict:
     row["peak_rss_mb"] = peak_rss_mb()
     if row["peak_rss_mb"] is not None and rss_before_load is not None:
         row["model_memory_mb"] = row["peak_rss_mb"] - rss_before_load
-    if session.device != "cpu":
-        from toolkit import gpu
-
-        mb = session.device_memory_mb()
-        row["device_memory_mb"] = mb if mb is not None else gpu.process_memory_mb(os.getpid())
-        row["device_memory_method"] = ("peak allocated by the runtime" if mb is not None
-                                       else "held by this process after the timed runs (nvidia-smi)")
+    row.update(device_memory(session))
     row["runtime_info"] = session.info()
     row["observed"] = observed(session, wall_s, cpu_s)
     row["timing"] = {"warmup_runs": n_warm, "timed_runs": len(times), "timed_seconds": sum(times),

@@ -24,7 +24,7 @@ def _digits_npz(path, layout):
 
 
 def _run(out, *model_args, data):
-    proc = deploycmp("run", *model_args, "--formats", "tflite,onnx,savedmodel,torchscript", "--quantize", MODES,
+    proc = deploycmp("run", *model_args, "--formats", "tflite,onnx,savedmodel,torchscript,executorch", "--quantize", MODES,
                      "--data", data, "--samples", "64", "--calibration-samples", "32", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return rows_by_id(out), json.loads((out / "manifest.json").read_text())
@@ -46,6 +46,7 @@ def keras_run(tmp_path_factory):
 
 
 def _check(rows, manifest, eager_runtime, also_ok=()):
+    """Every expected path ok within its mode's drift bounds (also_ok: source-specific paths, same bounds)."""
     by_path = {(r["format"], r["quantization"]): r for r in rows.values()}
     ok = {k for k, r in by_path.items() if r["status"] == "ok"}
     assert ok == EXPECTED_OK | {("eager", "none"), *also_ok}, {k: r["error"] for k, r in by_path.items() if r["status"] != "ok"}
@@ -54,7 +55,7 @@ def _check(rows, manifest, eager_runtime, also_ok=()):
             assert row["status"] == "unavailable" and row["error"], key
     assert by_path[("eager", "none")]["runtime"] == eager_runtime
     assert by_path[("eager", "none")]["drift"]["identical"] is True
-    for key in EXPECTED_OK:
+    for key in EXPECTED_OK | set(also_ok):
         d = by_path[key]["drift"]
         assert all(np.isfinite(d[k]) for k in ("max_abs", "rel_l2")), key
         # loose bounds per mode: a trained model keeps most predictions through every quantization mode
@@ -74,7 +75,10 @@ def _check(rows, manifest, eager_runtime, also_ok=()):
 
 def test_torch_source_every_mode(torch_run):
     rows, manifest = torch_run
-    by_path, artifacts = _check(rows, manifest, "torch", also_ok={("torchscript", "none")})
+    by_path, artifacts = _check(rows, manifest, "torch",
+                                also_ok={("torchscript", "none"), ("executorch", "none"), ("executorch", "int8")})
+    et_int8 = artifacts["executorch-int8"]["exporter"]["quantization"]
+    assert et_int8["tool"] == "XNNPACKQuantizer (PT2E)" and et_int8["calibration_samples"] == 32
     assert artifacts["savedmodel-none"]["layout"] == "NHWC"  # onnx2tf: the harness transposes NCHW inputs
     assert artifacts["tflite-none"]["layout"] == "NCHW"  # litert-torch keeps the source layout
     assert by_path[("torchscript", "int8")]["status"] == "unavailable"
@@ -86,6 +90,7 @@ def test_keras_source_every_mode(keras_run):
     by_path, artifacts = _check(rows, manifest, "keras")
     assert manifest["model"]["layout"] == "NHWC" and artifacts["savedmodel-none"]["layout"] == "NHWC"
     assert by_path[("torchscript", "none")]["error"] == "torchscript: no maintained converter from a keras model"
+    assert by_path[("executorch", "int8")]["error"] == "executorch: no maintained converter from a keras model"
 
 
 @pytest.mark.slow
@@ -106,15 +111,23 @@ def test_keras_application(tmp_path):
     assert "random weights" in (out / "report.md").read_text()
 
 
-def test_savedmodel_directory_source(tmp_path):
+def test_savedmodel_directory_source_at_two_batch_sizes(tmp_path):
     model = tiny_keras.make(tmp_path / "savedmodel")
     out = tmp_path / "run"
-    proc = deploycmp("run", "--model", model, "--input-shape", "1,16,16,3", "--formats", "tflite", "--samples", "4",
-                     "--calibration-samples", "4", "--out", out, *FAST)
+    proc = deploycmp("run", "--model", model, "--input-shape", "1,16,16,3", "--formats", "tflite,savedmodel",
+                     "--samples", "4", "--calibration-samples", "4", "--batch", "1,3", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = rows_by_id(out)
     assert rows["eager-none-keras-server-cpu-b1"]["drift"]["identical"] is True
-    assert rows["tflite-none-litert-server-cpu-b1"]["drift"]["rel_l2"] < 1e-4
+    for batch in (1, 3):
+        for row_id in ("tflite-none-litert", "savedmodel-none-tensorflow", "eager-none-keras"):
+            row = rows[f"{row_id}-server-cpu-b{batch}"]
+            assert row["status"] == "ok" and row["drift"]["rel_l2"] < 1e-4, row["error"]
+    # the TF converter leaves the batch axis free: one .tflite file, resized at load (litert-torch fixes it)
+    tflite = rows["tflite-none-litert-server-cpu-b3"]
+    assert tflite["artifact"] == "tflite-none" and tflite["runtime_info"]["resized_at_load"] is True
+    assert tflite["runtime_info"]["input_shape"] == [3, 16, 16, 3] and "resizes" in tflite["batch_strategy"]
+    assert rows["savedmodel-none-tensorflow-server-cpu-b3"]["artifact"] == "savedmodel-none"  # dynamic batch
     assert json.loads((out / "manifest.json").read_text())["model"]["kind"] == "savedmodel-dir"
 
 
