@@ -29,6 +29,9 @@ def check(row: dict, t: Thresholds) -> tuple[str, list[str]]:
         broken.append(f"SQNR {d.get('sqnr_db', float('nan')):.1f} dB < {t.min_sqnr:g} dB")
     if t.max_rel_l2 is not None and d.get("rel_l2") is not None and d["rel_l2"] > t.max_rel_l2:
         broken.append(f"rel L2 {d['rel_l2']:.3g} > {t.max_rel_l2:g}")
+    budget = row.get("memory_budget")
+    if budget and not budget["within"]:  # a target's budget is a release criterion of its own
+        broken.append(f"memory {budget['used_mb']:.0f} MB > {row['target']} budget {budget['limit_mb']:g} MB")
     return ("fail" if broken else "pass"), broken
 
 

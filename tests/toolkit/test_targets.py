@@ -95,3 +95,11 @@ def test_cli_says_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"deploycmp: error: {path}: target 'a': threads must be a positive integer, not 0"]
     assert not (tmp_path / "r").exists()  # checked before any export
+
+
+def test_example_file_parses():
+    from tests.conftest import REPO
+
+    mobile, server = parse_targets("mobile-2t,server-1t", REPO / "examples" / "targets.toml")
+    assert mobile.runtimes == BUILTIN["mobile-cpu"].runtimes and mobile.resolved_threads() == 2 and mobile.cores == 2
+    assert server.resolved_threads() == 1 and server.runtimes is None

@@ -26,3 +26,10 @@ def test_failed_rows_fail_and_unavailable_rows_are_skipped():
     assert status == 0
     _, status = validate([_row(), _row(sqnr_db=0.5)], Thresholds(min_sqnr=1))
     assert status == 1
+
+
+def test_rows_over_their_targets_memory_budget_fail():
+    row = {**_row(), "target": "mobile-cpu", "memory_budget": {"limit_mb": 512, "used_mb": 700.0, "within": False}}
+    assert check(row, Thresholds(min_sqnr=1)) == ("fail", ["memory 700 MB > mobile-cpu budget 512 MB"])
+    row["memory_budget"].update(used_mb=100.0, within=True)
+    assert check(row, Thresholds(min_sqnr=1))[0] == "pass"
