@@ -126,11 +126,13 @@ def run_row(row: dict, run_dir: Path, manifest: dict, settings: Settings, env: d
     if verdict:
         out["status"], out["error"] = verdict
     else:
+        result_path(run_dir, row["id"]).parent.mkdir(parents=True, exist_ok=True)
         target, artifact = row["_target"], dict(row["_artifact"])
         artifact["model"] = manifest["model"]
         spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
                 "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
                 "reference_layout": manifest["model"].get("layout"), "min_runs": settings.min_runs,
+                "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
                 "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
         outcome = run_isolated("toolkit.worker", spec, settings.timeout, run_dir / "logs" / f"{row['id']}.log",
                                env=worker_env(row["threads"], target.device))

@@ -36,7 +36,15 @@ export_options = _stack(
     click.option("--input-shape", default=None, help="N,C,H,W for files that carry no shape (default: the model's own)."),
     click.option("--formats", default="all", show_default=True, help="Comma-separated formats, or all."),
     click.option("--quantize", default="none", show_default=True, help="Comma-separated: none,fp16,dynamic,int8."),
-    click.option("--data", default="random", show_default=True, help="random | an image folder | FILE.npz (x, optional y)."),
+    click.option("--data", default="random", show_default=True,
+                 help="random | digits (scikit-learn's labeled digits) | an image folder | FILE.npz (x, optional y)."),
+    click.option("--num-classes", type=int, default=None, help="Classes of a torchvision model's re-sized head "
+                 "(a fine-tuned checkpoint given with --weights FILE)."),
+    click.option("--mean", default=None, help="Per-channel mean on [0, 1] pixels for image data, e.g. 0.5,0.5,0.5 "
+                 "(default: the model's own preprocessing)."),
+    click.option("--std", default=None, help="Per-channel std on [0, 1] pixels for image data."),
+    click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
+                 help="Input layout of a model file or factory (default: NCHW for PyTorch, NHWC for Keras)."),
     click.option("--samples", default=32, show_default=True, type=int, help="Evaluation inputs (drift, accuracy)."),
     click.option("--calibration-samples", default=32, show_default=True, type=int,
                  help="Calibration inputs for int8 exporters (never used for metrics)."),
@@ -83,17 +91,22 @@ def _check_positive(name: str, value, allow_zero=False):
         raise UsageError(f"{name} must be {'zero or ' if allow_zero else ''}positive, not {value}")
 
 
-def _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, calibration_samples,
-               export_timeout, force, threads, batch):
+def _do_export(run_dir, opts: dict, force, threads, batch):
+    """opts: the export_options values (model, weights, formats ...)."""
     from toolkit.bench import parse_batches
+    from toolkit.data import parse_preprocess
     from toolkit.export import export_run
     from toolkit.targets import usable_cpus
 
     sizes = parse_batches(batch)
+    _check_positive("--num-classes", opts["num_classes"])
     bar, update = _progress("export")
     with bar:
-        manifest = export_run(model, weights, input_shape, formats, quantize, data, samples, Path(run_dir), force,
-                              threads or len(usable_cpus()), export_timeout, update, calibration_samples, sizes)
+        manifest = export_run(opts["model"], opts["weights"], opts["input_shape"], opts["formats"], opts["quantize"],
+                              opts["data"], opts["samples"], Path(run_dir), force, threads or len(usable_cpus()),
+                              opts["export_timeout"], update, opts["calibration_samples"], sizes,
+                              num_classes=opts["num_classes"], preprocess=parse_preprocess(opts["mean"], opts["std"]),
+                              layout=opts["layout"])
     for w in manifest["warnings"]:
         click.echo(f"warning: {w}", err=True)
     for a in manifest["artifacts"]:
@@ -147,11 +160,9 @@ def cli():
 @click.option("--out", "run_dir", default=None, help="Run directory (default: runs/MODEL).")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
-def export(model, weights, input_shape, formats, quantize, data, samples, calibration_samples, export_timeout, batch,
-           run_dir, force):
+def export(batch, run_dir, force, **opts):
     """Export MODEL to each format and quantization mode into a run directory."""
-    manifest = _do_export(run_dir or _default_out(model), model, weights, input_shape, formats, quantize, data,
-                          samples, calibration_samples, export_timeout, force, None, batch)
+    manifest = _do_export(run_dir or _default_out(opts["model"]), opts, force, None, batch)
     return 1 if any(a["status"] == "export_failed" for a in manifest["artifacts"]) else 0
 
 
@@ -211,9 +222,8 @@ def validate(run_dir, max_top1_drop, min_sqnr, max_rel_l2):
 @report_option
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
-def run(model, weights, input_shape, formats, quantize, data, samples, calibration_samples, export_timeout, run_dir,
-        targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, report_formats,
-        force):
+def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
+        report_formats, force, **opts):
     """export + bench + report in one go."""
     from toolkit.bench import exit_status
     from toolkit.report import parse_formats
@@ -221,9 +231,8 @@ def run(model, weights, input_shape, formats, quantize, data, samples, calibrati
 
     parse_formats(report_formats)
     parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
-    run_dir = run_dir or _default_out(model)
-    _do_export(run_dir, model, weights, input_shape, formats, quantize, data, samples, calibration_samples,
-               export_timeout, force, threads, batch)
+    run_dir = run_dir or _default_out(opts["model"])
+    _do_export(run_dir, opts, force, threads, batch)
     results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
                         timeout, True)
     _do_report(run_dir, report_formats, results)

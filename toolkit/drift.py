@@ -18,11 +18,12 @@ def _topk(a: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-a, axis=1, kind="stable")[:, :k]
 
 
-def drift(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict:
+def drift(reference: list[np.ndarray], actual: list[np.ndarray], labels: np.ndarray | None = None) -> dict:
     """Drift metrics between two output lists (each array: samples first).
 
     sqnr_db is None when the outputs are bit-identical (infinite SQNR); `identical` says so.
-    top-1/top-5 are computed on the first output when it is (samples, classes).
+    top-1/top-5 are computed on the first output when it is (samples, classes); with labels, so are the task
+    accuracy of both and its change in percentage points (negative: the artifact is less accurate).
     """
     if len(reference) != len(actual):
         raise ValueError(f"output count differs: reference has {len(reference)}, artifact has {len(actual)}")
@@ -57,4 +58,28 @@ def drift(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict:
         k = min(5, first_ref.shape[1])
         tr, ta = _topk(first_ref, k), _topk(first_out, k)
         result["top5_overlap"] = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(tr, ta)]))
+        if labels is not None:
+            labels = np.asarray(labels).reshape(-1)
+            result["reference_accuracy"] = float(np.mean(np.argmax(first_ref, 1) == labels))
+            result["accuracy"] = float(np.mean(np.argmax(first_out, 1) == labels))
+            result["accuracy_delta_pp"] = (result["accuracy"] - result["reference_accuracy"]) * 100
+    return result
+
+
+def samples_to_look_at(reference: list[np.ndarray], actual: list[np.ndarray], labels: np.ndarray | None = None,
+                       largest: int = 10) -> dict:
+    """Indices (into the evaluation inputs) of the samples whose top-1 class flipped, and of the `largest`
+    samples by relative error, with what each side said."""
+    ref, out = _per_sample(reference), _per_sample(actual)
+    rel = np.linalg.norm(out - ref, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1e-30)
+    worst = np.argsort(-rel, kind="stable")[:largest]
+    result = {"largest_drift": [{"index": int(i), "rel_l2": float(rel[i])} for i in worst], "flipped": []}
+    first_ref, first_out = np.asarray(reference[0]), np.asarray(actual[0])
+    if first_ref.ndim == 2 and first_ref.shape[1] > 1:
+        top_ref, top_out = np.argmax(first_ref, 1), np.argmax(first_out, 1)
+        for i in np.flatnonzero(top_ref != top_out):
+            entry = {"index": int(i), "reference_top1": int(top_ref[i]), "top1": int(top_out[i])}
+            if labels is not None:
+                entry["label"] = int(np.asarray(labels).reshape(-1)[i])
+            result["flipped"].append(entry)
     return result

@@ -63,7 +63,8 @@ def _prepare_dir(out: Path, force: bool) -> None:
 
 def export_run(model_spec: str, weights: str, input_shape: str | None, formats: str, quantize: str, data: str,
                samples: int, out: Path, force: bool, threads: int, timeout: float, progress=None,
-               calibration_samples: int = 32, batch_sizes: list[int] | None = None) -> dict:
+               calibration_samples: int = 32, batch_sizes: list[int] | None = None, num_classes: int | None = None,
+               preprocess: dict | None = None, layout: str | None = None) -> dict:
     """Export every format x quantization. An artifact that takes one batch size only (TFLite, ExecuTorch, ONNX
     whose batch axis could not be made dynamic) is exported again for each further size in `batch_sizes`."""
     from toolkit import data as data_mod
@@ -75,8 +76,13 @@ def export_run(model_spec: str, weights: str, input_shape: str | None, formats: 
 
     framework = models.framework_of(model_spec)
     src = models.get(framework)
-    model, record, warnings = src.build(model_spec, weights, shape, seed=0)
-    x_all, y_all, data_info = data_mod.load(data, record["input_shape"], samples + calibration_samples)
+    model, record, warnings = src.build(model_spec, weights, shape, seed=0, num_classes=num_classes)
+    if layout:
+        record["layout"] = layout
+    if preprocess:
+        record["preprocess"] = preprocess
+    x_all, y_all, data_info = data_mod.load(data, record["input_shape"], samples + calibration_samples,
+                                            layout=record.get("layout"), preprocess=record.get("preprocess"))
     calibration, x, y, data_info["split"] = data_mod.split(x_all, y_all, calibration_samples)
     data_info["samples"] = int(len(x))
     try:

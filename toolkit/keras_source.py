@@ -57,6 +57,8 @@ def _application(name: str, weights: str, warnings: list, record: dict, input_sh
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         raise UsageError(f"unknown Keras application {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     app = getattr(keras.applications, name)
+    # the inputs it expects: its module's preprocess_input on [0, 255] pixels (keras.src.applications.x -> keras.applications.x)
+    record["preprocess"] = {"kind": "keras", "module": app.__module__.replace("keras.src.", "keras.", 1)}
 
     def factory(**kw):
         if input_shape is not None:
@@ -108,10 +110,12 @@ def _savedmodel_as_keras(path: str, input_shape):
     return keras.Model(inp, out)
 
 
-def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0):
+def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0, num_classes: int | None = None):
     """Load the user's Keras model. Returns (model, record for the manifest, warnings)."""
     import keras
 
+    if num_classes is not None:
+        raise UsageError("--num-classes applies to torchvision models; a Keras model file brings its own head")
     keras.utils.set_random_seed(seed)
     warnings: list[str] = []
     record = {"framework": "keras", "spec": spec, "weights": weights, "layout": "NHWC"}

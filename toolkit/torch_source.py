@@ -114,14 +114,18 @@ def default_input_shape(name: str) -> list[int]:
     return [1, 3, size, size]
 
 
-def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0):
+def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0, num_classes: int | None = None):
     """Load the user's model as asked. Returns (model in eval mode, record for the manifest, warnings)."""
     import torch
+
+    from toolkit.data import IMAGENET
 
     kind = classify_spec(spec)
     warnings: list[str] = []
     record = {"framework": "torch", "kind": kind, "spec": spec, "weights": weights}
     torch.manual_seed(seed)
+    if num_classes is not None and kind != "torchvision":
+        raise UsageError("--num-classes applies to torchvision models (a file or factory brings its own head)")
     if kind in ("torchscript-file", "torch-export-file"):
         if not Path(spec).is_file():
             raise UsageError(f"model file not found: {spec}")
@@ -146,9 +150,14 @@ def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0)
         _check_torchvision_name(spec)
         import torchvision
 
-        record["name"] = spec
+        record["name"], record["preprocess"] = spec, IMAGENET  # what torchvision's weights' transforms do
+        head = {"num_classes": num_classes} if num_classes else {}
+        record.update(head)
+        if num_classes and weights in ("imagenet", "auto"):
+            raise UsageError(f"--num-classes {num_classes}: ImageNet weights have 1000 classes; pass your "
+                             "fine-tuned checkpoint with --weights FILE (or --weights random)")
         if weights in ("random", "auto", "imagenet"):
-            model = torchvision.models.get_model(spec, weights=None)
+            model = torchvision.models.get_model(spec, weights=None, **head)
             if weights == "random":
                 warnings.append(f"{spec} has random weights (--weights random): drift and accuracy say little about a trained model")
             else:
@@ -162,7 +171,7 @@ def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0)
                     record["weights"] = "random"
                     warnings.append(f"{spec} has random weights: {e}")
         else:
-            model = torchvision.models.get_model(spec, weights=None)
+            model = torchvision.models.get_model(spec, weights=None, **head)
             _apply_state_dict(model, _load_state_dict_file(weights), weights)
             record["weights_file"] = str(weights)
         if input_shape is None:
@@ -224,7 +233,8 @@ def load_source(run_dir: Path, record: dict, source_file: str):
         else:
             import torchvision
 
-            model = torchvision.models.get_model(record["spec"], weights=None)
+            head = {"num_classes": record["num_classes"]} if record.get("num_classes") else {}
+            model = torchvision.models.get_model(record["spec"], weights=None, **head)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return _eval(model)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from toolkit.isolation import child_main
 
@@ -117,6 +118,26 @@ def observed(session, wall_s: float, cpu_s: float) -> dict:
     return out
 
 
+def save_samples(spec: dict, x, golden, got, labels) -> dict:
+    """The flipped and most-drifted samples: indices in the row, inputs and both outputs in an .npz beside it."""
+    import numpy as np
+
+    from toolkit.drift import samples_to_look_at
+
+    found = samples_to_look_at(golden, got, labels)
+    idx = sorted({e["index"] for e in found["flipped"] + found["largest_drift"]})
+    path = Path(spec["samples_file"])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, index=np.array(idx, dtype=np.int64), x=x[idx], **{f"reference_y{i}": g[idx] for i, g in enumerate(golden)},
+                 **{f"y{i}": a[idx] for i, a in enumerate(got)}, **({"labels": labels[idx]} if labels is not None else {}))
+    os.replace(tmp, path)
+    found["flipped_count"] = len(found["flipped"])
+    found["flipped"] = found["flipped"][:50]
+    found["file"] = f"results/{path.name}"
+    return found
+
+
 def device_memory(session) -> dict:
     """GPU rows: the device memory the row used, and how it was read."""
     if session.device == "cpu":
@@ -132,7 +153,6 @@ def device_memory(session) -> dict:
 
 def measure_row(spec: dict) -> dict:
     import importlib
-    from pathlib import Path
 
     spawn_t = float(os.environ.get("DEPLOYCMP_SPAWN_T", time.monotonic()))
     import numpy as np
@@ -153,6 +173,7 @@ def measure_row(spec: dict) -> dict:
     with np.load(run_dir / "reference.npz") as ref:
         x = ref["x"]
         golden = [ref[f"y{i}"] for i in range(sum(1 for k in ref.files if k.startswith("y")))]
+        labels = ref["labels"] if "labels" in ref.files else None
     src_layout, dst_layout = spec.get("reference_layout"), artifact.get("layout")
     chunks = list(batches(x, batch))
     first = session.prepare(to_layout(chunks[0][0], src_layout, dst_layout))
@@ -165,7 +186,7 @@ def measure_row(spec: dict) -> dict:
         if any(o.shape[0] != batch for o in outs):
             raise RuntimeError(f"runtime returned {outs[0].shape[0]} samples for a batch of {batch}")
     got = [np.concatenate([outs[i][:real] for outs, (_, real) in zip(outputs, chunks)]) for i in range(len(golden))]
-    row = {"drift": drift(golden, got)}
+    row = {"drift": drift(golden, got, labels), "samples_to_look_at": save_samples(spec, x, golden, got, labels)}
 
     timed, clock = timer(session)
     wall0, cpu0 = time.perf_counter(), cpu_seconds()
