@@ -195,23 +195,35 @@ def report(run_dir, report_formats):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--thresholds", "thresholds_file", type=click.Path(path_type=Path), default=None,
+              help="TOML file: [default], [quantization.MODE], [format.FMT], [path.\"FMT-MODE\"] thresholds.")
 @click.option("--max-top1-drop", type=float, default=None, help="Max % of samples whose top-1 class changed.")
+@click.option("--max-accuracy-drop", type=float, default=None, help="Max loss of task accuracy, percentage points.")
 @click.option("--min-sqnr", type=float, default=None, help="Min signal-to-quantization-noise ratio, dB.")
+@click.option("--min-cosine", type=float, default=None, help="Min cosine similarity of any sample's outputs.")
 @click.option("--max-rel-l2", type=float, default=None, help="Max relative L2 error of the outputs.")
+@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Also write JUnit XML, one test per row.")
 @verbose_option
-def validate(run_dir, max_top1_drop, min_sqnr, max_rel_l2):
-    """Pass/fail per row against drift thresholds; exit 1 if any row breaks one."""
+def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2, junit):
+    """Pass/fail per row against thresholds (flags override the file); exit 1 if any row breaks one."""
     from toolkit.bench import load_results
-    from toolkit.validate import Thresholds, validate as run_validate
+    from toolkit.validate import Policy, Thresholds, load_thresholds, validate as run_validate, write_junit
 
-    thresholds = Thresholds(max_top1_drop, min_sqnr, max_rel_l2)
-    if not thresholds.any():
-        raise UsageError("give at least one threshold: --max-top1-drop, --min-sqnr or --max-rel-l2")
-    verdicts, status = run_validate(load_results(run_dir)["rows"], thresholds)
-    for row, verdict, reasons in verdicts:
-        click.echo(f"{verdict.upper():4}  {row['id']}" + (f": {'; '.join(reasons)}" if reasons else ""))
-    counts = {v: sum(1 for _, x, _ in verdicts if x == v) for v in ("pass", "fail", "skip")}
+    flags = Thresholds(max_top1_drop, min_sqnr, max_rel_l2, max_accuracy_drop, min_cosine)
+    if not thresholds_file and not flags.any():
+        raise UsageError("give at least one threshold: --thresholds FILE, --max-top1-drop, --max-accuracy-drop, "
+                         "--min-sqnr, --min-cosine or --max-rel-l2")
+    policy = load_thresholds(thresholds_file) if thresholds_file else Policy()
+    verdicts, status = run_validate(load_results(run_dir)["rows"], policy, flags)
+    for v in verdicts:
+        click.echo(f"{v.verdict.upper():4}  {v.row['id']}" + (f": {'; '.join(v.reasons)}" if v.reasons else ""))
+        for note in v.notes:
+            click.echo(f"      note: {note}")
+    counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("pass", "fail", "skip")}
     click.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    if junit:
+        write_junit(junit, verdicts)
+        click.echo(f"wrote {junit}", err=True)
     return status
 
 

@@ -13,7 +13,7 @@ from toolkit.rundir import load_manifest, write_atomic, write_json
 MARKS = {"ok": "✅", "unavailable": "❎"}
 FORMATS = ("md", "csv", "json")
 COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
-           "max abs", "SQNR dB", "top-1", "cold ms", "RSS MB", "note")
+           "max abs", "SQNR dB", "top-1", "acc % (Δpp)", "cold ms", "RSS MB", "note")
 LEFT = ("", "format", "quant", "runtime", "target", "note")
 
 CSV_FIELDS = (
@@ -24,7 +24,8 @@ CSV_FIELDS = (
     "model_memory_mb", "memory_budget.limit_mb", "device", "device_memory_mb", "observed.cores_busy", "batch_strategy",
     "drift.max_abs",
     "drift.mean_abs", "drift.rel_l2", "drift.cosine_min", "drift.cosine_mean", "drift.sqnr_db",
-    "drift.top1_agreement", "drift.top5_overlap", "gflops", "peak_fraction", "host.hostname",
+    "drift.top1_agreement", "drift.top5_overlap", "drift.accuracy", "drift.accuracy_delta_pp",
+    "samples_to_look_at.flipped_count", "gflops", "peak_fraction", "host.hostname",
 )
 
 
@@ -54,6 +55,13 @@ def _short_reason(row: dict) -> str:
     return f"{row['status']}: {reason}" if row["status"] != "unavailable" else reason
 
 
+def _accuracy(d: dict) -> str:
+    """Task accuracy and its change against the source model, on labeled data."""
+    if d.get("accuracy") is None:
+        return "-"
+    return f"{d['accuracy'] * 100:.1f} ({d['accuracy_delta_pp']:+.1f})"
+
+
 def cells(row: dict) -> list[str]:
     """One table row as text, the same for the terminal and Markdown."""
     d, lat = row.get("drift") or {}, row.get("latency_ms") or {}
@@ -66,7 +74,7 @@ def cells(row: dict) -> list[str]:
         str(row["batch"]), _num(size / 1e6 if size is not None else None, ".3g"),
         _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("latency_per_item_ms"), ".3g"),
         _num(row.get("throughput_per_s"), ".1f"),
-        _num(d.get("max_abs"), ".1e"), sqnr, "-" if top1 is None else f"{top1 * 100:.0f}%",
+        _num(d.get("max_abs"), ".1e"), sqnr, "-" if top1 is None else f"{top1 * 100:.0f}%", _accuracy(d),
         _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),
     ]
 
@@ -99,9 +107,11 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
-    lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, SQNR, top-1: drift "
-              "against the source model (top-1: share of samples whose top class is unchanged); cold: process start "
-              "to first result (import + load + first inference); RSS: the worker's peak resident memory.", ""]
+    lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, "
+              "SQNR, top-1: drift against the source model (top-1: share of samples whose top class is unchanged); "
+              "acc: task accuracy on the labeled data, and its change against the source model in percentage points; "
+              "cold: process start to first result (import + load + first inference); RSS: the worker's peak "
+              "resident memory.", ""]
     lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
     return "\n".join(lines) + "\n"
 

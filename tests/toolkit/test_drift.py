@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from toolkit.drift import drift
+from toolkit.drift import drift, samples_to_look_at
 
 
 def test_metrics_match_hand_computation():
@@ -56,3 +56,19 @@ def test_bad_outputs_raise():
         drift([ref], [ref, ref])
     with pytest.raises(ValueError, match="non-finite"):
         drift([ref], [np.full((2, 3), np.nan, np.float32)])
+
+
+def test_accuracy_against_hand_made_labels():
+    ref = [np.array([[3.0, 1, 0], [0, 2, 1], [1, 0, 2], [2, 1, 0]])]
+    out = [np.array([[3.0, 1, 0], [0, 2, 3], [1, 0, 2], [0, 3, 0]])]  # sample 1 flips 1 -> 2, sample 3 flips 0 -> 1
+    labels = np.array([0, 1, 2, 1])
+    d = drift(ref, out, labels)
+    assert d["reference_accuracy"] == 0.75 and d["accuracy"] == 0.75  # loses sample 1, gains sample 3
+    assert d["accuracy_delta_pp"] == 0.0 and d["top1_agreement"] == 0.5
+    d = drift(ref, out, np.array([0, 1, 2, 0]))
+    assert d["reference_accuracy"] == 1.0 and d["accuracy"] == 0.5 and d["accuracy_delta_pp"] == -50.0
+    assert "accuracy" not in drift(ref, out)
+    seen = samples_to_look_at(ref, out, labels, largest=2)
+    assert seen["flipped"] == [{"index": 1, "reference_top1": 1, "top1": 2, "label": 1},
+                               {"index": 3, "reference_top1": 0, "top1": 1, "label": 1}]
+    assert [e["index"] for e in seen["largest_drift"]] == [3, 1]

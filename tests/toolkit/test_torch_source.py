@@ -64,3 +64,19 @@ def test_flops_by_hand():
 def test_weights_flag_that_does_not_apply():
     with pytest.raises(UsageError, match="imagenet"):
         models.build("tests.tiny_models:tiny_cnn", "imagenet", [1, 3, 16, 16])
+
+
+def test_num_classes_loads_a_fine_tuned_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    tuned = torchvision.models.get_model(NAME, num_classes=10)
+    torch.save(tuned.state_dict(), tmp_path / "tuned.pt")
+    model, record, _ = models.build(NAME, str(tmp_path / "tuned.pt"), [1, 3, 64, 64], num_classes=10)
+    assert record["num_classes"] == 10 and model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    again = models.load_source(tmp_path, record, "tuned.pt")  # how every worker rebuilds it
+    assert again(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    with pytest.raises(DeployError, match="do not fit the model"):
+        models.build(NAME, str(tmp_path / "tuned.pt"), None)  # a 1000-class model cannot take it
+    with pytest.raises(UsageError, match="ImageNet weights have 1000 classes"):
+        models.build(NAME, "auto", None, num_classes=10)
+    with pytest.raises(UsageError, match="applies to torchvision models"):
+        models.build("tests.tiny_models:tiny_cnn", "auto", [1, 3, 16, 16], num_classes=10)
