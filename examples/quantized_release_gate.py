@@ -1,7 +1,7 @@
 """Is the int8 model safe to release? Fine-tune resnet18 on scikit-learn's digits, export it to every format and
 quantization mode, measure real task accuracy on held-out digits, and gate the release on it.
 
-    python examples/quantized_release_gate.py [--epochs 3] [--out runs/release-gate]
+    python -m examples.quantized_release_gate [--epochs 3] [--out runs/release-gate]   # from the repository root
 
 Steps: (1) fine-tune torchvision resnet18 with a 10-class head (--num-classes 10) on the digits' training part,
 on the CPU, at 32x32 pixels, preprocessed exactly as `--data digits` does (ImageNet mean/std); (2) `deploycmp run`

@@ -13,7 +13,7 @@ from tests.conftest import REPO, deploycmp, rows_by_id
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory):
     out = tmp_path_factory.mktemp("gate") / "run"
-    proc = subprocess.run([sys.executable, "examples/quantized_release_gate.py", "--epochs", "2", "--quick",
+    proc = subprocess.run([sys.executable, "-m", "examples.quantized_release_gate", "--epochs", "2", "--quick",
                            "--formats", "onnx,tflite", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
                           timeout=1200)
     return proc, out
