@@ -97,8 +97,8 @@ def test_keras_source_every_mode(keras_run):
 def test_keras_application(tmp_path):
     out = tmp_path / "run"
     proc = deploycmp("run", "--model", "keras:MobileNetV3Small", "--weights", "random", "--formats",
-                     "savedmodel,tflite,onnx", "--quantize", "none,int8", "--samples", "4", "--calibration-samples", "4",
-                     "--out", out, *FAST)
+                     "savedmodel,tflite,onnx", "--quantize", "none,int8", "--data", "digits", "--samples", "4",
+                     "--calibration-samples", "4", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = rows_by_id(out)
     ok = {(r["format"], r["quantization"]) for r in rows.values() if r["status"] == "ok"}
@@ -106,6 +106,9 @@ def test_keras_application(tmp_path):
                   ("onnx", "int8")}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["input_shape"] == [1, 224, 224, 3]
+    # digits through the application's own preprocess_input, resized to 224x224, labeled
+    assert manifest["data"]["preprocess"] == {"kind": "keras", "module": "keras.applications.mobilenet_v3"}
+    assert all(r["drift"]["accuracy"] is not None for r in rows.values() if r["status"] == "ok")
     sizes = {a["id"]: a["size_bytes"] for a in manifest["artifacts"] if a["status"] == "ok"}
     assert sizes["tflite-int8"] < sizes["tflite-none"] / 2.5
     assert "random weights" in (out / "report.md").read_text()
