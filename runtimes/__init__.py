@@ -4,12 +4,16 @@ A runtime module defines NAME, FORMATS (the artifact formats it runs), REQUIRES 
 optional IMPORTS (modules the worker imports before the load clock starts; default REQUIRES), optional DEVICES
 (where it runs; default cpu only) and load(artifact, run_dir, threads, device) -> a Session (see runtimes.base),
 which raises toolkit.errors.Unavailable when it cannot run on that device here.
-Adding a runtime = one module + one line here.
+Adding a runtime = one module + one line here, or, without editing deploycmp, the environment variable
+DEPLOYCMP_RUNTIMES="name=package.module,..." (a module on the Python path; a name already here is replaced).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+
+from toolkit.errors import UsageError
 
 RUNTIMES = {
     "torch": "runtimes.torch_eager",
@@ -21,10 +25,26 @@ RUNTIMES = {
     "litert": "runtimes.litert",
     "executorch": "runtimes.executorch",
 }
+ENV = "DEPLOYCMP_RUNTIMES"
+
+
+def _from_env(spec: str) -> dict:
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, sep, module = (p.strip() for p in item.partition("="))
+        if not sep or not name or not module:
+            raise UsageError(f"{ENV}: expected name=package.module, not {item!r}")
+        out[name] = module
+    return out
 
 
 def get(name: str):
-    return importlib.import_module(RUNTIMES[name])
+    try:
+        return importlib.import_module(RUNTIMES[name])
+    except ModuleNotFoundError as e:
+        if RUNTIMES[name].startswith("runtimes."):
+            raise
+        raise UsageError(f"{ENV}: runtime {name}: {e}") from None
 
 
 def for_format(fmt: str, framework: str | None = None) -> list[str]:
@@ -44,3 +64,6 @@ def missing(requires) -> list[str]:
 
 def devices(name: str) -> tuple[str, ...]:
     return getattr(get(name), "DEVICES", ("cpu",))
+
+
+RUNTIMES.update(_from_env(os.environ.get(ENV, "")))

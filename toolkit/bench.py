@@ -9,7 +9,7 @@ from toolkit import SCHEMA
 from toolkit.environment import environment
 from toolkit.errors import UsageError
 from toolkit.isolation import run_isolated
-from toolkit.rundir import RESULTS, changed_files, load_manifest, load_rows, read_json, result_path, write_json
+from toolkit.rundir import RESULTS, artifact_sha256, changed_files, load_manifest, load_rows, read_json, result_path, write_json
 from toolkit.targets import Target, worker_env
 
 FAILED = ("failed", "crashed", "timeout", "export_failed")
@@ -73,6 +73,7 @@ def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads:
                         "latency_per_item_ms": None, "throughput_per_s": None, "cold_start_ms": None,
                         "peak_rss_mb": None, "drift": None, "gflops": gflops * batch if gflops else None,
                         "peak_fraction": None, "artifact": artifact["id"],
+                        "artifact_sha256": artifact_sha256(artifact),
                         "batch_strategy": artifact.get("batch_strategy"), "warnings": [],
                         "_artifact": artifact, "_target": target,
                     })

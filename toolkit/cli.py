@@ -133,17 +133,21 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
         return bench_run(run_dir, target_list, sizes, settings, force, update)
 
 
-def _do_report(run_dir, report_formats, results=None):
+def _do_report(run_dir, report_formats, results=None, baseline=None):
     from toolkit.bench import load_results
+    from toolkit.compare import compare, load_baseline, print_comparison
     from toolkit.report import parse_formats, print_table, write_reports
     from toolkit.rundir import load_manifest
 
     formats = parse_formats(report_formats)
     results = results or load_results(run_dir)
+    comparison = compare(results, load_baseline(baseline), str(baseline)) if baseline else None
     print_table(load_manifest(run_dir), results["rows"])
-    for path in write_reports(run_dir, formats, results):
+    if comparison:
+        print_comparison(comparison)
+    for path in write_reports(run_dir, formats, results, comparison):
         click.echo(f"wrote {path}", err=True)
-    return results
+    return comparison
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -186,10 +190,46 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @report_option
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="Another run directory (or its results.json) to compare with: p50/p99, size and drift per row.")
+@click.option("--fail-on-regression", "fail_pct", type=float, default=None,
+              help="With --baseline: exit 1 when a row's p50 or p99 got more than PCT %% slower beyond noise.")
 @verbose_option
-def report(run_dir, report_formats):
-    """Print the table and write report.{md,csv,json} into RUN_DIR."""
-    _do_report(run_dir, report_formats)
+def report(run_dir, report_formats, baseline, fail_pct):
+    """Print the table and write report.{md,csv,json,html} into RUN_DIR."""
+    from toolkit.compare import regressions
+
+    if fail_pct is not None and baseline is None:
+        raise UsageError("--fail-on-regression needs --baseline OTHER_RUN_DIR")
+    _check_positive("--fail-on-regression", fail_pct, allow_zero=True)
+    comparison = _do_report(run_dir, report_formats, baseline=baseline)
+    if fail_pct is None:
+        return 0
+    slower = regressions(comparison, fail_pct)
+    for line in slower:
+        click.echo(f"REGRESSION  {line}")
+    click.echo(f"{len(slower)} regression(s) over {fail_pct:g}% beyond noise against {baseline}")
+    return 1 if slower else 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("others", nargs=-1, required=True, type=click.Path(path_type=Path))
+@verbose_option
+def merge(run_dir, others):
+    """Add rows measured on other machines (their results.json, from a copy of RUN_DIR) to RUN_DIR.
+
+    Each row must have run on this run's very files (sha256); it keeps its own host and gets the id ROW@HOST."""
+    from toolkit.merge import merge as merge_rows
+    from toolkit.report import print_table
+    from toolkit.rundir import load_manifest
+
+    done = merge_rows(run_dir, others)
+    print_table(load_manifest(run_dir), done["results"]["rows"])
+    for host, n in done["hosts"].items():
+        click.echo(f"merged {n} row(s) measured on {host}", err=True)
+    if done["skipped"]:
+        click.echo(f"skipped {done['skipped']} row(s) already in {run_dir}", err=True)
     return 0
 
 

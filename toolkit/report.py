@@ -105,8 +105,12 @@ def heading(manifest: dict) -> str:
 def markdown(manifest: dict, rows: list[dict]) -> str:
     lines = [f"# deploycmp report: {manifest['model']['name']}", "", heading(manifest), ""]
     lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
-    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in rows]
+    groups = hosts_of(rows)
+    for name, host_rows in groups.items():
+        if len(groups) > 1:
+            lines += ["", f"### Host {name}", "", describe_host(host_rows[0])]
+        lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in host_rows]
     lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, "
               "SQNR, top-1: drift against the source model (top-1: share of samples whose top class is unchanged); "
               "acc: task accuracy on the labeled data, and its change against the source model in percentage points; "
@@ -114,6 +118,21 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
               "resident memory.", ""]
     lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
     return "\n".join(lines) + "\n"
+
+
+def hosts_of(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by the machine that measured them, in order of first appearance (the run's own host first)."""
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault((row.get("host") or {}).get("hostname") or "unknown host", []).append(row)
+    return out
+
+
+def describe_host(row: dict) -> str:
+    h = row.get("host") or {}
+    gpu = ((row.get("observed") or {}).get("gpu") or {}).get("name")
+    return ", ".join(str(v) for v in (h.get("cpu"), h.get("cpu_count") and f"{h['cpu_count']} CPUs",
+                                      h.get("memory_gb") and f"{h['memory_gb']} GB", gpu, h.get("os")) if v)
 
 
 def targets_of(rows: list[dict]) -> dict:
@@ -138,18 +157,23 @@ def print_table(manifest: dict, rows: list[dict], console=None) -> None:
     console.print(heading(manifest))
     for w in warnings_of(manifest, rows):
         console.print(f"[yellow]warning:[/yellow] {w}")
-    table = Table(show_lines=False, header_style="bold")
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col in LEFT else "right", overflow="fold",
-                         max_width=60 if col == "note" else None)
-    for row in rows:
-        table.add_row(*cells(row))
-    console.print(table)
+    groups = hosts_of(rows)
+    for name, host_rows in groups.items():
+        table = Table(show_lines=False, header_style="bold",
+                      title=f"host {name}: {describe_host(host_rows[0])}" if len(groups) > 1 else None)
+        for col in COLUMNS:
+            table.add_column(col, justify="left" if col in LEFT else "right", overflow="fold",
+                             max_width=60 if col == "note" else None)
+        for row in host_rows:
+            table.add_row(*cells(row))
+        console.print(table)
     for name, desc in targets_of(rows).items():
         console.print(f"{name}: {desc}", highlight=False)
 
 
-def write_reports(run_dir, formats: list[str], results: dict) -> list[Path]:
+def write_reports(run_dir, formats: list[str], results: dict, comparison: dict | None = None) -> list[Path]:
+    from toolkit import compare
+
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     rows = results["rows"]
@@ -157,11 +181,11 @@ def write_reports(run_dir, formats: list[str], results: dict) -> list[Path]:
     for fmt in formats:
         path = run_dir / f"report.{fmt}"
         if fmt == "md":
-            write_atomic(path, markdown(manifest, rows))
+            write_atomic(path, markdown(manifest, rows) + ("\n" + compare.markdown(comparison) if comparison else ""))
         elif fmt == "csv":
             write_atomic(path, csv_text(rows))
         else:
             write_json(path, {"schema": results["schema"], "model": manifest["model"],
-                              "warnings": warnings_of(manifest, rows), "rows": rows})
+                              "warnings": warnings_of(manifest, rows), "rows": rows, "baseline": comparison})
         written.append(path)
     return written

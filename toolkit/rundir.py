@@ -97,6 +97,15 @@ def changed_files(run_dir: Path, artifact: dict) -> list[str]:
     return bad
 
 
+def artifact_sha256(artifact: dict) -> str | None:
+    """One digest for all the files of an artifact (each file's path and sha256), None when it has no files.
+    Rows carry it so that results measured elsewhere can be matched to the very same files."""
+    files = sorted((f["path"], f["sha256"]) for f in artifact.get("files", []))
+    if not files:
+        return None
+    return hashlib.sha256("\n".join(f"{p} {h}" for p, h in files).encode()).hexdigest()
+
+
 def load_manifest(run_dir) -> dict:
     run_dir = Path(run_dir)
     path = run_dir / MANIFEST

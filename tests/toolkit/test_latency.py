@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from toolkit.latency import median_ci95, summarize
+from toolkit.latency import median_ci95, quantile_ci95, summarize
 
 
 def test_percentiles_and_spread_by_hand():
@@ -22,6 +22,14 @@ def test_median_ci_uses_order_statistics():
     assert median_ci95(np.arange(1.0, 101.0)) == [40.0, 61.0]
     # a tiny sample: the interval is the whole sample
     assert median_ci95(np.array([1.0, 2.0, 3.0])) == [1.0, 3.0]
+
+
+def test_p99_ci_and_every_call_kept_in_order():
+    # n=1000, q=0.99: ranks floor(990 - 6.17) = 983 and ceil(990 + 6.17 + 1) = 998
+    assert quantile_ci95(np.arange(1.0, 1001.0), 0.99) == [983.0, 998.0]
+    s = summarize([0.003, 0.001, 0.002], batch=1)["latency_ms"]
+    assert s["per_call"] == [3.0, 1.0, 2.0]
+    assert s["ci95_p99"] == [2.0, 3.0]
 
 
 def test_no_runs_is_an_error():
