@@ -119,3 +119,25 @@ def test_merge_refuses_rows_measured_on_other_files(tiny_run, tmp_path):
 def test_bad_baseline_merge_and_runtime_input_is_one_line(tiny_run, args, env, message):
     proc = deploycmp(*[a.format(run=tiny_run) for a in args], env=env)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def _terminal_rows(text):
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+    return [r[:9] for r in rows if r[1]]  # a row whose format cell is empty continues a folded note
+
+
+def test_terminal_and_markdown_show_the_same_rows_and_warnings(tiny_run, tmp_path):
+    run = _copy(tiny_run, tmp_path, "run")
+    other, _ = _other_machine(tiny_run, tmp_path, "board-1")
+    assert deploycmp("merge", run, other).returncode == 0
+    targets = tmp_path / "targets.toml"  # a target on cores this host lacks: unavailable rows and a warning
+    targets.write_text('[targets.far-cores]\ncpus = [4096]\n')
+    assert deploycmp("bench", run, "--targets-file", targets, "--target", "far-cores").returncode == 0
+    proc = deploycmp("report", run, "--format", "md")
+    md = (run / "report.md").read_text()
+    md_rows = [[c.strip() for c in line.split(" | ")][:9] for line in md.splitlines() if line.startswith(("| ✅", "| ❎"))]
+    md_rows = [[r[0].lstrip("| ").strip(), *r[1:]] for r in md_rows]
+    assert _terminal_rows(proc.stdout) == md_rows and len(md_rows) == len(rows_by_id(run))
+    terminal_warnings = [line.removeprefix("warning: ") for line in proc.stdout.splitlines() if line.startswith("warning:")]
+    assert terminal_warnings == [line.removeprefix("> **Warning:** ") for line in md.splitlines() if line.startswith("> **Warning:**")]
+    assert any("unavailable" in w for w in terminal_warnings)
