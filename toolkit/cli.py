@@ -69,7 +69,7 @@ bench_options = _stack(
 )
 
 report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
-                             help="Comma-separated: md, csv, json.")
+                             help="Comma-separated: md, csv, json, html (one self-contained page with plots).")
 
 
 def _progress(description: str):
@@ -188,7 +188,7 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
 @report_option
 @verbose_option
 def report(run_dir, report_formats):
-    """Print the table and write report.{md,csv,json} into RUN_DIR."""
+    """Print the table and write report.{md,csv,json} (and .html with --format html) into RUN_DIR."""
     _do_report(run_dir, report_formats)
     return 0
 

@@ -11,7 +11,7 @@ from toolkit.errors import UsageError
 from toolkit.rundir import load_manifest, write_atomic, write_json
 
 MARKS = {"ok": "✅", "unavailable": "❎"}
-FORMATS = ("md", "csv", "json")
+FORMATS = ("md", "csv", "json", "html")
 COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
            "max abs", "SQNR dB", "top-1", "acc % (Δpp)", "cold ms", "RSS MB", "note")
 LEFT = ("", "format", "quant", "runtime", "target", "note")
@@ -121,6 +121,18 @@ def targets_of(rows: list[dict]) -> dict:
     return {r["target"]: r.get("target_description") for r in rows}
 
 
+def hostname(row: dict) -> str:
+    return (row.get("host") or {}).get("hostname") or "unknown host"
+
+
+def hosts_of(rows: list[dict], first: str | None = None) -> dict[str, list[dict]]:
+    """Rows by the host that measured them, in order of appearance; `first` (the run's own host) leads."""
+    groups: dict[str, list[dict]] = {} if first is None else {first: []}
+    for row in rows:
+        groups.setdefault(hostname(row), []).append(row)
+    return {host: group for host, group in groups.items() if group}
+
+
 def csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -160,6 +172,10 @@ def write_reports(run_dir, formats: list[str], results: dict) -> list[Path]:
             write_atomic(path, markdown(manifest, rows))
         elif fmt == "csv":
             write_atomic(path, csv_text(rows))
+        elif fmt == "html":
+            from toolkit.html_report import html
+
+            write_atomic(path, html(manifest, results))
         else:
             write_json(path, {"schema": results["schema"], "model": manifest["model"],
                               "warnings": warnings_of(manifest, rows), "rows": rows})
