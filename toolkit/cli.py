@@ -69,7 +69,7 @@ bench_options = _stack(
 )
 
 report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
-                             help="Comma-separated: md, csv, json.")
+                             help="Comma-separated: md, csv, json, html (one self-contained page with plots).")
 
 
 def _progress(description: str):

@@ -9,11 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolkit.errors import UsageError
+from toolkit.report import hostname
 from toolkit.rundir import RESULTS, artifact_sha256, load_manifest, read_json, result_path, write_json
-
-
-def hostname(row: dict) -> str:
-    return (row.get("host") or {}).get("hostname") or "unknown-host"
 
 
 def read_other(path) -> tuple[Path, list[dict]]:

@@ -11,7 +11,7 @@ from toolkit.errors import UsageError
 from toolkit.rundir import load_manifest, write_atomic, write_json
 
 MARKS = {"ok": "✅", "unavailable": "❎"}
-FORMATS = ("md", "csv", "json")
+FORMATS = ("md", "csv", "json", "html")
 COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
            "max abs", "SQNR dB", "top-1", "acc % (Δpp)", "cold ms", "RSS MB", "note")
 LEFT = ("", "format", "quant", "runtime", "target", "note")
@@ -120,24 +120,31 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hosts_of(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows by the machine that measured them, in order of first appearance (the run's own host first)."""
-    out: dict[str, list[dict]] = {}
-    for row in rows:
-        out.setdefault((row.get("host") or {}).get("hostname") or "unknown host", []).append(row)
-    return out
-
-
 def describe_host(row: dict) -> str:
+    """The machine a row ran on, in a few words: CPU, cores, memory, GPU, OS."""
     h = row.get("host") or {}
+    count, usable = h.get("cpu_count"), h.get("usable_cpus")
+    cores = f"{usable} of {count} CPUs usable" if usable and count and usable != count else count and f"{count} CPUs"
     gpu = ((row.get("observed") or {}).get("gpu") or {}).get("name")
-    return ", ".join(str(v) for v in (h.get("cpu"), h.get("cpu_count") and f"{h['cpu_count']} CPUs",
-                                      h.get("memory_gb") and f"{h['memory_gb']} GB", gpu, h.get("os")) if v)
+    return ", ".join(str(v) for v in (h.get("cpu"), cores, h.get("memory_gb") and f"{h['memory_gb']} GB", gpu,
+                                      h.get("os")) if v)
 
 
 def targets_of(rows: list[dict]) -> dict:
     """Each target in the rows, in plain words ("host CPU limited to 1 core ...")."""
     return {r["target"]: r.get("target_description") for r in rows}
+
+
+def hostname(row: dict) -> str:
+    return (row.get("host") or {}).get("hostname") or "unknown host"
+
+
+def hosts_of(rows: list[dict], first: str | None = None) -> dict[str, list[dict]]:
+    """Rows by the host that measured them, in order of appearance; `first` (the run's own host) leads."""
+    groups: dict[str, list[dict]] = {} if first is None else {first: []}
+    for row in rows:
+        groups.setdefault(hostname(row), []).append(row)
+    return {host: group for host, group in groups.items() if group}
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -184,6 +191,10 @@ def write_reports(run_dir, formats: list[str], results: dict, comparison: dict |
             write_atomic(path, markdown(manifest, rows) + ("\n" + compare.markdown(comparison) if comparison else ""))
         elif fmt == "csv":
             write_atomic(path, csv_text(rows))
+        elif fmt == "html":
+            from toolkit.html_report import html
+
+            write_atomic(path, html(manifest, results, comparison))
         else:
             write_json(path, {"schema": results["schema"], "model": manifest["model"],
                               "warnings": warnings_of(manifest, rows), "rows": rows, "baseline": comparison})
