@@ -19,7 +19,7 @@ $(STAMP): setup.cfg constraints.txt
 
 demo: install
 	$(BIN)/deploycmp run --model resnet18 --formats torchscript,torch-export,onnx,tflite,executorch --quantize none,int8 \
-		--target server-cpu,mobile-cpu --out $(RUN_DIR) --force
+		--target server-cpu,mobile-cpu --format md,csv,json,html --out $(RUN_DIR) --force
 
 test: install
 	$(BIN)/python -m pytest -q
