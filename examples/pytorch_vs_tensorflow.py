@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -54,6 +55,21 @@ class Failure(Exception):
     def __init__(self, message: str, status: int = 1):
         super().__init__(message)
         self.status = status
+
+
+def cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, as /proc/stat counts them, steal included; CPU seconds of this
+    process and its finished children): their difference over a run is what other processes took."""
+    import resource
+
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    own = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for field in ("ru_utime", "ru_stime"))
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), own
 
 
 def deploycmp(*args) -> int:
@@ -259,8 +275,12 @@ def compare(args) -> int:
     if not args.reuse:
         args.out.mkdir(parents=True, exist_ok=True)
 
-    start = time.monotonic()
+    start, cpu0 = time.monotonic(), cpu_seconds()
     rows = {name: run_source(name, args, args.out) for name in SOURCES}
+    cpu1, wall = cpu_seconds(), time.monotonic() - start
+    others = None  # cores' worth of CPU other processes used while deploycmp measured (None: not known)
+    if cpu0 and cpu1 and not args.reuse and wall > 0:
+        others = max(0.0, ((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / wall)
     table = collect(rows, batches)
     any_row = next((r for cells in table.values() for r in cells.values() if r), None)
     threads = any_row.get("threads") if any_row else None
@@ -296,6 +316,11 @@ def compare(args) -> int:
         print(f"  batch {b:>3}: " + (f"{best[1]} ({fmt_ms(best[0])} ms, {fmt_ms(best[0] / b)} ms/item)" if best else "n/a"))
     print(f"Claim: \"{CLAIM}\".")
     print(f"Verdict: {verdict(ratios)}.")
+    if others is not None:
+        busy = (f"Other processes on this machine used {others:.2f} cores' worth of CPU on average during the runs "
+                f"(this machine has {os.cpu_count()})")
+        print(busy + (": the timings are disturbed; rerun on a quiet machine before trusting the ratios."
+                      if others >= 0.25 else "."))
     if threads:
         print(f"One run each on this machine, {threads} thread(s) per row; repeat it before trusting small differences.")
 
@@ -309,7 +334,7 @@ def compare(args) -> int:
                "modes": {label: {str(b): ({"status": r["status"], "error": r.get("error"), "p50_ms": p50(r),
                                            "ms_per_item": p50(r) / b if p50(r) is not None else None, "row": r["id"]}
                                           if r else None) for b, r in cells.items()} for label, cells in table.items()},
-               "run_dirs": {name: str(args.out / name) for name in SOURCES}}
+               "other_processes_cores": others, "run_dirs": {name: str(args.out / name) for name in SOURCES}}
     (args.out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out / 'comparison.json'}")
     if problems:

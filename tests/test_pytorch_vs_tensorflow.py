@@ -52,6 +52,7 @@ def test_prints_the_comparison_and_a_verdict(example):
         assert comparison["keras_eager_over_pytorch_eager"][str(b)] == pytest.approx(ratio)
         assert f"batch   {b}: {ratio:5.2f}" in text
     assert comparison["input"] == "32x32" and f"Verdict: {comparison['verdict']}." in text
+    assert comparison["other_processes_cores"] >= 0 and "Other processes on this machine used" in text
 
 
 def test_writes_a_real_png(example):
