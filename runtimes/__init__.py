@@ -2,8 +2,9 @@
 
 A runtime module defines NAME, FORMATS (the artifact formats it runs), REQUIRES (import names it needs),
 optional IMPORTS (modules the worker imports before the load clock starts; default REQUIRES), optional DEVICES
-(where it runs; default cpu only) and load(artifact, run_dir, threads, device) -> a Session (see runtimes.base),
-which raises toolkit.errors.Unavailable when it cannot run on that device here.
+(where it runs; default cpu only), optional OPT_IN (True: only targets whose runtimes list names it run it) and
+load(artifact, run_dir, threads, device) -> a Session (see runtimes.base), which raises toolkit.errors.Unavailable
+when it cannot run on that device here.
 Adding a runtime = one module + one line here, or, without editing deploycmp, the environment variable
 DEPLOYCMP_RUNTIMES="name=package.module,..." (a module on the Python path; a name already here is replaced).
 """
@@ -21,6 +22,8 @@ RUNTIMES = {
     "torch-export": "runtimes.torch_export",
     "onnxruntime": "runtimes.onnxruntime",
     "keras": "runtimes.keras_eager",
+    "keras-predict": "runtimes.keras_predict",
+    "tf-function": "runtimes.tf_function",
     "tensorflow": "runtimes.tensorflow",
     "litert": "runtimes.litert",
     "executorch": "runtimes.executorch",
@@ -60,6 +63,11 @@ def for_format(fmt: str, framework: str | None = None) -> list[str]:
 def missing(requires) -> list[str]:
     """Import names among `requires` that are not installed (checked without importing them)."""
     return [m for m in requires if importlib.util.find_spec(m) is None]
+
+
+def opt_in(name: str) -> bool:
+    """An opt-in runtime runs only on targets that name it in their runtimes list (not on server-cpu ...)."""
+    return bool(getattr(get(name), "OPT_IN", False))
 
 
 def devices(name: str) -> tuple[str, ...]:

@@ -13,6 +13,10 @@ DEVICES = ("cpu", "cuda")
 
 
 class KerasSession(Session):
+    """Runs the Keras source model; subclasses (keras-predict, tf-function) change only how it is called."""
+
+    name, call = NAME, "model(x, training=False), eager"
+
     def __init__(self, model, threads: int, device: str):
         import keras
         import tensorflow as tf
@@ -21,8 +25,8 @@ class KerasSession(Session):
         self.device = device
 
     def info(self) -> dict:
-        return {"runtime": NAME, "version": self._keras, "tensorflow": self._tf.__version__, "threads": self._threads,
-                "device": self.device, "call": "model(x, training=False), eager"}
+        return {"runtime": self.name, "version": self._keras, "tensorflow": self._tf.__version__,
+                "threads": self._threads, "device": self.device, "call": self.call}
 
     def prepare(self, x: np.ndarray):
         return self._tf.constant(x)
@@ -41,9 +45,14 @@ class KerasSession(Session):
         synchronize(self.device)
 
 
-def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> KerasSession:
+def load_model(artifact: dict, run_dir, threads: int, device: str):
+    """The Keras source model of an eager artifact, with TensorFlow's thread pools set and the device checked."""
     from toolkit.keras_source import check_device, load_source, set_threads
 
     set_threads(threads)
     check_device(device)
-    return KerasSession(load_source(run_dir, artifact["model"], artifact["main_file"]), threads, device)
+    return load_source(run_dir, artifact["model"], artifact["main_file"])
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> KerasSession:
+    return KerasSession(load_model(artifact, run_dir, threads, device), threads, device)

@@ -313,11 +313,12 @@ def list_(targets_file):
     click.echo("runtimes:")
     for name in runtimes.RUNTIMES:
         mod = runtimes.get(name)
-        click.echo(f"  {name:14} runs {', '.join(mod.FORMATS)}; {avail(mod.REQUIRES)}")
+        opt_in = "; opt-in: only on targets whose runtimes list names it" if runtimes.opt_in(name) else ""
+        click.echo(f"  {name:14} runs {', '.join(mod.FORMATS)}; {avail(mod.REQUIRES)}{opt_in}")
     click.echo("targets:")
     for name, t in {**BUILTIN, **(load_targets_file(targets_file) if targets_file else {})}.items():
         reason = t.unavailable_reason()
-        runs = ", ".join(t.runtimes) if t.runtimes else "every runtime"
+        runs = ", ".join(t.runtimes) if t.runtimes else "every runtime that is not opt-in"
         click.echo(f"  {name:14} {t.describe()}; runs {runs}" + (f" (unavailable here: {reason})" if reason else ""))
     click.echo("models: torchvision classification models, a TorchScript file, a .pt2 file, or package.module:factory")
     if not runtimes.missing(("torchvision",)):

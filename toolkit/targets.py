@@ -34,7 +34,7 @@ class Target:
     threads: int | None = None               # None: one per core the target may use
     cores: int | None = None                 # None: every usable core; N: the last N usable cores
     cpus: tuple[int, ...] | None = None      # explicit core numbers (instead of cores)
-    runtimes: tuple[str, ...] | None = None  # None: every runtime
+    runtimes: tuple[str, ...] | None = None  # None: every runtime except opt-in ones (keras-predict ...)
     memory_budget_mb: float | None = None    # checked against the memory a row's load + inference added
     description: str = ""
 
@@ -50,7 +50,12 @@ class Target:
         return self.threads or max(1, len(self.resolved_cpus()))
 
     def runs(self, runtime: str) -> bool:
-        return self.runtimes is None or runtime in self.runtimes
+        """Named in the target's runtimes list; without a list, every runtime that is not opt-in."""
+        if self.runtimes is not None:
+            return runtime in self.runtimes
+        import runtimes
+
+        return not runtimes.opt_in(runtime)
 
     def unavailable_reason(self) -> str | None:
         avail = usable_cpus()

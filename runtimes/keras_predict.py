@@ -1,0 +1,28 @@
+"""Keras' own batch inference loop, model.predict(x, batch_size=len(x), verbose=0), on the eager artifact of a
+Keras source: what many Keras users call. Opt-in: only targets whose `runtimes` list names it run it."""
+from __future__ import annotations
+
+import numpy as np
+
+from runtimes.keras_eager import KerasSession, load_model
+
+NAME = "keras-predict"
+FORMATS = ("eager",)
+FRAMEWORK = "keras"  # runs the eager artifact of a Keras source only
+REQUIRES = ("tensorflow", "keras")
+DEVICES = ("cpu", "cuda")
+OPT_IN = True  # not run by targets without a runtimes list (server-cpu ...): name it in a target's runtimes
+
+
+class KerasPredictSession(KerasSession):
+    name, call = NAME, "model.predict(x, batch_size=len(x), verbose=0) on a numpy batch; returns numpy"
+
+    def prepare(self, x: np.ndarray):
+        return np.ascontiguousarray(x)  # what predict is given in practice: a numpy array
+
+    def run(self, prepared):
+        return self.model.predict(prepared, batch_size=len(prepared), verbose=0)
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> KerasPredictSession:
+    return KerasPredictSession(load_model(artifact, run_dir, threads, device), threads, device)

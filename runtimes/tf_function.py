@@ -1,0 +1,40 @@
+"""The Keras source model wrapped once in tf.function (graph mode, jit_compile=False) with a fixed input
+signature, traced at load: what a TensorFlow user does to leave eager mode without exporting anything.
+Opt-in: only targets whose `runtimes` list names it run it."""
+from __future__ import annotations
+
+from runtimes.keras_eager import KerasSession, load_model
+
+NAME = "tf-function"
+FORMATS = ("eager",)
+FRAMEWORK = "keras"  # runs the eager artifact of a Keras source only
+REQUIRES = ("tensorflow", "keras")
+DEVICES = ("cpu", "cuda")
+OPT_IN = True  # not run by targets without a runtimes list (server-cpu ...): name it in a target's runtimes
+
+
+class TfFunctionSession(KerasSession):
+    name = NAME
+    call = "tf.function(lambda x: model(x, training=False), input_signature=..., jit_compile=False)(x), traced once at load"
+
+    def __init__(self, model, input_shape, threads: int, device: str):
+        super().__init__(model, threads, device)
+        tf = self._tf
+        # one trace for every batch size: the batch axis is free (load does not know the row's batch), the rest
+        # of the shape is the model's; tracing happens here, in the load phase, never in the timed calls
+        self.spec = tf.TensorSpec([None, *input_shape[1:]], tf.float32, name="x")
+        self.fn = tf.function(lambda x: model(x, training=False), input_signature=[self.spec], jit_compile=False,
+                              reduce_retracing=False)
+        self.fn.get_concrete_function()
+
+    def info(self) -> dict:
+        return {**super().info(), "input_signature": [None if d is None else int(d) for d in self.spec.shape],
+                "traces": self.fn.experimental_get_tracing_count()}
+
+    def run(self, prepared):
+        return self.fn(prepared)
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TfFunctionSession:
+    model = load_model(artifact, run_dir, threads, device)
+    return TfFunctionSession(model, artifact["model"]["input_shape"], threads, device)
