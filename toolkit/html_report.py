@@ -36,14 +36,14 @@ def _host_heading(host: str, rows: list[dict]) -> str:
 
 
 def results_table(rows: list[dict]) -> str:
-    """The terminal/Markdown table's rows and cells (report.cells), with the status spelled out beside its mark."""
+    """The terminal/Markdown table's rows and cells (report.cells), with the status spelled out instead of its mark."""
     head = "".join(f"<th>{escape(col or 'status')}</th>" for col in COLUMNS)
     body = []
     for row in rows:
         tds = []
         for col, text in zip(COLUMNS, cells(row)):
-            if col == "":
-                tds.append(f'<td class="left status">{escape(text)} {escape(row["status"])}</td>')
+            if col == "":  # the status word, coloured: the mark's emoji needs a font the viewer may lack
+                tds.append(f'<td class="left status">{escape(row["status"])}</td>')
             else:
                 cls = "note" if col == "note" else "left" if col in LEFT else "num"
                 tds.append(f'<td class="{cls}">{escape(text)}</td>')

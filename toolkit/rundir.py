@@ -17,6 +17,10 @@ CALIBRATION = "calibration.npz"
 RESULTS = "results.json"
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write a file so that a reader sees either the old content or the whole new one, never a half."""
     path = Path(path)
@@ -27,6 +31,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; give it the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
