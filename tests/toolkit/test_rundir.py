@@ -12,6 +12,12 @@ def test_write_atomic_leaves_only_the_file(tmp_path):
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
 
 
+def test_write_atomic_gives_the_permissions_open_would(tmp_path):
+    write_atomic(tmp_path / "report.html", "<html></html>")
+    (tmp_path / "plain.html").write_text("<html></html>")
+    assert (tmp_path / "report.html").stat().st_mode == (tmp_path / "plain.html").stat().st_mode
+
+
 def test_size_counts_every_file_and_gzip_matches(tmp_path):
     art = tmp_path / "artifacts" / "onnx-none"
     art.mkdir(parents=True)
