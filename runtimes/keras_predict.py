@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtimes.keras_eager import KerasSession, load_model
+from runtimes.keras_eager import DEVICES, FORMATS, FRAMEWORK, REQUIRES, KerasSession, load_model  # noqa: F401
 
 NAME = "keras-predict"
-FORMATS = ("eager",)
-FRAMEWORK = "keras"  # runs the eager artifact of a Keras source only
-REQUIRES = ("tensorflow", "keras")
-DEVICES = ("cpu", "cuda")
+# runs the eager artifact of a Keras source, like `keras` (FORMATS, FRAMEWORK ... are its)
 OPT_IN = True  # not run by targets without a runtimes list (server-cpu ...): name it in a target's runtimes
 
 

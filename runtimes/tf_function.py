@@ -3,19 +3,17 @@ signature, traced at load: what a TensorFlow user does to leave eager mode witho
 Opt-in: only targets whose `runtimes` list names it run it."""
 from __future__ import annotations
 
-from runtimes.keras_eager import KerasSession, load_model
+from runtimes.keras_eager import DEVICES, FORMATS, FRAMEWORK, REQUIRES, KerasSession, load_model  # noqa: F401
 
 NAME = "tf-function"
-FORMATS = ("eager",)
-FRAMEWORK = "keras"  # runs the eager artifact of a Keras source only
-REQUIRES = ("tensorflow", "keras")
-DEVICES = ("cpu", "cuda")
+# runs the eager artifact of a Keras source, like `keras` (FORMATS, FRAMEWORK ... are its)
 OPT_IN = True  # not run by targets without a runtimes list (server-cpu ...): name it in a target's runtimes
 
 
 class TfFunctionSession(KerasSession):
     name = NAME
-    call = "tf.function(lambda x: model(x, training=False), input_signature=..., jit_compile=False)(x), traced once at load"
+    call = ("tf.function(lambda x: model(x, training=False), input_signature=..., jit_compile=False)(x), "
+            "traced once at load")
 
     def __init__(self, model, input_shape, threads: int, device: str):
         super().__init__(model, threads, device)

@@ -112,7 +112,9 @@ def test_merge_refuses_rows_measured_on_other_files(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("args, env, message", [
     (["report", "{run}", "--baseline", "{run}/nope"], {}, "no such run directory or results.json"),
+    (["report", "{run}", "--baseline", "{run}/manifest.json"], {}, "not a deploycmp results file"),
     (["merge", "{run}", "{run}/manifest.json"], {}, "not a deploycmp results file"),
+    (["merge", "{run}", "{run}/reference.npz"], {}, "is not readable JSON"),
     (["bench", "{run}"], {"DEPLOYCMP_RUNTIMES": "onnxruntime"}, "expected name=package.module"),
     (["bench", "{run}"], {"DEPLOYCMP_RUNTIMES": "onnxruntime=no.such.module"}, "runtime onnxruntime: No module named"),
 ])

@@ -15,20 +15,14 @@ LATENCY = (("p50", "ci95_p50"), ("p99", "ci95_p99"))
 def load_baseline(path) -> dict:
     """A baseline: another run directory, or a results.json file kept from a release."""
     from toolkit.bench import load_results
-    from toolkit.rundir import read_json
+    from toolkit.rundir import read_results_file
 
     path = Path(path)
     if path.is_dir():
         return load_results(path)
     if not path.is_file():
         raise UsageError(f"--baseline {path}: no such run directory or results.json file")
-    try:
-        results = read_json(path)
-    except ValueError as e:
-        raise UsageError(f"--baseline {path} is not readable JSON: {e}") from e
-    if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
-        raise UsageError(f"--baseline {path} is not a deploycmp results file (no rows)")
-    return results
+    return read_results_file(path, f"--baseline {path}")
 
 
 def _pct(now, base):

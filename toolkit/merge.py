@@ -10,7 +10,7 @@ from pathlib import Path
 
 from toolkit.errors import UsageError
 from toolkit.report import hostname
-from toolkit.rundir import RESULTS, artifact_sha256, load_manifest, read_json, result_path, write_json
+from toolkit.rundir import RESULTS, artifact_sha256, load_manifest, read_results_file, result_path, write_json
 
 
 def read_other(path) -> tuple[Path, list[dict]]:
@@ -19,13 +19,7 @@ def read_other(path) -> tuple[Path, list[dict]]:
     file = path / RESULTS if path.is_dir() else path
     if not file.is_file():
         raise UsageError(f"{path}: no such results file (give another machine's {RESULTS} or its run directory)")
-    try:
-        results = read_json(file)
-    except ValueError as e:
-        raise UsageError(f"{file} is not readable JSON: {e}") from e
-    if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
-        raise UsageError(f"{file} is not a deploycmp results file (no rows)")
-    return file, results["rows"]
+    return file, read_results_file(file, str(file))["rows"]
 
 
 def check_row(row: dict, manifest: dict, digests: dict, file: Path) -> None:

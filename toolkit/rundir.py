@@ -47,6 +47,18 @@ def read_json(path: Path):
         return json.load(f)
 
 
+def read_results_file(file: Path, label: str) -> dict:
+    """A results.json given by the user (a baseline, another machine's rows): one clear error when it is not one."""
+    try:
+        results = read_json(file)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{label} is not readable JSON: {e}") from e
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r and "status" in r for r in rows):
+        raise UsageError(f"{label} is not a deploycmp results file (no rows with an id and a status)")
+    return results
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
