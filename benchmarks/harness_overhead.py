@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--run-dir", type=Path, default=None, help="reuse a run directory that has an onnx artifact")
     args = ap.parse_args()
 
-    from toolkit.bench import Settings, plan, run_row
+    from toolkit.bench import Settings, finish_row, measure_once, plan
     from toolkit.environment import environment
     from toolkit.rundir import load_manifest
     from toolkit.targets import BUILTIN, worker_env
@@ -66,7 +66,7 @@ def main() -> int:
 
     harness, bare = [], []
     for i in range(args.rounds):
-        result = run_row(row, run_dir, manifest, settings, env, None)
+        result = finish_row(row, None, [measure_once(row, run_dir, manifest, settings)], run_dir, env, None)
         if result["status"] != "ok":
             print(f"harness row {result['status']}: {result['error']}")
             return 1

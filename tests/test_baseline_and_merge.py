@@ -33,6 +33,7 @@ def test_a_run_against_itself_has_no_significant_change(tiny_run, tmp_path):
     comparison = json.loads((run / "report.json").read_text())["baseline"]
     assert len(comparison["rows"]) == len(rows_by_id(tiny_run)) and not comparison["new"] and not comparison["gone"]
     assert all(verdict(e) == "within noise" for e in comparison["rows"] if "p50" in e)
+    assert comparison["median_p50_change_pct"] == 0 and "median p50 change over those rows: +0.0%" in proc.stdout
     assert "## Against the baseline" in (run / "report.md").read_text()
 
 
@@ -60,6 +61,10 @@ def test_changes_inside_the_noise_are_reported_not_flagged():
     apart = compare({"rows": [row(12.0, [11.5, 13.0])]}, {"rows": [row(10.0, [9.0, 11.0])]}, "base")
     assert verdict(apart["rows"][0]) == "slower (p50)" and len(regressions(apart, 5)) == 1
     assert regressions(apart, 25) == []  # +20% is beyond noise but under the 25% allowed
+    both = compare({"rows": [row(12.0, [11.5, 13.0]), {**row(10.0, [9.0, 11.0]), "id": "s"}, {"id": "u",
+                    "status": "unavailable"}]}, {"rows": [row(10.0, [9.0, 11.0]), {**row(10.0, [9.0, 11.0]), "id": "s"},
+                    {"id": "u", "status": "unavailable"}]}, "base")
+    assert both["median_p50_change_pct"] == pytest.approx(10.0)  # +20% and 0%; the unavailable row has none
 
 
 def test_fail_on_regression_needs_a_baseline(tiny_run):
@@ -115,6 +120,7 @@ def test_merge_refuses_rows_measured_on_other_files(tiny_run, tmp_path):
     (["report", "{run}", "--baseline", "{run}/manifest.json"], {}, "not a deploycmp results file"),
     (["merge", "{run}", "{run}/manifest.json"], {}, "not a deploycmp results file"),
     (["merge", "{run}", "{run}/reference.npz"], {}, "is not readable JSON"),
+    (["bench", "{run}", "--repeat", "0"], {}, "--repeat must be positive"),
     (["bench", "{run}"], {"DEPLOYCMP_RUNTIMES": "onnxruntime"}, "expected name=package.module"),
     (["bench", "{run}"], {"DEPLOYCMP_RUNTIMES": "onnxruntime=no.such.module"}, "runtime onnxruntime: No module named"),
 ])
@@ -143,3 +149,17 @@ def test_terminal_and_markdown_show_the_same_rows_and_warnings(tiny_run, tmp_pat
     terminal_warnings = [line.removeprefix("warning: ") for line in proc.stdout.splitlines() if line.startswith("warning:")]
     assert terminal_warnings == [line.removeprefix("> **Warning:** ") for line in md.splitlines() if line.startswith("> **Warning:**")]
     assert any("unavailable" in w for w in terminal_warnings)
+
+
+def test_repeat_measures_each_row_in_several_processes(tiny_run, tmp_path):
+    run = _copy(tiny_run, tmp_path, "run")
+    proc = deploycmp("bench", run, "--batch", "1", "--repeat", "2", "--force", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = rows_by_id(run)
+    lat = rows[SLOWED]["latency_ms"]
+    assert lat["processes"] == 2 and len(lat["p50_per_process"]) == 2 and lat["ci95_p50"][0] <= lat["p50"] <= lat["ci95_p50"][1]
+    assert lat["runs"] == len(lat["per_call"]) == rows[SLOWED]["timing"]["timed_runs"]
+    assert (run / "logs" / f"{SLOWED}.log").is_file() and (run / "logs" / f"{SLOWED}.2.log").is_file()
+    assert "processes" not in rows[SLOWED.replace("-b1", "-b2")]["latency_ms"]  # batch 2 rows were not re-measured
+    proc = deploycmp("report", run, "--baseline", run, "--fail-on-regression", "0", "--format", "md")
+    assert proc.returncode == 0 and "0 changed beyond noise" in proc.stdout, proc.stdout + proc.stderr

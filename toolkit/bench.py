@@ -23,6 +23,7 @@ class Settings:
     warmup_runs: int = 5
     warmup_s: float = 1.0
     timeout: float = 300.0
+    repeats: int = 1                         # worker processes per row (bench --repeat)
 
 
 def parse_batches(spec: str) -> list[int]:
@@ -119,31 +120,37 @@ def measure_peaks(run_dir: Path, targets: list[Target], threads: int | None, tim
     return peaks
 
 
-def run_row(row: dict, run_dir: Path, manifest: dict, settings: Settings, env: dict, peak: float | None) -> dict:
-    """Measure one row in a fresh worker (or record why not) and write its result file atomically."""
+def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, round_: int = 0):
+    """One fresh worker process measuring one row: its Outcome (status, error, result)."""
+    result_path(run_dir, row["id"]).parent.mkdir(parents=True, exist_ok=True)
+    target, artifact = row["_target"], dict(row["_artifact"])
+    artifact["model"] = manifest["model"]
+    spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
+            "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
+            "reference_layout": manifest["model"].get("layout"), "min_runs": settings.min_runs,
+            "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
+            "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
+    log = run_dir / "logs" / (f"{row['id']}.log" if not round_ else f"{row['id']}.{round_ + 1}.log")
+    return run_isolated("toolkit.worker", spec, settings.timeout, log, env=worker_env(row["threads"], target.device))
+
+
+def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, peak: float | None) -> dict:
+    """The row's result from its precheck verdict or its worker outcomes (several with --repeat), written atomically."""
     out = _public(row)
     out.update(host=env["host"], versions=env["versions"], command=env["command"])
-    verdict = precheck(row, run_dir)
     if verdict:
         out["status"], out["error"] = verdict
     else:
-        result_path(run_dir, row["id"]).parent.mkdir(parents=True, exist_ok=True)
-        target, artifact = row["_target"], dict(row["_artifact"])
-        artifact["model"] = manifest["model"]
-        spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
-                "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
-                "reference_layout": manifest["model"].get("layout"), "min_runs": settings.min_runs,
-                "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
-                "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
-        outcome = run_isolated("toolkit.worker", spec, settings.timeout, run_dir / "logs" / f"{row['id']}.log",
-                               env=worker_env(row["threads"], target.device))
-        out["status"], out["error"] = outcome.status, outcome.error
-        if outcome.status == "ok":
-            out.update(outcome.result)
+        bad = next((o for o in outcomes if o.status != "ok"), None)
+        out["status"], out["error"] = (bad.status, bad.error) if bad else ("ok", None)
+        if not bad:
+            from toolkit.repeats import combine
+
+            out.update(outcomes[0].result if len(outcomes) == 1 else combine([o.result for o in outcomes], row["batch"]))
             p50 = out["latency_ms"]["p50"]
             if out["gflops"] and peak and p50 > 0:
                 out["peak_fraction"] = out["gflops"] / (p50 / 1e3) / peak
-            check_memory_budget(out, target)
+            check_memory_budget(out, row["_target"])
     out["peak_gflops"] = peak
     write_json(result_path(run_dir, row["id"]), out)
     return out
@@ -168,12 +175,23 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
     todo = [r for r in rows if force or not result_path(run_dir, r["id"]).is_file()]
     env = environment()
     peaks = measure_peaks(run_dir, targets, settings.threads, settings.timeout) if todo else {}
-    for i, row in enumerate(todo):
-        if progress:
-            progress(i, len(todo), row["id"])
-        run_row(row, run_dir, manifest, settings, env, peaks.get(row["target"]))
+    verdicts = {r["id"]: precheck(r, run_dir) for r in todo}
+    outcomes: dict[str, list] = {r["id"]: [] for r in todo}
+    rounds, step = settings.repeats, 0
+    # with --repeat, rounds go over every row in turn, so a slow spell of the machine touches all rows alike; each
+    # row's file is written after its last round
+    for round_ in range(rounds):
+        for row in todo:
+            if progress:
+                progress(step, len(todo) * rounds, row["id"] + (f" ({round_ + 1}/{rounds})" if rounds > 1 else ""))
+            step += 1
+            done = outcomes[row["id"]]
+            if not verdicts[row["id"]] and all(o.status == "ok" for o in done):  # a row that failed is not retried
+                done.append(measure_once(row, run_dir, manifest, settings, round_))
+            if round_ == rounds - 1:
+                finish_row(row, verdicts[row["id"]], done, run_dir, env, peaks.get(row["target"]))
     if progress:
-        progress(len(todo), len(todo), "done")
+        progress(len(todo) * rounds, len(todo) * rounds, "done")
     return write_results(run_dir, [r["id"] for r in rows], env)
 
 

@@ -66,6 +66,9 @@ bench_options = _stack(
     click.option("--warmup-runs", default=5, show_default=True, type=int),
     click.option("--warmup-time", default=1.0, show_default=True, type=float),
     click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds allowed per row."),
+    click.option("--repeat", default=1, show_default=True, type=int,
+                 help="Measure each row in N fresh processes, in rounds over all rows; CIs then include the scatter "
+                      "between processes (use it for runs you compare with report --baseline)."),
 )
 
 report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
@@ -118,15 +121,15 @@ def _do_export(run_dir, opts: dict, force, threads, batch):
 
 
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
-              force):
+              repeat, force):
     from toolkit.bench import Settings, bench_run, parse_batches
     from toolkit.targets import parse_targets
 
-    for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout)):
+    for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
         _check_positive(name, v)
     for name, v in (("--min-time", min_time), ("--warmup-runs", warmup_runs), ("--warmup-time", warmup_time)):
         _check_positive(name, v, allow_zero=True)
-    settings = Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout)
+    settings = Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
     target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
     bar, update = _progress("bench")
     with bar:
@@ -175,14 +178,15 @@ def export(batch, run_dir, force, **opts):
 @bench_options
 @click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
 @verbose_option
-def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, force):
-    """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row."""
+def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
+          force):
+    """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
     from toolkit.bench import exit_status
     from toolkit.report import print_table
     from toolkit.rundir import load_manifest
 
     results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
-                        timeout, force)
+                        timeout, repeat, force)
     print_table(load_manifest(run_dir), results["rows"])
     return exit_status(results["rows"])
 
@@ -274,7 +278,7 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 @report_option
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
-def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
+def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
         report_formats, force, **opts):
     """export + bench + report in one go."""
     from toolkit.bench import exit_status
@@ -286,7 +290,7 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
     run_dir = run_dir or _default_out(opts["model"])
     _do_export(run_dir, opts, force, threads, batch)
     results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
-                        timeout, True)
+                        timeout, repeat, True)
     _do_report(run_dir, report_formats, results)
     return exit_status(results["rows"])
 

@@ -64,18 +64,30 @@ def compare_row(row: dict, base: dict) -> dict:
 def compare(results: dict, baseline: dict, baseline_name: str) -> dict:
     base = {r["id"]: r for r in baseline["rows"]}
     ids = {r["id"] for r in results["rows"]}
+    rows = [compare_row(r, base[r["id"]]) for r in results["rows"] if r["id"] in base]
     return {
         "baseline": baseline_name,
-        "rows": [compare_row(r, base[r["id"]]) for r in results["rows"] if r["id"] in base],
+        "rows": rows,
         "new": [r["id"] for r in results["rows"] if r["id"] not in base],
         "gone": [i for i in base if i not in ids],
+        "median_p50_change_pct": median_change(rows),
     }
+
+
+def median_change(entries: list[dict]) -> float | None:
+    """The median p50 change over the rows measured in both: a shift every row shares (a busier or quieter machine,
+    another library version) shows here, to be read against a single row's change."""
+    changes = sorted(e["p50"]["change_pct"] for e in entries if "p50" in e and e["p50"]["change_pct"] is not None)
+    if not changes:
+        return None
+    mid = len(changes) // 2
+    return changes[mid] if len(changes) % 2 else (changes[mid - 1] + changes[mid]) / 2
 
 
 def verdict(entry: dict) -> str:
     """slower / faster (beyond noise, by p50 or p99), within noise, or the status change."""
     if "p50" not in entry:
-        return f"{entry['base_status']} -> {entry['status']}"
+        return f"{entry['base_status']} → {entry['status']}"
     moved = [(k, entry[k]["change_pct"]) for k, _ in LATENCY if entry[k]["significant"] and entry[k]["change_pct"]]
     if not moved:
         return "within noise" if entry["p50"]["significant"] is not None else "no interval to compare"
@@ -131,6 +143,9 @@ def summary(comparison: dict) -> list[str]:
     moved = sum(verdict(e).startswith(("slower", "faster")) for e in comparison["rows"])
     lines = [f"against baseline {comparison['baseline']}: {n} row(s) in both, {moved} changed beyond noise "
              f"(* = 95% confidence intervals do not overlap)"]
+    if comparison.get("median_p50_change_pct") is not None:
+        lines.append(f"median p50 change over those rows: {comparison['median_p50_change_pct']:+.1f}% (a change every "
+                     "row shares comes from the machine or the stack, not from one path)")
     if comparison["new"]:
         lines.append(f"{len(comparison['new'])} row(s) not in the baseline: {', '.join(comparison['new'])}")
     if comparison["gone"]:
