@@ -5,6 +5,7 @@ the per-call timings, see toolkit.latency) do not overlap: a change inside run-t
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from toolkit.errors import UsageError
@@ -77,11 +78,8 @@ def compare(results: dict, baseline: dict, baseline_name: str) -> dict:
 def median_change(entries: list[dict]) -> float | None:
     """The median p50 change over the rows measured in both: a shift every row shares (a busier or quieter machine,
     another library version) shows here, to be read against a single row's change."""
-    changes = sorted(e["p50"]["change_pct"] for e in entries if "p50" in e and e["p50"]["change_pct"] is not None)
-    if not changes:
-        return None
-    mid = len(changes) // 2
-    return changes[mid] if len(changes) % 2 else (changes[mid - 1] + changes[mid]) / 2
+    changes = [e["p50"]["change_pct"] for e in entries if "p50" in e and e["p50"]["change_pct"] is not None]
+    return statistics.median(changes) if changes else None
 
 
 def verdict(entry: dict) -> str:

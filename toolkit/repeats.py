@@ -29,10 +29,6 @@ def bootstrap_ci95(per_process: list[list[float]], q: float, seed: int = 0) -> l
     return [float(lo), float(hi)]
 
 
-def _median(values: list[float]) -> float:
-    return float(np.median(values))
-
-
 def combine(results: list[dict], batch: int) -> dict:
     """One row from the worker results of N processes that measured it (the same artifact, inputs and settings).
 
@@ -45,7 +41,8 @@ def combine(results: list[dict], batch: int) -> dict:
     lat.update(ci95_p50=bootstrap_ci95(per_process, 0.5), ci95_p99=bootstrap_ci95(per_process, 0.99),
                ci_method=CI_METHOD, processes=len(results), p50_per_process=[r["latency_ms"]["p50"] for r in results])
     row["latency_per_item_ms"] = lat["p50"] / batch
-    row["cold_start_ms"] = {k: _median([r["cold_start_ms"][k] for r in results]) for k in results[0]["cold_start_ms"]}
+    cold = results[0]["cold_start_ms"]
+    row["cold_start_ms"] = {k: float(np.median([r["cold_start_ms"][k] for r in results])) for k in cold}
     row["cold_start_ms"]["total_per_process"] = [r["cold_start_ms"]["total"] for r in results]
     for key in ("peak_rss_mb", "model_memory_mb", "device_memory_mb"):
         values = [r[key] for r in results if r.get(key) is not None]
