@@ -152,9 +152,10 @@ def summary(comparison: dict) -> list[str]:
 
 
 def markdown(comparison: dict) -> str:
+    from toolkit.report import markdown_table
+
     lines = ["## Against the baseline", ""] + [f"- {s}" for s in summary(comparison)]
-    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(e)) + " |" for e in comparison["rows"]]
+    lines += [""] + markdown_table(COLUMNS, [cells(e) for e in comparison["rows"]])
     return "\n".join(lines) + "\n"
 
 

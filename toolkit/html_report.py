@@ -48,6 +48,10 @@ def results_table(rows: list[dict]) -> str:
                 cls = "note" if col == "note" else "left" if col in LEFT else "num"
                 tds.append(f'<td class="{cls}">{escape(text)}</td>')
         body.append(f'<tr class="{_status_class(row)}" title="{escape(row["id"])}">{"".join(tds)}</tr>')
+    return _table(head, body)
+
+
+def _table(head: str, body: list[str]) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
@@ -62,8 +66,7 @@ def baseline_section(comparison: dict) -> str:
                       for col, text in zip(compare.COLUMNS, compare.cells(entry)))
         body.append(f'<tr class="{cls}">{tds}</tr>')
     notes = "".join(f"<li>{escape(line)}</li>" for line in compare.summary(comparison))
-    return (f'<h2>Against the baseline</h2><ul class="note">{notes}</ul><div class="scroll"><table><thead><tr>{head}'
-            f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+    return f'<h2>Against the baseline</h2><ul class="note">{notes}</ul>' + _table(head, body)
 
 
 def _figure(svg: str | None, caption: str, missing: str) -> str:

@@ -109,8 +109,7 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     for name, host_rows in groups.items():
         if len(groups) > 1:
             lines += ["", f"### Host {name}", "", describe_host(host_rows[0])]
-        lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in host_rows]
+        lines += [""] + markdown_table(COLUMNS, [cells(r) for r in host_rows])
     lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, "
               "SQNR, top-1: drift against the source model (top-1: share of samples whose top class is unchanged); "
               "acc: task accuracy on the labeled data, and its change against the source model in percentage points; "
@@ -118,6 +117,12 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
               "resident memory.", ""]
     lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(columns, cell_rows) -> list[str]:
+    """A Markdown table's lines: header, separator, one line per row (a | inside a cell escaped)."""
+    return (["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cell_rows])
 
 
 def describe_host(row: dict) -> str:
