@@ -22,7 +22,7 @@ BARE = r"""
 import os, sys, json, time
 os.sched_setaffinity(0, json.loads(sys.argv[3]))
 import numpy as np
-from runtimes.onnxruntime import load
+from deploycmp.runtimes.onnxruntime import load
 threads, runs = int(sys.argv[2]), int(sys.argv[4])
 artifact = json.loads(sys.argv[1])
 session = load(artifact, artifact["run_dir"], threads)
@@ -47,14 +47,14 @@ def main() -> int:
     ap.add_argument("--run-dir", type=Path, default=None, help="reuse a run directory that has an onnx artifact")
     args = ap.parse_args()
 
-    from toolkit.bench import Settings, finish_row, measure_once, plan
-    from toolkit.environment import environment
-    from toolkit.rundir import load_manifest
-    from toolkit.targets import BUILTIN, worker_env
+    from deploycmp.bench import Settings, finish_row, measure_once, plan
+    from deploycmp.environment import environment
+    from deploycmp.rundir import load_manifest
+    from deploycmp.targets import BUILTIN, worker_env
 
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="deploycmp-overhead-")) / "run"
     if not (run_dir / "manifest.json").is_file():
-        subprocess.run([sys.executable, "-m", "toolkit.cli", "export", "--model", "resnet18", "--weights", "random",
+        subprocess.run([sys.executable, "-m", "deploycmp.cli", "export", "--model", "resnet18", "--weights", "random",
                         "--formats", "onnx", "--out", str(run_dir)], cwd=REPO, check=True)
     manifest = load_manifest(run_dir)
     target = BUILTIN["server-cpu"]

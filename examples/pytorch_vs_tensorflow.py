@@ -74,7 +74,7 @@ def cpu_seconds() -> tuple[float, float] | None:
 
 def deploycmp(*args) -> int:
     print("$ deploycmp " + " ".join(map(str, args)), flush=True)
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)]).returncode
+    return subprocess.run([sys.executable, "-m", "deploycmp.cli", *map(str, args)]).returncode
 
 
 def run_source(name: str, args, out: Path) -> list[dict]:

@@ -24,7 +24,7 @@ def fine_tune(path: Path, epochs: int, seed: int = 0) -> float:
     import torch
     import torchvision
 
-    from toolkit.data import IMAGENET, digits
+    from deploycmp.data import IMAGENET, digits
 
     torch.manual_seed(seed)
     x, y = (torch.from_numpy(a) for a in digits("train", SHAPE[1:], "NCHW", IMAGENET))
@@ -48,7 +48,7 @@ def fine_tune(path: Path, epochs: int, seed: int = 0) -> float:
 
 def deploycmp(*args) -> int:
     print("$ deploycmp " + " ".join(map(str, args)), flush=True)
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)]).returncode
+    return subprocess.run([sys.executable, "-m", "deploycmp.cli", *map(str, args)]).returncode
 
 
 def main(argv=None) -> int:

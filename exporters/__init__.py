@@ -1,27 +1,43 @@
 """Exporters, registered by format name: each turns a loaded source model into an artifact.
 
-An exporter module defines FORMAT, SOURCES (source frameworks it takes), QUANTIZATIONS (modes it makes),
-REQUIRES (import names it needs, or a dict of them per source framework), optional QUANTIZER (import names
-quantized modes also need) and INSTALL_HINT (import name -> how to install it), UNSUPPORTED (mode -> reason, for modes users will ask about) and
-export(source, out_dir, quantization) -> dict of details (main_file, layout, dynamic_batch, exporter info).
-Adding a format = one module + one line here.
+An exporter module declares (see Exporter) FORMAT, SOURCES (source frameworks it takes), QUANTIZATIONS (modes it
+makes), REQUIRES (import names it needs, or a dict of them per source framework), optional QUANTIZER (import names
+quantized modes also need), INSTALL_HINT (import name -> how to install it), UNSUPPORTED (mode -> reason, for modes
+users will ask about) and export(source, out_dir, quantization) -> dict of details (main_file, layout,
+dynamic_dims, the artifact's own inputs, exporter info). Adding a format = one module + one line here, or, from
+another package, an entry point in the group `deploycmp.exporters`.
 """
 from __future__ import annotations
 
 import importlib
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
-EXPORTERS = {
-    "torchscript": "exporters.torchscript",
-    "torch-export": "exporters.torch_export",
-    "onnx": "exporters.onnx",
-    "savedmodel": "exporters.savedmodel",
-    "tflite": "exporters.tflite",
-    "executorch": "exporters.executorch",
+from deploycmp.runtimes import plugins
+
+BUILTIN = {
+    "torchscript": "deploycmp.exporters.torchscript",
+    "torch-export": "deploycmp.exporters.torch_export",
+    "onnx": "deploycmp.exporters.onnx",
+    "savedmodel": "deploycmp.exporters.savedmodel",
+    "tflite": "deploycmp.exporters.tflite",
+    "executorch": "deploycmp.exporters.executorch",
 }
+EXPORTERS = {**BUILTIN, **plugins("deploycmp.exporters")}
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+
+
+class Exporter(Protocol):
+    FORMAT: str
+    SOURCES: tuple[str, ...]
+    QUANTIZATIONS: tuple[str, ...]
+    REQUIRES: tuple[str, ...] | dict
+
+    def export(self, source, out_dir: Path, quantization: str) -> dict:
+        """source: deploycmp.export_worker.Source (model, inputs, example feed, calibration feeds)."""
+        ...
 
 
 def get(name: str):

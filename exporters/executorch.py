@@ -20,7 +20,7 @@ def export(source, out_dir, quantization: str) -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    example = (source.example,)
+    example = source.example
     program = torch.export.export(source.model, example)
     quant_info = None
     if quantization == "int8":
@@ -30,13 +30,13 @@ def export(source, out_dir, quantization: str) -> dict:
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         prepared = prepare_pt2e(program.module(), quantizer)
-        batches = source.calibration_batches()
-        for batch in batches:
-            prepared(torch.from_numpy(batch))
+        batches = source.calibration_feeds()
+        for feed in batches:
+            prepared(*source.fw.example(feed, source.inputs))
         program = torch.export.export(convert_pt2e(prepared), example)
         quant_info = {"tool": "XNNPACKQuantizer (PT2E)", "weights": "int8 per-channel symmetric",
                       "activations": "int8 (static)", "calibration_method": "min-max observers",
-                      "calibration_samples": sum(len(b) for b in batches), "io": "float32 (quantized inside the program)"}
+                      "calibration_samples": sum(len(next(iter(b.values()))) for b in batches), "io": "float32 (quantized inside the program)"}
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     path = out_dir / "model.pte"
     path.write_bytes(lowered.buffer)
@@ -44,4 +44,4 @@ def export(source, out_dir, quantization: str) -> dict:
             "executorch": md.version("executorch"), "torch": torch.__version__}
     if quant_info:
         info["quantization"] = quant_info
-    return {"main_file": path.name, "layout": source.layout, "dynamic_batch": False, "exporter": info}
+    return {"main_file": path.name, "layout": source.layout, "dynamic_dims": [], "exporter": info}

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from toolkit.environment import versions
+from deploycmp.environment import versions
 
 FORMAT = "savedmodel"
 SOURCES = ("torch", "keras")
@@ -29,7 +29,7 @@ def _batch_is_free(path: Path) -> bool:
 
 def _from_torch(source, out: Path) -> dict:
     """ONNX (as the onnx exporter makes it), then onnx2tf's SavedModel with signatures; its .tflite side files dropped."""
-    from exporters.onnx import _from_torch as to_onnx
+    from deploycmp.exporters.onnx import _from_torch as to_onnx
 
     with tempfile.TemporaryDirectory(prefix="deploycmp-onnx2tf-") as tmp:
         onnx_dir, tf_dir = Path(tmp) / "onnx", Path(tmp) / "tf"
@@ -54,7 +54,7 @@ def export(source, out_dir, quantization: str) -> dict:
     if source.framework == "torch":
         info, layout = _from_torch(source, out), ("NHWC" if source.layout == "NCHW" else source.layout)
     else:
-        from toolkit.keras_source import export_savedmodel
+        from deploycmp.keras_source import export_savedmodel
 
         export_savedmodel(source.model, out)
         info, layout = {"name": "keras model.export (tf_saved_model)", "keras": md.version("keras")}, source.layout

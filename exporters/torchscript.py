@@ -23,5 +23,5 @@ def export(source, out_dir, quantization: str) -> dict:
         else:
             module, how = torch.jit.trace(source.model, source.example, check_trace=False), "torch.jit.trace"
         module.save(str(path))
-    return {"main_file": path.name, "layout": source.layout, "dynamic_batch": source.batch_works(module),
+    return {"main_file": path.name, "layout": source.layout, "dynamic_dims": source.free_dims(module),
             "exporter": {"name": how, "torch": torch.__version__}}

@@ -1,53 +1,51 @@
-"""Runtime adapters, registered by name: each loads an artifact for a target and runs batches.
+"""Runtime adapters, registered by name: each loads an artifact for a target and runs feeds.
 
-A runtime module defines NAME, FORMATS (the artifact formats it runs), REQUIRES (import names it needs),
-optional IMPORTS (modules the worker imports before the load clock starts; default REQUIRES), optional DEVICES
-(where it runs; default cpu only), optional OPT_IN (True: only targets whose runtimes list names it run it) and
-load(artifact, run_dir, threads, device) -> a Session (see runtimes.base), which raises toolkit.errors.Unavailable
-when it cannot run on that device here.
-Adding a runtime = one module + one line here, or, without editing deploycmp, the environment variable
-DEPLOYCMP_RUNTIMES="name=package.module,..." (a module on the Python path; a name already here is replaced).
+A runtime module declares what it can do once (see runtimes.base.Runtime): NAME, FORMATS (the artifact formats it
+runs), REQUIRES (import names it needs), optional IMPORTS (modules the worker imports before the load clock
+starts; default REQUIRES), DEVICES (default cpu only), ON_DEVICE (the mobile-cpu target runs it), OPT_IN (only
+targets whose runtimes list names it run it) and load(artifact, run_dir, threads, device) -> a Session, which
+raises deploycmp.errors.Unavailable when it cannot run on that device here. Targets, the CLI and `list` read these.
+Adding a runtime = one module + one line here, or, from another package, an entry point in the group
+`deploycmp.runtimes` (name = module; a name already here is replaced).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
-import os
 
-from toolkit.errors import UsageError
+from deploycmp.errors import UsageError
 
-RUNTIMES = {
-    "torch": "runtimes.torch_eager",
-    "torchscript": "runtimes.torchscript",
-    "torch-export": "runtimes.torch_export",
-    "onnxruntime": "runtimes.onnxruntime",
-    "keras": "runtimes.keras_eager",
-    "keras-predict": "runtimes.keras_predict",
-    "tf-function": "runtimes.tf_function",
-    "tensorflow": "runtimes.tensorflow",
-    "litert": "runtimes.litert",
-    "executorch": "runtimes.executorch",
+BUILTIN = {
+    "torch": "deploycmp.runtimes.torch_eager",
+    "torchscript": "deploycmp.runtimes.torchscript",
+    "torch-export": "deploycmp.runtimes.torch_export",
+    "onnxruntime": "deploycmp.runtimes.onnxruntime",
+    "keras": "deploycmp.runtimes.keras_eager",
+    "keras-predict": "deploycmp.runtimes.keras_predict",
+    "tf-function": "deploycmp.runtimes.tf_function",
+    "tensorflow": "deploycmp.runtimes.tensorflow",
+    "litert": "deploycmp.runtimes.litert",
+    "executorch": "deploycmp.runtimes.executorch",
 }
-ENV = "DEPLOYCMP_RUNTIMES"
+GROUP = "deploycmp.runtimes"
 
 
-def _from_env(spec: str) -> dict:
-    out = {}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, sep, module = (p.strip() for p in item.partition("="))
-        if not sep or not name or not module:
-            raise UsageError(f"{ENV}: expected name=package.module, not {item!r}")
-        out[name] = module
-    return out
+def plugins(group: str) -> dict[str, str]:
+    """name -> module of the entry points other installed packages register in `group`."""
+    return {ep.name: ep.value.partition(":")[0] for ep in importlib.metadata.entry_points(group=group)}
+
+
+RUNTIMES = {**BUILTIN, **plugins(GROUP)}
 
 
 def get(name: str):
     try:
         return importlib.import_module(RUNTIMES[name])
     except ModuleNotFoundError as e:
-        if RUNTIMES[name].startswith("runtimes."):
+        if RUNTIMES[name] == BUILTIN.get(name):
             raise
-        raise UsageError(f"{ENV}: runtime {name}: {e}") from None
+        raise UsageError(f"runtime {name} (entry point in {GROUP}): {e}") from None
 
 
 def for_format(fmt: str, framework: str | None = None) -> list[str]:
@@ -74,4 +72,11 @@ def devices(name: str) -> tuple[str, ...]:
     return getattr(get(name), "DEVICES", ("cpu",))
 
 
-RUNTIMES.update(_from_env(os.environ.get(ENV, "")))
+def on_device() -> tuple[str, ...]:
+    """Runtimes that run on phones (ON_DEVICE): what the mobile-cpu target runs."""
+    return tuple(n for n in RUNTIMES if getattr(get(n), "ON_DEVICE", False))
+
+
+def on_gpu() -> tuple[str, ...]:
+    """Runtimes that run on CUDA and are not opt-in: what the gpu target runs."""
+    return tuple(n for n in RUNTIMES if "cuda" in devices(n) and not opt_in(n))

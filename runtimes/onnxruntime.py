@@ -5,13 +5,16 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.base import Session
-from toolkit.errors import Unavailable
+from deploycmp.runtimes.base import Session, TensorMeta
+from deploycmp.errors import Unavailable
 
 NAME = "onnxruntime"
 FORMATS = ("onnx",)
 REQUIRES = ("onnxruntime",)
 DEVICES = ("cpu", "cuda")
+ON_DEVICE = True  # ONNX Runtime Mobile runs the same files on phones
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
+             "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 
 
 class OrtSession(Session):
@@ -21,21 +24,25 @@ class OrtSession(Session):
         self.sess, self.device = sess, device
         self._version = onnxruntime.__version__
         self._threads = threads
-        self.input_name = sess.get_inputs()[0].name
         self.output_names = [o.name for o in sess.get_outputs()]
+        self.inputs = [TensorMeta(i.name, ORT_TYPES.get(i.type, i.type), [d if isinstance(d, int) else None for d in i.shape])
+                       for i in sess.get_inputs()]
 
     def info(self) -> dict:
         return {"runtime": NAME, "version": self._version, "threads": self._threads,
                 "providers": self.sess.get_providers(), "device": self.device}
 
-    def prepare(self, x: np.ndarray):
-        return {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+    def input_metadata(self):
+        return self.inputs
+
+    def prepare_native(self, feed: dict):
+        return {k: np.ascontiguousarray(a) for k, a in feed.items()}
 
     def run(self, prepared):
         return self.sess.run(self.output_names, prepared)
 
-    def to_numpy(self, raw) -> list[np.ndarray]:
-        return [np.asarray(o, dtype=np.float32) for o in raw]
+    def to_numpy(self, raw) -> dict:
+        return dict(zip(self.output_names, raw))
 
     # run() returns host numpy arrays, so it has already waited for the device: nothing to synchronize
 

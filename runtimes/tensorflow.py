@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from runtimes.base import Session
+from deploycmp.runtimes.base import Session, TensorMeta
 
 NAME = "tensorflow"
 FORMATS = ("savedmodel",)
@@ -19,34 +17,30 @@ class SavedModelSession(Session):
 
         self._tf, self._threads, self._loaded, self.device = tf, threads, loaded, device
         self.signature = loaded.signatures["serving_default"]
-        inputs = self.signature.structured_input_signature[1]
-        if len(inputs) != 1:
-            raise ValueError(f"serving_default takes {len(inputs)} inputs; deploycmp measures single-input models")
-        self.input_name = next(iter(inputs))
+        self.meta = [TensorMeta(name, spec.dtype.name, [None if d is None else int(d) for d in spec.shape.as_list()])
+                     for name, spec in self.signature.structured_input_signature[1].items()]
 
     def info(self) -> dict:
         return {"runtime": NAME, "version": self._tf.__version__, "threads": self._threads, "device": self.device,
                 "signature": "serving_default"}
 
-    def prepare(self, x: np.ndarray):
-        return {self.input_name: self._tf.constant(x)}
+    def input_metadata(self):
+        return self.meta
+
+    def prepare_native(self, feed: dict):
+        return {k: self._tf.constant(a) for k, a in feed.items()}
 
     def run(self, prepared):
         return self.signature(**prepared)
 
-    def to_numpy(self, raw) -> list[np.ndarray]:
-        from toolkit.keras_source import outputs_to_numpy
-
-        return outputs_to_numpy(raw)
-
     def synchronize(self) -> None:
-        from toolkit.keras_source import synchronize
+        from deploycmp.keras_source import synchronize
 
         synchronize(self.device)
 
 
 def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> SavedModelSession:
-    from toolkit.keras_source import check_device, set_threads
+    from deploycmp.keras_source import check_device, set_threads
 
     set_threads(threads)
     check_device(device)

@@ -1,22 +1,8 @@
 """What the three PyTorch runtimes share: threads, device placement, tensor conversion, a no-grad call."""
 from __future__ import annotations
 
-import numpy as np
 
-from runtimes.base import Session
-
-
-def outputs_to_numpy(raw) -> list[np.ndarray]:
-    """Flatten a model's return value (tensor, tuple, list, dict) into float32 numpy arrays."""
-    import torch
-
-    if isinstance(raw, torch.Tensor):
-        return [raw.detach().float().cpu().numpy()]
-    if isinstance(raw, dict):
-        raw = list(raw.values())
-    if isinstance(raw, (list, tuple)):
-        return [a for item in raw for a in outputs_to_numpy(item)]
-    raise TypeError(f"model returned {type(raw).__name__}; expected tensors")
+from deploycmp.runtimes.base import Session, spec_metadata
 
 
 def set_threads(threads: int) -> None:
@@ -33,17 +19,18 @@ def check_device(device: str) -> None:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        from toolkit.errors import Unavailable
+        from deploycmp.errors import Unavailable
 
         raise Unavailable(f"torch {torch.__version__} sees no CUDA device"
                           + ("" if torch.version.cuda else " (a CPU-only build)"))
 
 
 class TorchSession(Session):
-    def __init__(self, module, runtime: str, device: str = "cpu"):
+    def __init__(self, module, runtime: str, inputs: list[dict], device: str = "cpu"):
         import torch
 
         self._torch = torch
+        self.inputs = inputs
         self.device = device
         self.module = module.to(device) if device != "cpu" and hasattr(module, "to") else module
         self.runtime = runtime
@@ -58,16 +45,19 @@ class TorchSession(Session):
             info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda)
         return info
 
-    def prepare(self, x: np.ndarray):
-        t = self._torch.from_numpy(np.ascontiguousarray(x))
-        return t.to(self.device) if self.device != "cpu" else t
+    def input_metadata(self):
+        return spec_metadata(self.inputs)
+
+    def prepare_native(self, feed: dict):
+        from deploycmp.specs import inputs_from_dicts
+        from deploycmp.torch_source import example
+
+        args = example(feed, inputs_from_dicts(self.inputs))
+        return tuple(t.to(self.device) for t in args) if self.device != "cpu" else args
 
     def run(self, prepared):
         with self._torch.inference_mode():
-            return self.module(prepared)
-
-    def to_numpy(self, raw) -> list[np.ndarray]:
-        return outputs_to_numpy(raw)
+            return self.module(*prepared)
 
     def synchronize(self) -> None:
         if self.device == "cuda":

@@ -1,5 +1,5 @@
 """The source model called eagerly in PyTorch: the reference row every other path is compared with."""
-from runtimes.torch_common import TorchSession, check_device, set_threads
+from deploycmp.runtimes.torch_common import TorchSession, check_device, set_threads
 
 NAME = "torch"
 FORMATS = ("eager",)
@@ -11,6 +11,6 @@ DEVICES = ("cpu", "cuda")
 def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TorchSession:
     set_threads(threads)
     check_device(device)
-    from toolkit.torch_source import load_source
+    from deploycmp.torch_source import load_source
 
-    return TorchSession(load_source(run_dir, artifact["model"], artifact["files"][0]["path"]), NAME, device)
+    return TorchSession(load_source(run_dir, artifact["model"], artifact["files"][0]["path"]), NAME, artifact["model"]["inputs"], device)

@@ -1,7 +1,7 @@
 """torch.export programs (.pt2) through torch.export.load, run as their unlifted module."""
 from pathlib import Path
 
-from runtimes.torch_common import TorchSession, check_device, set_threads
+from deploycmp.runtimes.torch_common import TorchSession, check_device, set_threads
 
 NAME = "torch-export"
 FORMATS = ("torch-export",)
@@ -15,4 +15,4 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TorchSes
     import torch
 
     program = torch.export.load(str(Path(run_dir) / artifact["main_file"]))
-    return TorchSession(program.module(), NAME, device)
+    return TorchSession(program.module(), NAME, artifact["model"]["inputs"], device)

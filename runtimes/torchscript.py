@@ -1,7 +1,7 @@
 """TorchScript modules through torch.jit.load."""
 from pathlib import Path
 
-from runtimes.torch_common import TorchSession, check_device, set_threads
+from deploycmp.runtimes.torch_common import TorchSession, check_device, set_threads
 
 NAME = "torchscript"
 FORMATS = ("torchscript",)
@@ -16,4 +16,4 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TorchSes
 
     module = torch.jit.load(str(Path(run_dir) / artifact["main_file"]), map_location=device)
     module.eval()
-    return TorchSession(module, NAME, device)
+    return TorchSession(module, NAME, artifact["model"]["inputs"], device)

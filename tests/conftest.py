@@ -13,7 +13,7 @@ FAST = ["--min-runs", "5", "--min-time", "0.05", "--warmup-runs", "1", "--warmup
 
 def deploycmp(*args, env=None, timeout=900):
     """Run the real command line in a fresh process; returns the CompletedProcess (text)."""
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "deploycmp.cli", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 

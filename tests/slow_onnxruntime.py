@@ -2,8 +2,8 @@
 DEPLOYCMP_RUNTIMES=onnxruntime=tests.slow_onnxruntime, so a baseline comparison has a row that really got slower."""
 import time
 
-from runtimes.onnxruntime import DEVICES, FORMATS, NAME, REQUIRES, OrtSession  # noqa: F401
-from runtimes.onnxruntime import load as load_fast
+from deploycmp.runtimes.onnxruntime import DEVICES, FORMATS, NAME, REQUIRES, OrtSession  # noqa: F401
+from deploycmp.runtimes.onnxruntime import load as load_fast
 
 DELAY_S = 0.02
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from tests.conftest import FAST, deploycmp, rows_by_id
-from toolkit.compare import compare, regressions, verdict
+from deploycmp.compare import compare, regressions, verdict
 
 SLOWED = "onnx-none-onnxruntime-server-cpu-b1"
 

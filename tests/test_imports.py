@@ -6,7 +6,7 @@ HEAVY = ("torch", "torchvision", "tensorflow", "onnx", "onnxruntime", "litert_to
 
 
 def test_cli_and_registries_import_no_framework():
-    code = ("import sys, toolkit.cli, toolkit.bench, toolkit.export, toolkit.report, toolkit.worker, exporters, runtimes\n"
+    code = ("import sys, deploycmp.cli, deploycmp.bench, deploycmp.export, deploycmp.report, deploycmp.worker\nfrom deploycmp import exporters, runtimes\n"
             "for name in list(exporters.EXPORTERS): exporters.get(name)\n"
             "for name in list(runtimes.RUNTIMES): runtimes.get(name)\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
@@ -15,5 +15,5 @@ def test_cli_and_registries_import_no_framework():
 
 
 def test_help_runs():
-    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "deploycmp.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "export" in proc.stdout and "validate" in proc.stdout

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from tests.conftest import FAST, TINY, deploycmp, rows_by_id
-from toolkit import gpu
-from toolkit.targets import usable_cpus
+from deploycmp import gpu
+from deploycmp.targets import usable_cpus
 
 STATIC = {"tflite", "executorch"}
 

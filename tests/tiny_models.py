@@ -76,3 +76,72 @@ def train_tiny_cnn(path, epochs: int = 10) -> float:
         accuracy = (model(x).argmax(1) == y).float().mean().item()
     torch.save(model.state_dict(), path)
     return accuracy
+
+
+class IdsAndFeatures(nn.Module):
+    """forward(ids, feats): int64 token ids [batch, 16] in [0, 1000) and a float feature vector [batch, 8] -> 5 logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(1000, 16)
+        self.proj = nn.Linear(8, 16)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, ids, feats):
+        return self.head(torch.cat([self.emb(ids).mean(1), torch.relu(self.proj(feats))], 1))
+
+
+def ids_and_features():
+    torch.manual_seed(0)
+    return IdsAndFeatures()
+
+
+class FeaturesFirst(IdsAndFeatures):
+    """The same model with its arguments the other way round: forward(feats, ids)."""
+
+    def forward(self, feats, ids):
+        return super().forward(ids, feats)
+
+
+def features_first():
+    torch.manual_seed(0)
+    return FeaturesFirst()
+
+
+class TinyEncoder(nn.Module):
+    """forward(ids): token + position embeddings, one self-attention block -> hidden states [batch, sequence, 16]."""
+
+    def __init__(self, vocab: int = 1000, width: int = 16, max_len: int = 128):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, width)
+        self.positions = nn.Embedding(max_len, width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, ids):
+        h = self.tokens(ids) + self.positions(torch.arange(ids.shape[1], device=ids.device))[None]
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        attn = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
+        return self.norm(h + self.out(attn @ v))
+
+
+def tiny_encoder():
+    torch.manual_seed(0)
+    return TinyEncoder()
+
+
+class MaskedEncoder(TinyEncoder):
+    """forward(ids, attention_mask): padded positions (mask 0) are not attended to."""
+
+    def forward(self, ids, attention_mask):
+        h = self.tokens(ids) + self.positions(torch.arange(ids.shape[1], device=ids.device))[None]
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        scores = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5
+        scores = scores.masked_fill(attention_mask[:, None, :] == 0, -1e4)
+        return self.norm(h + self.out(torch.softmax(scores, dim=-1) @ v))
+
+
+def masked_encoder():
+    torch.manual_seed(0)
+    return MaskedEncoder()

@@ -4,15 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import runtimes
-from toolkit import SCHEMA
-from toolkit.environment import environment
-from toolkit.errors import UsageError
-from toolkit.isolation import run_isolated
-from toolkit.rundir import RESULTS, artifact_sha256, changed_files, load_manifest, load_rows, read_json, result_path, write_json
-from toolkit.targets import Target, worker_env
+from deploycmp import runtimes
+from deploycmp.environment import environment
+from deploycmp.isolation import run_isolated
+from deploycmp.results import write_results
+from deploycmp.rundir import REFERENCE, artifact_sha256, changed_files, load_manifest, result_path, write_json
+from deploycmp.specs import BATCH, parse_sweeps, point_id, served_by
+from deploycmp.targets import Target, worker_env
 
-FAILED = ("failed", "crashed", "timeout", "export_failed")
 
 
 @dataclass
@@ -27,29 +26,35 @@ class Settings:
 
 
 def parse_batches(spec: str) -> list[int]:
-    try:
-        sizes = [int(s) for s in str(spec).split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--batch {spec!r}: expected comma-separated positive integers, e.g. 1,8") from None
-    if not sizes or any(b <= 0 for b in sizes):
-        raise UsageError(f"--batch {spec!r}: batch sizes must be positive integers")
-    return list(dict.fromkeys(sizes))
+    return parse_sweeps((), spec)[BATCH]
 
 
-def row_id(path: str, runtime: str, target: str, batch: int) -> str:
-    return f"{path}-{runtime}-{target}-b{batch}"
+def row_id(path: str, runtime: str, target: str, dims: dict) -> str:
+    return f"{path}-{runtime}-{target}-{point_id(dims)}"
 
 
-def artifact_for(candidates: list[dict], batch: int) -> dict:
-    """The artifact of one path (format x quantization) that serves `batch`: the one exported at that batch, else
-    one with a dynamic batch axis, else the first (whose row then says that batch needs its own export)."""
-    exact = [a for a in candidates if a.get("export_batch") == batch and a["status"] == "ok"]
-    dynamic = [a for a in candidates if a["status"] == "ok" and a.get("dynamic_batch")]
-    return (exact or dynamic or candidates)[0]
+def artifact_for(candidates: list[dict], dims: dict) -> dict:
+    """The artifact of one path (format x quantization) that serves the shape point `dims`: the one exported at
+    it, else one whose free dimensions cover the difference, else the first (whose row then says that shape needs
+    its own export)."""
+    ok = [a for a in candidates if a["status"] == "ok"]
+    exact = [a for a in ok if (a.get("export_dims") or {BATCH: a.get("export_batch")}) == dims]
+    return (exact or [a for a in ok if served_by(a, dims)] or candidates)[0]
+
+
+def shape_points_of(manifest: dict, batch_sizes: list[int]) -> list[dict]:
+    """Every (batch, named dimensions) a row is measured at: the bench's batch sizes x the export's shape points."""
+    points = [r["dims"] for r in manifest.get("references") or [{"dims": {}}]]
+    return [{BATCH: b, **p} for p in points for b in batch_sizes]
+
+
+def reference_for(manifest: dict, dims: dict) -> str:
+    rest = {k: v for k, v in dims.items() if k != BATCH}
+    return next((r["file"] for r in manifest.get("references", []) if r["dims"] == rest), REFERENCE)
 
 
 def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads: int | None) -> list[dict]:
-    """Every (path, runtime, target, batch) as a row skeleton with all result keys present."""
+    """Every (path, runtime, target, shape point) as a row skeleton with all result keys present."""
     model = manifest["model"]
     paths: dict[str, list[dict]] = {}
     for artifact in manifest["artifacts"]:
@@ -62,13 +67,14 @@ def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads:
             for target in targets:
                 if not target.runs(runtime):
                     continue
-                for batch in batch_sizes:
-                    artifact = artifact_for(candidates, batch)
+                for dims in shape_points_of(manifest, batch_sizes):
+                    artifact, batch = artifact_for(candidates, dims), dims[BATCH]
                     rows.append({
-                        "id": row_id(path, runtime, target.name, batch), "model": model["name"],
+                        "id": row_id(path, runtime, target.name, dims), "model": model["name"],
                         "format": fmt, "quantization": artifact["quantization"], "runtime": runtime,
                         "target": target.name, "target_description": target.describe(threads),
-                        "device": target.device, "batch": batch, "threads": target.resolved_threads(threads),
+                        "device": target.device, "batch": batch, "shape": dims,
+                        "threads": target.resolved_threads(threads),
                         "status": None, "error": None, "size_bytes": artifact.get("size_bytes"),
                         "size_gzip_bytes": artifact.get("size_gzip_bytes"), "latency_ms": None,
                         "latency_per_item_ms": None, "throughput_per_s": None, "cold_start_ms": None,
@@ -93,10 +99,12 @@ def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
     absent = runtimes.missing(runtimes.get(row["runtime"]).REQUIRES)
     if absent:
         return "unavailable", f"runtime {row['runtime']} needs {', '.join(absent)} (not installed)"
-    export_batch = artifact.get("export_batch")
-    if not artifact.get("dynamic_batch", True) and export_batch and row["batch"] != export_batch:
-        return "unavailable", (f"artifact has a static batch of {export_batch}; batch {row['batch']} needs its own "
-                               f"export (deploycmp export --batch {row['batch']})")
+    if not served_by(artifact, row["shape"]):
+        export = artifact.get("export_dims") or {BATCH: artifact.get("export_batch")}
+        flags = " ".join(f"--shape {k}={v}" if k != BATCH else f"--batch {v}" for k, v in row["shape"].items()
+                         if export.get(k) != v)
+        return "unavailable", (f"artifact has static shapes {point_id(export)}; {point_id(row['shape'])} needs its own "
+                               f"export (deploycmp export {flags})")
     bad = changed_files(run_dir, artifact)
     if bad:
         return "failed", f"artifact changed or missing since export (sha256): {bad[0]}"
@@ -114,7 +122,7 @@ def measure_peaks(run_dir: Path, targets: list[Target], threads: int | None, tim
         if target.unavailable_reason() or target.device != "cpu":  # a CPU matmul peak says nothing of a GPU
             continue
         n = target.resolved_threads(threads)
-        outcome = run_isolated("toolkit.worker", {"job": "peak", "cpus": target.resolved_cpus()}, timeout,
+        outcome = run_isolated("deploycmp.worker", {"job": "peak", "cpus": target.resolved_cpus()}, timeout,
                                run_dir / "logs" / f"peak-{target.name}.log", env=worker_env(n))
         peaks[target.name] = outcome.result["peak_gflops"] if outcome.status == "ok" else None
     return peaks
@@ -127,11 +135,12 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
     artifact["model"] = manifest["model"]
     spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
             "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
-            "reference_layout": manifest["model"].get("layout"), "min_runs": settings.min_runs,
+            "inputs": manifest["model"]["inputs"], "outputs": manifest["model"]["outputs"],
+            "reference": reference_for(manifest, row["shape"]), "min_runs": settings.min_runs,
             "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
             "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
     log = run_dir / "logs" / (f"{row['id']}.log" if not round_ else f"{row['id']}.{round_ + 1}.log")
-    return run_isolated("toolkit.worker", spec, settings.timeout, log, env=worker_env(row["threads"], target.device))
+    return run_isolated("deploycmp.worker", spec, settings.timeout, log, env=worker_env(row["threads"], target.device))
 
 
 def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, peak: float | None) -> dict:
@@ -144,7 +153,7 @@ def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, pea
         bad = next((o for o in outcomes if o.status != "ok"), None)
         out["status"], out["error"] = (bad.status, bad.error) if bad else ("ok", None)
         if not bad:
-            from toolkit.repeats import combine
+            from deploycmp.repeats import combine
 
             out.update(outcomes[0].result if len(outcomes) == 1 else combine([o.result for o in outcomes], row["batch"]))
             p50 = out["latency_ms"]["p50"]
@@ -170,7 +179,7 @@ def check_memory_budget(row: dict, target: Target) -> None:
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,
               progress=None) -> dict:
     run_dir = Path(run_dir)
-    manifest = load_manifest(run_dir)
+    manifest = load_manifest(run_dir, for_measuring=True)
     rows = plan(manifest, targets, batch_sizes, settings.threads)
     todo = [r for r in rows if force or not result_path(run_dir, r["id"]).is_file()]
     env = environment()
@@ -193,28 +202,3 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
     if progress:
         progress(len(todo) * rounds, len(todo) * rounds, "done")
     return write_results(run_dir, [r["id"] for r in rows], env)
-
-
-def write_results(run_dir: Path, order: list[str], env: dict | None = None) -> dict:
-    """results.json: the planned rows in plan order, then any other row files in the run directory."""
-    by_id = {r["id"]: r for r in load_rows(run_dir)}
-    ordered = [by_id.pop(i) for i in order if i in by_id] + list(by_id.values())
-    results = {"schema": SCHEMA, "rows": ordered, "environment": env or environment()}
-    write_json(Path(run_dir) / RESULTS, results)
-    return results
-
-
-def load_results(run_dir) -> dict:
-    run_dir = Path(run_dir)
-    load_manifest(run_dir)
-    path = run_dir / RESULTS
-    if not path.is_file():
-        raise UsageError(f"{run_dir} has no {RESULTS} yet: run 'deploycmp bench {run_dir}' first")
-    try:
-        return read_json(path)
-    except ValueError as e:
-        raise UsageError(f"{path} is not readable JSON: {e}") from e
-
-
-def exit_status(rows: list[dict]) -> int:
-    return 1 if any(r["status"] in FAILED for r in rows) else 0

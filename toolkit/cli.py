@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from toolkit.errors import DeployError, UsageError
+from deploycmp.errors import DeployError, UsageError
 
 _VERBOSE = {"on": False}
 
@@ -31,9 +31,19 @@ def _stack(*decorators):
 
 export_options = _stack(
     click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 "
-                 "file, package.module:factory, keras:NAME (keras.applications), a .keras file or a SavedModel directory."),
+                 "file, package.module:factory (a torch.nn.Module), keras:NAME (keras.applications), a .keras file or a "
+                 "SavedModel directory. 'deploycmp list' shows an example of each."),
     click.option("--weights", default="auto", show_default=True, help="auto | imagenet | random | FILE (a state_dict)."),
-    click.option("--input-shape", default=None, help="N,C,H,W for files that carry no shape (default: the model's own)."),
+    click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE",
+                 help="One model input, repeatable: e.g. --input ids:int64:1,16 --input feats:float32:1,8. DTYPE: "
+                      "float32, float16, bfloat16, int64, int32, bool, uint8; a dimension may be a name "
+                      "(ids:int64:batch,sequence with --shape sequence=16,64); axis 0 is the batch."),
+    click.option("--input-shape", default=None, help="Shorthand for one float32 input: N,C,H,W (default: the model's own)."),
+    click.option("--shape", "shapes", multiple=True, metavar="NAME=V1,V2",
+                 help="Sizes of a named input dimension, repeatable, e.g. sequence=16,64 (swept like --batch)."),
+    click.option("--value-range", "value_ranges", multiple=True, metavar="NAME:LOW,HIGH",
+                 help="Values of an integer input, drawn from [LOW, HIGH), e.g. ids:0,1000 (default: the model's "
+                      "vocabulary where it has one)."),
     click.option("--formats", default="all", show_default=True, help="Comma-separated formats, or all."),
     click.option("--quantize", default="none", show_default=True, help="Comma-separated: none,fp16,dynamic,int8."),
     click.option("--data", default="random", show_default=True,
@@ -96,20 +106,22 @@ def _check_positive(name: str, value, allow_zero=False):
 
 def _do_export(run_dir, opts: dict, force, threads, batch):
     """opts: the export_options values (model, weights, formats ...)."""
-    from toolkit.bench import parse_batches
-    from toolkit.data import parse_preprocess
-    from toolkit.export import export_run
-    from toolkit.targets import usable_cpus
+    from deploycmp.data import parse_preprocess
+    from deploycmp.export import ExportOptions, export_run, given_inputs
+    from deploycmp.specs import parse_sweeps, parse_value_ranges
+    from deploycmp.targets import usable_cpus
 
-    sizes = parse_batches(batch)
     _check_positive("--num-classes", opts["num_classes"])
+    options = ExportOptions(
+        model=opts["model"], weights=opts["weights"], inputs=given_inputs(opts["inputs"], opts["input_shape"]),
+        value_ranges=parse_value_ranges(opts["value_ranges"]), sweeps=parse_sweeps(opts["shapes"], batch),
+        formats=opts["formats"], quantize=opts["quantize"], data=opts["data"], samples=opts["samples"],
+        calibration_samples=opts["calibration_samples"], num_classes=opts["num_classes"],
+        preprocess=parse_preprocess(opts["mean"], opts["std"]), layout=opts["layout"],
+        threads=threads or len(usable_cpus()), timeout=opts["export_timeout"])
     bar, update = _progress("export")
     with bar:
-        manifest = export_run(opts["model"], opts["weights"], opts["input_shape"], opts["formats"], opts["quantize"],
-                              opts["data"], opts["samples"], Path(run_dir), force, threads or len(usable_cpus()),
-                              opts["export_timeout"], update, opts["calibration_samples"], sizes,
-                              num_classes=opts["num_classes"], preprocess=parse_preprocess(opts["mean"], opts["std"]),
-                              layout=opts["layout"])
+        manifest = export_run(options, Path(run_dir), force, update)
     for w in manifest["warnings"]:
         click.echo(f"warning: {w}", err=True)
     for a in manifest["artifacts"]:
@@ -122,8 +134,8 @@ def _do_export(run_dir, opts: dict, force, threads, batch):
 
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
               repeat, force):
-    from toolkit.bench import Settings, bench_run, parse_batches
-    from toolkit.targets import parse_targets
+    from deploycmp.bench import Settings, bench_run, parse_batches
+    from deploycmp.targets import parse_targets
 
     for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
         _check_positive(name, v)
@@ -137,10 +149,10 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
 
 
 def _do_report(run_dir, report_formats, results=None, baseline=None):
-    from toolkit.bench import load_results
-    from toolkit.compare import compare, load_baseline, print_comparison
-    from toolkit.report import parse_formats, print_table, write_reports
-    from toolkit.rundir import load_manifest
+    from deploycmp.results import load_results
+    from deploycmp.compare import compare, load_baseline, print_comparison
+    from deploycmp.report import parse_formats, print_table, write_reports
+    from deploycmp.rundir import load_manifest
 
     formats = parse_formats(report_formats)
     results = results or load_results(run_dir)
@@ -181,9 +193,9 @@ def export(batch, run_dir, force, **opts):
 def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
           force):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
-    from toolkit.bench import exit_status
-    from toolkit.report import print_table
-    from toolkit.rundir import load_manifest
+    from deploycmp.results import exit_status
+    from deploycmp.report import print_table
+    from deploycmp.rundir import load_manifest
 
     results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
                         timeout, repeat, force)
@@ -201,7 +213,7 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
 @verbose_option
 def report(run_dir, report_formats, baseline, fail_pct):
     """Print the table and write report.{md,csv,json,html} into RUN_DIR."""
-    from toolkit.compare import regressions
+    from deploycmp.compare import regressions
 
     if fail_pct is not None and baseline is None:
         raise UsageError("--fail-on-regression needs --baseline OTHER_RUN_DIR")
@@ -224,9 +236,9 @@ def merge(run_dir, others):
     """Add rows measured on other machines (their results.json, from a copy of RUN_DIR) to RUN_DIR.
 
     Each row must have run on this run's very files (sha256); it keeps its own host and gets the id ROW@HOST."""
-    from toolkit.merge import merge as merge_rows
-    from toolkit.report import print_table
-    from toolkit.rundir import load_manifest
+    from deploycmp.merge import merge as merge_rows
+    from deploycmp.report import print_table
+    from deploycmp.rundir import load_manifest
 
     done = merge_rows(run_dir, others)
     print_table(load_manifest(run_dir), done["results"]["rows"])
@@ -250,8 +262,8 @@ def merge(run_dir, others):
 @verbose_option
 def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2, junit):
     """Pass/fail per row against thresholds (flags override the file); exit 1 if any row breaks one."""
-    from toolkit.bench import load_results
-    from toolkit.validate import Policy, Thresholds, load_thresholds, validate as run_validate, write_junit
+    from deploycmp.results import load_results
+    from deploycmp.validate import Policy, Thresholds, load_thresholds, validate as run_validate, write_junit
 
     flags = Thresholds(max_top1_drop, min_sqnr, max_rel_l2, max_accuracy_drop, min_cosine)
     if not thresholds_file and not flags.any():
@@ -281,9 +293,9 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
         report_formats, force, **opts):
     """export + bench + report in one go."""
-    from toolkit.bench import exit_status
-    from toolkit.report import parse_formats
-    from toolkit.targets import parse_targets
+    from deploycmp.results import exit_status
+    from deploycmp.report import parse_formats
+    from deploycmp.targets import parse_targets
 
     parse_formats(report_formats)
     parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
@@ -300,9 +312,9 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
 @verbose_option
 def list_(targets_file):
     """Models, formats, runtimes and targets, and which are available in this install."""
-    import exporters
-    import runtimes
-    from toolkit.targets import BUILTIN, load_targets_file
+    from deploycmp import exporters
+    from deploycmp import runtimes
+    from deploycmp.targets import BUILTIN, load_targets_file
 
     def avail(requires):
         absent = runtimes.missing(requires)
@@ -324,9 +336,17 @@ def list_(targets_file):
         reason = t.unavailable_reason()
         runs = ", ".join(t.runtimes) if t.runtimes else "every runtime that is not opt-in"
         click.echo(f"  {name:14} {t.describe()}; runs {runs}" + (f" (unavailable here: {reason})" if reason else ""))
-    click.echo("models: torchvision classification models, a TorchScript file, a .pt2 file, or package.module:factory")
+    click.echo("models (--model):\n"
+               "  resnet18                     a torchvision model by name (input and weights from torchvision)\n"
+               "  mypkg.models:ranker          package.module:factory returning a torch.nn.Module; its inputs from\n"
+               "                               --input, checked against forward(): --input ids:int64:1,16 "
+               "--input feats:float32:1,8 --value-range ids:0,1000\n"
+               "  model.pt / model.pt2         a TorchScript file or a torch.export program (give --input)\n"
+               "  keras:MobileNetV2            a keras.applications model by name\n"
+               "  model.keras / saved_model/   a Keras file (inputs read from it) or a SavedModel directory\n"
+               "torchvision models:")
     if not runtimes.missing(("torchvision",)):
-        from toolkit.torch_source import torchvision_names
+        from deploycmp.torch_source import torchvision_names
 
         click.echo("  " + " ".join(torchvision_names()))
     return 0

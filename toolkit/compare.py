@@ -8,15 +8,15 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from toolkit.errors import UsageError
+from deploycmp.errors import UsageError
 
 LATENCY = (("p50", "ci95_p50"), ("p99", "ci95_p99"))
 
 
 def load_baseline(path) -> dict:
     """A baseline: another run directory, or a results.json file kept from a release."""
-    from toolkit.bench import load_results
-    from toolkit.rundir import read_results_file
+    from deploycmp.results import load_results
+    from deploycmp.rundir import read_results_file
 
     path = Path(path)
     if path.is_dir():
@@ -152,7 +152,7 @@ def summary(comparison: dict) -> list[str]:
 
 
 def markdown(comparison: dict) -> str:
-    from toolkit.report import markdown_table
+    from deploycmp.table import markdown_table
 
     lines = ["## Against the baseline", ""] + [f"- {s}" for s in summary(comparison)]
     lines += [""] + markdown_table(COLUMNS, [cells(e) for e in comparison["rows"]])

@@ -1,5 +1,5 @@
-"""Input data for drift, accuracy and latency: seeded random tensors, a .npz with x (and optional y), an image
-folder, or scikit-learn's labeled handwritten digits. Images are resized to the model's input and preprocessed
+"""Input data for drift, accuracy and latency, as feeds (input name -> array): seeded random inputs of each
+input's dtype and range, a .npz with one array per input (and optional labels), an image folder, or scikit-learn's labeled handwritten digits. Images are resized to the model's input and preprocessed
 the way the model expects (ImageNet mean/std for torchvision, keras.applications' preprocess_input, or flags)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import UsageError
+from deploycmp.errors import UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -18,41 +18,104 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_HELD_OUT = 500  # --data digits draws from the last 500 of the 1,797 digits; the rest is for training
 
 
-def load(data: str, shape: list[int], samples: int, seed: int = 0, layout: str | None = "NCHW",
-         preprocess: dict | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """(inputs, labels or None, record for the manifest); inputs are float32, samples first, in `shape[1:]`."""
+def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, preprocess: dict | None = None
+         ) -> tuple[dict, np.ndarray | None, dict]:
+    """(feed: input name -> samples-first array, labels or None, record for the manifest) at the named-dimension
+    values `dims` (batch excluded: arrays hold `samples` samples)."""
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, not {samples}")
-    per_sample = tuple(shape[1:])
+    per_sample = {s.name: s.resolve({**dims, "batch": 1})[1:] for s in inputs}
     if data == "random":
-        x = np.random.default_rng(seed).standard_normal((samples, *per_sample), dtype=np.float32)
-        y, info = None, {"kind": "random", "seed": seed, "distribution": "standard normal"}
-    elif data == "digits":
-        x, y, info = _digits(per_sample, samples, layout, preprocess)
+        rng = np.random.default_rng(seed)
+        feed = {s.name: random_input(s, per_sample[s.name], samples, rng) for s in inputs}
+        y, info = None, {"kind": "random", "seed": seed,
+                         "distribution": "floats standard normal; integers uniform in their value range; masks ones then zeros"}
     elif data.endswith(".npz"):
-        x, y, info = _npz(data, per_sample, samples)
-    elif Path(data).is_dir():
-        x, y, info = _image_folder(Path(data), per_sample, samples, layout, preprocess)
+        feed, y, info = _npz(data, inputs, per_sample, samples)
+    elif data == "digits" or Path(data).is_dir():
+        image = _image_input(inputs, data)
+        if data == "digits":
+            x, y, info = _digits(per_sample[image.name], samples, image.layout, preprocess)
+        else:
+            x, y, info = _image_folder(Path(data), per_sample[image.name], samples, image.layout, preprocess)
+        feed = {image.name: x}
     else:
         raise UsageError(f"--data {data!r}: expected 'random', 'digits', an image folder or a .npz file")
-    info.update(samples=int(x.shape[0]), sha256=hashlib.sha256(x.tobytes()).hexdigest(), labeled=y is not None)
-    return x, y, info
+    info.update(samples=samples_in(feed), sha256=feed_sha256(feed), labeled=y is not None)
+    return feed, y, info
 
 
-def _npz(path: str, per_sample: tuple, samples: int):
+def samples_in(feed: dict) -> int:
+    return int(len(next(iter(feed.values()))))
+
+
+def feed_sha256(feed: dict) -> str:
+    h = hashlib.sha256()
+    for name, a in feed.items():
+        h.update(name.encode() + np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def random_input(spec, per_sample: tuple, samples: int, rng) -> np.ndarray:
+    """Seeded values of the input's own dtype: floats standard normal, integers uniform in the value range, and
+    attention-mask-like inputs (an integer or bool input named *mask*) ones then zeros, lengths drawn per sample."""
+    from deploycmp.specs import FLOAT_DTYPES, numpy_dtype
+
+    shape, dtype = (samples, *per_sample), numpy_dtype(spec.dtype)
+    if spec.dtype in FLOAT_DTYPES:
+        return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+    if spec.is_mask() and len(shape) >= 2:
+        length = shape[1]
+        keep = rng.integers(max(1, length // 2), length + 1, size=samples)
+        mask = np.arange(length)[None, :] < keep[:, None]
+        return np.broadcast_to(mask.reshape(samples, length, *([1] * (len(shape) - 2))), shape).astype(dtype)
+    if spec.dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    low, high = spec.value_range or (0, 256)
+    return rng.integers(low, high, size=shape).astype(dtype)
+
+
+def _image_input(inputs: list, data: str):
+    floats = [s for s in inputs if s.layout in ("NCHW", "NHWC")]
+    if len(inputs) != 1 or not floats:
+        raise UsageError(f"--data {data}: images feed a model with one image input (NCHW or NHWC); this model takes "
+                         f"{', '.join(s.name for s in inputs)}: give a .npz with one array per input name")
+    return floats[0]
+
+
+def _npz(path: str, inputs: list, per_sample: dict, samples: int):
+    """One array per input name (a single-input model may call it `x`), optional `labels` (or `y`)."""
+    from deploycmp.specs import numpy_dtype
+
     if not Path(path).is_file():
         raise UsageError(f"--data file not found: {path}")
     try:
         with np.load(path) as f:
-            if "x" not in f:
-                raise UsageError(f"{path} has no array named 'x' (found: {', '.join(f.files) or 'none'})")
-            x = np.asarray(f["x"], dtype=np.float32)[:samples]
-            y = np.asarray(f["y"])[:samples] if "y" in f else None
+            files = set(f.files)
+            aliases = {inputs[0].name: "x"} if len(inputs) == 1 else {}
+            feed = {}
+            for s in inputs:
+                key = s.name if s.name in files else aliases.get(s.name)
+                if key not in files:
+                    raise UsageError(f"{path} has no array named {s.name!r} (found: {', '.join(sorted(files)) or 'none'})")
+                feed[s.name] = np.asarray(f[key])[:samples]
+            label_key = next((k for k in ("labels", "y") if k in files), None)
+            y = np.asarray(f[label_key])[:samples] if label_key else None
     except (OSError, ValueError) as e:
         raise UsageError(f"{path} is not a readable .npz file: {e}") from e
-    if tuple(x.shape[1:]) != per_sample:
-        raise UsageError(f"{path}: x has samples of shape {tuple(x.shape[1:])}, the model takes {per_sample}")
-    return x, y, {"kind": "npz", "path": str(path)}
+    for s in inputs:
+        a = feed[s.name]
+        if tuple(a.shape[1:]) != tuple(per_sample[s.name]):
+            raise UsageError(f"{path}: {s.name} has samples of shape {tuple(a.shape[1:])}, the model takes "
+                             f"{tuple(per_sample[s.name])}")
+        if a.dtype != numpy_dtype(s.dtype):
+            kinds = {a.dtype.kind, numpy_dtype(s.dtype).kind}
+            if not (kinds <= {"f"} or kinds <= {"i", "u", "b"}):
+                raise UsageError(f"{path}: {s.name} is {a.dtype}, the model takes {s.dtype}")
+            feed[s.name] = a.astype(numpy_dtype(s.dtype))
+    if len({len(a) for a in feed.values()}) != 1:
+        raise UsageError(f"{path}: the input arrays hold different numbers of samples")
+    return feed, y, {"kind": "npz", "path": str(path)}
 
 
 def _geometry(per_sample: tuple, layout: str | None) -> tuple[int, int, int]:
@@ -137,12 +200,12 @@ def parse_preprocess(mean: str | None, std: str | None) -> dict | None:
     return {"kind": "mean_std", "mean": m, "std": s, "source": "--mean/--std"}
 
 
-def split(x: np.ndarray, y: np.ndarray | None, calibration: int, seed: int = 0):
+def split(feed: dict, y: np.ndarray | None, calibration: int, seed: int = 0):
     """A fixed, seeded split into a calibration part (for int8 exporters) and an evaluation part (for metrics).
 
-    Returns (calibration x, evaluation x, evaluation y, record); the two parts never share a sample.
+    Returns (calibration feed, evaluation feed, evaluation labels, record); the two parts never share a sample.
     """
-    n = len(x)
+    n = samples_in(feed)
     if calibration < 1:
         raise UsageError(f"--calibration-samples must be at least 1, not {calibration}")
     if n < 2:
@@ -150,9 +213,10 @@ def split(x: np.ndarray, y: np.ndarray | None, calibration: int, seed: int = 0):
     n_cal = min(calibration, n // 2)
     perm = np.random.default_rng(seed).permutation(n)
     cal, ev = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
+    cal_feed, ev_feed = ({k: a[idx] for k, a in feed.items()} for idx in (cal, ev))
     record = {
         "seed": seed,
-        "calibration": {"samples": int(len(cal)), "sha256": hashlib.sha256(x[cal].tobytes()).hexdigest()},
-        "evaluation": {"samples": int(len(ev)), "sha256": hashlib.sha256(x[ev].tobytes()).hexdigest()},
+        "calibration": {"samples": int(len(cal)), "sha256": feed_sha256(cal_feed)},
+        "evaluation": {"samples": int(len(ev)), "sha256": feed_sha256(ev_feed)},
     }
-    return x[cal], x[ev], (y[ev] if y is not None else None), record
+    return cal_feed, ev_feed, (y[ev] if y is not None else None), record

@@ -35,6 +35,24 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# the ISA extensions that decide int8 and bf16 speed (x86: /proc/cpuinfo flags; ARM: Features)
+ISA = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+       "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2")
+
+
+def isa_flags() -> list[str]:
+    """Which of ISA this CPU has, read from /proc/cpuinfo (Linux); [] where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in ISA if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def _memory_gb() -> float | None:
     try:
         with open("/proc/meminfo") as f:
@@ -52,6 +70,7 @@ def host() -> dict:
         "os": platform.platform(),
         "machine": platform.machine(),
         "cpu": _cpu_model(),
+        "isa": isa_flags(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),
         "memory_gb": _memory_gb(),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from html import escape
 
-from toolkit import plots
-from toolkit import compare
-from toolkit.report import COLUMNS, LEFT, cells, describe_host, heading, hosts_of, targets_of, warnings_of
+from deploycmp import plots
+from deploycmp import compare
+from deploycmp.hosts import describe_host, hosts_of, targets_of
+from deploycmp.table import COLUMNS, LEFT, cells, heading, warnings_of
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1a1a1a;

@@ -76,7 +76,7 @@ def child_main(job) -> None:
     spec_path, result_path = sys.argv[1], sys.argv[2]
     with open(spec_path) as f:
         spec = json.load(f)
-    from toolkit.errors import Unavailable
+    from deploycmp.errors import Unavailable
 
     try:
         result, code = job(spec), 0
@@ -86,7 +86,7 @@ def child_main(job) -> None:
         traceback.print_exc()
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         result, code = {"error": f"{type(e).__name__}: {msg}"[:300]}, 1
-    from toolkit.rundir import write_json
+    from deploycmp.rundir import write_json
 
     write_json(Path(result_path), result)
     sys.stdout.flush()

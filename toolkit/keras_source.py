@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DeployError, UsageError
+from deploycmp.errors import DeployError, UsageError
 
 PREFIX = "keras:"
 
@@ -34,7 +34,7 @@ def check_device(device: str) -> None:
     import tensorflow as tf
 
     if device == "cuda" and not tf.config.list_physical_devices("GPU"):
-        from toolkit.errors import Unavailable
+        from deploycmp.errors import Unavailable
 
         raise Unavailable(f"tensorflow {tf.__version__} sees no GPU (tensorflow-cpu has no CUDA support)")
 
@@ -110,9 +110,13 @@ def _savedmodel_as_keras(path: str, input_shape):
     return keras.Model(inp, out)
 
 
-def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0, num_classes: int | None = None):
-    """Load the user's Keras model. Returns (model, record for the manifest, warnings)."""
+def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int | None = None, layout: str | None = None,
+          value_ranges: dict | None = None):
+    """Load the user's Keras model. `given`: input specs from --input/--input-shape (may be empty).
+    Returns (model, record for the manifest, warnings)."""
     import keras
+
+    input_shape = [1, *given[0].shape[1:]] if len(given) == 1 and all(isinstance(d, int) for d in given[0].shape[1:]) else None
 
     if num_classes is not None:
         raise UsageError("--num-classes applies to torchvision models; a Keras model file brings its own head")
@@ -142,17 +146,47 @@ def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0,
             raise
         except Exception as e:
             raise UsageError(f"{spec} could not be loaded as a Keras model: {str(e).splitlines()[0][:160]}") from e
-    if input_shape is None:
-        shape = model.input_shape
-        if isinstance(shape, list):
-            raise UsageError(f"{spec} has {len(shape)} inputs; deploycmp measures single-input models")
-        if any(d is None for d in shape[1:]):
-            raise UsageError(f"{spec} has a free input size {shape}: pass --input-shape")
-        input_shape = [1, *shape[1:]]
-    record["input_shape"] = list(input_shape)
-    if len(input_shape) != 4:
-        record["layout"] = None
+    record["inputs"] = describe_inputs(model, given, spec, layout, value_ranges or {})
     return model, record, warnings
+
+
+def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
+    """The model's own inputs (names, dtypes, shapes; a free axis 1 of an integer input is `sequence`), each
+    replaced by the --input of the same name; --input-shape gives a single-input model its shape."""
+    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, to_dicts, with_batch
+
+    own = []
+    for i, t in enumerate(model.inputs):
+        dtype = str(getattr(t.dtype, "name", t.dtype))
+        shape = with_batch([1, *t.shape[1:]])
+        for axis, d in enumerate(shape[1:], 1):
+            if d is None:
+                shape[axis] = "sequence" if axis == 1 and dtype not in FLOAT_DTYPES else f"{_name(t, i)}_dim{axis}"
+        own.append(InputSpec(_name(t, i), dtype, shape))
+    if len(given) == 1 and not given[0].name:
+        given = [InputSpec(own[0].name if len(own) == 1 else "x", given[0].dtype, given[0].shape)]
+    by_name = {g.name: g for g in given}
+    unknown = [n for n in by_name if n not in {o.name for o in own}]
+    if unknown:
+        raise UsageError(f"--input {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")
+    specs = [by_name.get(o.name, o) for o in own]
+    for s in specs:
+        if s.layout is None and s.dtype in FLOAT_DTYPES and len(s.shape) == 4:
+            s.layout = layout or "NHWC"
+    apply_ranges(specs, ranges)
+    check_ranges(specs)
+    return to_dicts(specs)
+
+
+def _name(tensor, i: int) -> str:
+    name = getattr(tensor, "name", None) or f"input_{i}"
+    return name.split(":")[0]
+
+
+def call_args(feed: dict, inputs: list):
+    """What a Keras model is called with: the one array, or a list in the model's input order."""
+    arrays = [np.ascontiguousarray(feed[s.name]) for s in inputs]
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def save_source(model, record: dict, folder: Path) -> str:
@@ -169,37 +203,34 @@ def load_source(run_dir: Path, record: dict, source_file: str):
 
     path = Path(run_dir) / source_file
     if record["kind"] == "savedmodel-dir":
-        return _savedmodel_as_keras(str(path), record["input_shape"])
+        return _savedmodel_as_keras(str(path), record["inputs"][0]["shape"])
     return keras.models.load_model(path, compile=False)
 
 
-def example(x: np.ndarray):
-    return np.ascontiguousarray(x)
+def reference_outputs(model, feed: dict, inputs: list) -> dict:
+    """The golden outputs by name: the Keras model called eagerly, one sample per call."""
+    from deploycmp.outputs import flatten
+
+    n = len(next(iter(feed.values())))
+    chunks = [flatten(model(call_args({k: a[i:i + 1] for k, a in feed.items()}, inputs), training=False)) for i in range(n)]
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
-def outputs_to_numpy(raw) -> list[np.ndarray]:
-    if isinstance(raw, dict):
-        raw = [raw[k] for k in sorted(raw)]
-    if isinstance(raw, (list, tuple)):
-        return [a for item in raw for a in outputs_to_numpy(item)]
-    return [np.asarray(raw, dtype=np.float32)]
-
-
-def reference_outputs(model, x: np.ndarray) -> list[np.ndarray]:
-    """The golden outputs: the Keras model called eagerly, one sample per call."""
-    chunks = [outputs_to_numpy(model(x[i:i + 1], training=False)) for i in range(len(x))]
-    return [np.concatenate(parts) for parts in zip(*chunks)]
-
-
-def count_gflops(model, x) -> float | None:
+def count_gflops(model, args) -> float | None:
     """Not counted for Keras models in this version (the report shows '-')."""
     return None
 
 
-def batch_works(model, x: np.ndarray) -> bool:
+def example(feed: dict, inputs: list):
+    return call_args(feed, inputs)
+
+
+def batch_works(model, args) -> bool:
+    from deploycmp.outputs import flatten
+
     try:
-        out = outputs_to_numpy(model(x, training=False))
-        return out[0].shape[0] == len(x)
+        n = len(args[0] if isinstance(args, list) else args)
+        return all(o.shape[0] == n for o in flatten(model(args, training=False)).values())
     except Exception:
         return False
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit.errors import UsageError
-from toolkit.report import hostname
-from toolkit.rundir import RESULTS, artifact_sha256, load_manifest, read_results_file, result_path, write_json
+from deploycmp.errors import UsageError
+from deploycmp.hosts import hostname
+from deploycmp.rundir import RESULTS, artifact_sha256, load_manifest, read_results_file, result_path, write_json
 
 
 def read_other(path) -> tuple[Path, list[dict]]:
@@ -38,7 +38,7 @@ def check_row(row: dict, manifest: dict, digests: dict, file: Path) -> None:
 
 def merge(run_dir, others) -> dict:
     """Add other machines' rows to RUN_DIR; returns {host: number of rows merged} and the rows skipped."""
-    from toolkit.bench import load_results, write_results
+    from deploycmp.results import load_results, write_results
 
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)

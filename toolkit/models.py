@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-SOURCES = {"torch": "toolkit.torch_source", "keras": "toolkit.keras_source"}
+SOURCES = {"torch": "deploycmp.torch_source", "keras": "deploycmp.keras_source"}
 
 
 def framework_of(spec: str) -> str:

@@ -10,7 +10,7 @@ import math
 import re
 from contextlib import contextmanager
 
-from toolkit.report import hostname, hosts_of
+from deploycmp.hosts import hostname, hosts_of
 
 WIDTH_IN = 9.0
 MARKERS = "osD^vP*X<>ph"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.latency import summarize
+from deploycmp.latency import summarize
 
 BOOTSTRAP = 1000
 CI_METHOD = "two-level bootstrap over worker processes and their calls (95%)"

@@ -7,17 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from toolkit.errors import UsageError
-from toolkit.rundir import load_manifest, write_atomic, write_json
+from deploycmp import compare
+from deploycmp.errors import UsageError
+from deploycmp.hosts import describe_host, hosts_of, targets_of
+from deploycmp.rundir import load_manifest, write_atomic, write_json
+from deploycmp.specs import split_list
+from deploycmp.table import COLUMNS, LEFT, cells, heading, markdown_table, warnings_of
 
-MARKS = {"ok": "✅", "unavailable": "❎"}
 FORMATS = ("md", "csv", "json", "html")
-COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
-           "max abs", "SQNR dB", "top-1", "acc % (Δpp)", "cold ms", "RSS MB", "note")
-LEFT = ("", "format", "quant", "runtime", "target", "note")
 
 CSV_FIELDS = (
-    "id", "model", "format", "quantization", "runtime", "target", "batch", "threads", "status", "error",
+    "id", "model", "format", "quantization", "runtime", "target", "batch", "shape", "threads", "status", "error",
     "size_bytes", "size_gzip_bytes", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.mean",
     "latency_ms.std", "latency_ms.min", "latency_ms.ci95_p50", "latency_per_item_ms", "throughput_per_s",
     "cold_start_ms.import", "cold_start_ms.load", "cold_start_ms.first_inference", "cold_start_ms.total", "peak_rss_mb",
@@ -30,10 +30,10 @@ CSV_FIELDS = (
 
 
 def parse_formats(spec: str) -> list[str]:
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    names = split_list(spec, "--format")
     unknown = [n for n in names if n not in FORMATS]
-    if unknown or not names:
-        raise UsageError(f"unknown report format {unknown[0] if unknown else spec!r}; formats: {', '.join(FORMATS)}")
+    if unknown:
+        raise UsageError(f"unknown report format {unknown[0]!r}; formats: {', '.join(FORMATS)}")
     return names
 
 
@@ -44,62 +44,16 @@ def _get(row: dict, dotted: str):
     return value
 
 
-def _num(v, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
 
 
-def _short_reason(row: dict) -> str:
-    if row["status"] == "ok":
-        return "; ".join(row.get("warnings") or [])
-    reason = (row.get("error") or "").replace("\n", " ")
-    return f"{row['status']}: {reason}" if row["status"] != "unavailable" else reason
 
 
-def _accuracy(d: dict) -> str:
-    """Task accuracy and its change against the source model, on labeled data."""
-    if d.get("accuracy") is None:
-        return "-"
-    return f"{d['accuracy'] * 100:.1f} ({d['accuracy_delta_pp']:+.1f})"
 
 
-def cells(row: dict) -> list[str]:
-    """One table row as text, the same for the terminal and Markdown."""
-    d, lat = row.get("drift") or {}, row.get("latency_ms") or {}
-    size = row.get("size_bytes")
-    cold = (row.get("cold_start_ms") or {}).get("total")
-    top1 = d.get("top1_agreement")
-    sqnr = "exact" if d.get("identical") else _num(d.get("sqnr_db"), ".1f")
-    return [
-        MARKS.get(row["status"], "❌"), row["format"], row["quantization"], row["runtime"], row["target"],
-        str(row["batch"]), _num(size / 1e6 if size is not None else None, ".3g"),
-        _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("latency_per_item_ms"), ".3g"),
-        _num(row.get("throughput_per_s"), ".1f"),
-        _num(d.get("max_abs"), ".1e"), sqnr, "-" if top1 is None else f"{top1 * 100:.0f}%", _accuracy(d),
-        _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),
-    ]
 
 
-def warnings_of(manifest: dict, rows: list[dict]) -> list[str]:
-    """The run's warnings: the manifest's (random weights ...) and a count of rows that are not ok."""
-    out = list(manifest.get("warnings", []))
-    unavailable = sum(r["status"] == "unavailable" for r in rows)
-    failed = sum(r["status"] not in ("ok", "unavailable") for r in rows)
-    if failed:
-        out.append(f"{failed} row(s) failed: see the note column and RUN_DIR/logs/")
-    if unavailable:
-        out.append(f"{unavailable} row(s) unavailable in this install or on this machine")
-    over = [r["id"] for r in rows if not (r.get("memory_budget") or {}).get("within", True)]
-    if over:
-        out.append(f"{len(over)} row(s) over their target's memory budget: {', '.join(over)}")
-    return out
 
 
-def heading(manifest: dict) -> str:
-    m = manifest["model"]
-    gf = m.get("gflops_per_sample")
-    return (f"{m['name']} ({m['framework']}, weights: {m['weights']}, input {'x'.join(map(str, m['input_shape']))} "
-            f"{m.get('layout') or ''}{f', {gf:.2f} GFLOP/sample' if gf else ''}); drift vs the source model on "
-            f"{manifest['data']['samples']} {manifest['data']['kind']} samples")
 
 
 def markdown(manifest: dict, rows: list[dict]) -> str:
@@ -119,37 +73,14 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(columns, cell_rows) -> list[str]:
-    """A Markdown table's lines: header, separator, one line per row (a | inside a cell escaped)."""
-    return (["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-            + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cell_rows])
 
 
-def describe_host(row: dict) -> str:
-    """The machine a row ran on, in a few words: CPU, cores, memory, GPU, OS."""
-    h = row.get("host") or {}
-    count, usable = h.get("cpu_count"), h.get("usable_cpus")
-    cores = f"{usable} of {count} CPUs usable" if usable and count and usable != count else count and f"{count} CPUs"
-    gpu = ((row.get("observed") or {}).get("gpu") or {}).get("name")
-    return ", ".join(str(v) for v in (h.get("cpu"), cores, h.get("memory_gb") and f"{h['memory_gb']} GB", gpu,
-                                      h.get("os")) if v)
 
 
-def targets_of(rows: list[dict]) -> dict:
-    """Each target in the rows, in plain words ("host CPU limited to 1 core ...")."""
-    return {r["target"]: r.get("target_description") for r in rows}
 
 
-def hostname(row: dict) -> str:
-    return (row.get("host") or {}).get("hostname") or "unknown host"
 
 
-def hosts_of(rows: list[dict], first: str | None = None) -> dict[str, list[dict]]:
-    """Rows by the host that measured them, in order of appearance; `first` (the run's own host) leads."""
-    groups: dict[str, list[dict]] = {} if first is None else {first: []}
-    for row in rows:
-        groups.setdefault(hostname(row), []).append(row)
-    return {host: group for host, group in groups.items() if group}
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -157,7 +88,7 @@ def csv_text(rows: list[dict]) -> str:
     writer = csv.writer(buf)
     writer.writerow(CSV_FIELDS)
     for row in rows:
-        writer.writerow(["" if (v := _get(row, f)) is None else (json.dumps(v) if isinstance(v, list) else v) for f in CSV_FIELDS])
+        writer.writerow(["" if (v := _get(row, f)) is None else (json.dumps(v) if isinstance(v, (list, dict)) else v) for f in CSV_FIELDS])
     return buf.getvalue()
 
 
@@ -184,8 +115,6 @@ def print_table(manifest: dict, rows: list[dict], console=None) -> None:
 
 
 def write_reports(run_dir, formats: list[str], results: dict, comparison: dict | None = None) -> list[Path]:
-    from toolkit import compare
-
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     rows = results["rows"]
@@ -197,7 +126,7 @@ def write_reports(run_dir, formats: list[str], results: dict, comparison: dict |
         elif fmt == "csv":
             write_atomic(path, csv_text(rows))
         elif fmt == "html":
-            from toolkit.html_report import html
+            from deploycmp.html_report import html
 
             write_atomic(path, html(manifest, results, comparison))
         else:

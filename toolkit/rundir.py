@@ -8,8 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from toolkit import SCHEMA
-from toolkit.errors import UsageError
+from deploycmp import READABLE_SCHEMAS, SCHEMA
+from deploycmp.errors import UsageError
 
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
@@ -123,7 +123,8 @@ def artifact_sha256(artifact: dict) -> str | None:
     return hashlib.sha256("\n".join(f"{p} {h}" for p, h in files).encode()).hexdigest()
 
 
-def load_manifest(run_dir) -> dict:
+def load_manifest(run_dir, for_measuring: bool = False) -> dict:
+    """The run's manifest. Reports and validate read older schemas; measuring (bench) needs the current one."""
     run_dir = Path(run_dir)
     path = run_dir / MANIFEST
     if not run_dir.is_dir():
@@ -134,8 +135,13 @@ def load_manifest(run_dir) -> dict:
         manifest = read_json(path)
     except (OSError, ValueError) as e:
         raise UsageError(f"{path} is not readable JSON: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        raise UsageError(f"{path}: unsupported manifest schema {manifest.get('schema') if isinstance(manifest, dict) else '?'} (this deploycmp reads schema {SCHEMA})")
+    schema = manifest.get("schema") if isinstance(manifest, dict) else None
+    if schema not in READABLE_SCHEMAS:
+        raise UsageError(f"{path}: unsupported manifest schema {schema if schema is not None else '?'} (this deploycmp "
+                         f"reads schemas {', '.join(map(str, READABLE_SCHEMAS))})")
+    if for_measuring and schema != SCHEMA:
+        raise UsageError(f"{run_dir} was made by an older deploycmp (run directory schema {schema}): report and "
+                         f"validate read it, but to measure it again export it anew (deploycmp export ... --out NEW_DIR)")
     return manifest
 
 

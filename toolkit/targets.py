@@ -15,12 +15,10 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from toolkit import gpu
-from toolkit.errors import UsageError
+from deploycmp import gpu, runtimes
+from deploycmp.errors import UsageError
 
 DEVICES = ("cpu", "cuda")
-ON_DEVICE_RUNTIMES = ("litert", "executorch", "onnxruntime")
-GPU_RUNTIMES = ("torch", "torchscript", "torch-export", "onnxruntime", "tensorflow")
 
 
 def usable_cpus() -> list[int]:
@@ -53,7 +51,7 @@ class Target:
         """Named in the target's runtimes list; without a list, every runtime that is not opt-in."""
         if self.runtimes is not None:
             return runtime in self.runtimes
-        import runtimes
+        from deploycmp import runtimes
 
         return not runtimes.opt_in(runtime)
 
@@ -83,10 +81,10 @@ class Target:
 
 BUILTIN = {
     "server-cpu": Target("server-cpu"),
-    "mobile-cpu": Target("mobile-cpu", threads=1, cores=1, runtimes=ON_DEVICE_RUNTIMES, memory_budget_mb=512,
+    "mobile-cpu": Target("mobile-cpu", threads=1, cores=1, runtimes=runtimes.on_device(), memory_budget_mb=512,
                          description="host CPU limited to 1 core, 1 thread, on-device runtimes only, 512 MB budget "
                                      "for what load + inference add; a phone-class budget, not a phone"),
-    "gpu": Target("gpu", device="cuda", runtimes=GPU_RUNTIMES),
+    "gpu": Target("gpu", device="cuda", runtimes=runtimes.on_gpu()),
 }
 
 KEYS = {f.name for f in fields(Target)} - {"name"} | {"base"}
@@ -99,7 +97,7 @@ def _positive_int(where: str, key: str, value) -> int:
 
 
 def _target_from_table(name: str, table, where: str) -> Target:
-    import runtimes
+    from deploycmp import runtimes
 
     if not isinstance(table, dict):
         raise UsageError(f"{where}: expected a table [targets.{name}], got {type(table).__name__}")

@@ -9,7 +9,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from toolkit.errors import DeployError, UsageError
+from deploycmp.errors import DeployError, UsageError
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".ts", ".torchscript")
 DEFAULT_IMAGE_SIZE = 224
@@ -114,11 +114,13 @@ def default_input_shape(name: str) -> list[int]:
     return [1, 3, size, size]
 
 
-def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0, num_classes: int | None = None):
-    """Load the user's model as asked. Returns (model in eval mode, record for the manifest, warnings)."""
+def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int | None = None, layout: str | None = None,
+          value_ranges: dict | None = None):
+    """Load the user's model as asked. `given`: the input specs from --input/--input-shape (may be empty).
+    Returns (model in eval mode, record for the manifest, warnings)."""
     import torch
 
-    from toolkit.data import IMAGENET
+    from deploycmp.data import IMAGENET
 
     kind = classify_spec(spec)
     warnings: list[str] = []
@@ -129,8 +131,6 @@ def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0,
     if kind in ("torchscript-file", "torch-export-file"):
         if not Path(spec).is_file():
             raise UsageError(f"model file not found: {spec}")
-        if input_shape is None:
-            raise UsageError(f"{spec} carries no input shape: pass --input-shape, e.g. --input-shape 1,3,224,224")
         model = _load_file(spec, kind)
         record["name"] = Path(spec).stem
         if weights not in ("auto",):
@@ -174,14 +174,110 @@ def build(spec: str, weights: str, input_shape: list[int] | None, seed: int = 0,
             model = torchvision.models.get_model(spec, weights=None, **head)
             _apply_state_dict(model, _load_state_dict_file(weights), weights)
             record["weights_file"] = str(weights)
-        if input_shape is None:
-            input_shape = default_input_shape(spec)
-    if input_shape is None:
-        raise UsageError(f"--model {spec}: pass --input-shape, e.g. --input-shape 1,3,224,224")
+        if not given:
+            from deploycmp.specs import InputSpec, with_batch
+
+            given = [InputSpec("x", "float32", with_batch(default_input_shape(spec)), layout="NCHW")]
     _eval(model)
-    record["input_shape"] = list(input_shape)
-    record["layout"] = "NCHW" if len(input_shape) == 4 else None
+    record["forward_params"] = forward_params(model)
+    record["inputs"] = describe_inputs(model, record["forward_params"], given, spec, layout, value_ranges or {})
     return model, record, warnings
+
+
+def forward_params(model) -> list[str] | None:
+    """The names forward() takes, in order (None when they cannot be read: a .pt2 file's module)."""
+    import inspect
+
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        try:
+            return [a.name for a in model.forward.schema.arguments[1:]]
+        except Exception:
+            return None
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names or None
+
+
+def describe_inputs(model, params: list[str] | None, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
+    """The input specs, in forward()'s order: given by --input (checked against forward's names), or one float
+    input from --input-shape named after forward's first argument."""
+    from deploycmp.specs import describe, to_dicts
+
+    if not given:
+        example = f"--input {params[0]}:float32:1,3,224,224" if params else "--input-shape 1,3,224,224"
+        raise UsageError(f"--model {spec}: give its inputs, e.g. {example}"
+                         + (f" (forward takes {', '.join(params)})" if params else ""))
+    if len(given) == 1 and given[0].name == "" and params:
+        given[0].name = params[0]
+    given = [g if g.name else type(g)(**{**g.__dict__, "name": "x"}) for g in given]
+    for g in given:
+        if g.layout is None and g.dtype == "float32" and len(g.shape) == 4:
+            g.layout = layout or "NCHW"
+    if params is not None:
+        unknown = [g.name for g in given if g.name not in params]
+        if unknown:
+            raise UsageError(f"--input {unknown[0]}: {spec} forward() takes {', '.join(params)}")
+        given = sorted(given, key=lambda g: params.index(g.name))
+    from deploycmp.specs import apply_ranges, check_ranges
+
+    apply_ranges(given, ranges)
+    _default_ranges(model, given)
+    check_ranges(given)
+    if params is not None:
+        required = [p for p in params if p not in {g.name for g in given} and _required(model, p)]
+        if required:
+            raise UsageError(f"{spec} forward() also needs {', '.join(required)}; give every input: {describe(given)}")
+    return to_dicts(given)
+
+
+def _required(model, param: str) -> bool:
+    import inspect
+
+    try:
+        return inspect.signature(model.forward).parameters[param].default is inspect.Parameter.empty
+    except (TypeError, ValueError, KeyError):
+        return True
+
+
+def _default_ranges(model, inputs: list) -> None:
+    """Token-id inputs without --value-range take the model's vocabulary: config.vocab_size, else the size of
+    its first embedding table."""
+    import torch
+
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is None:
+        emb = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None) if hasattr(model, "modules") else None
+        vocab = emb.num_embeddings if emb is not None else None
+    for s in inputs:
+        if s.value_range is None and s.dtype in ("int64", "int32") and not s.is_mask() and vocab:
+            s.value_range = [0, int(vocab)]
+
+
+def positional(record: dict) -> bool:
+    """Whether the inputs are forward()'s leading arguments in order, so they can be passed by position."""
+    names, params = [i["name"] for i in record["inputs"]], record.get("forward_params")
+    return params is None or params[:len(names)] == names
+
+
+def by_name(model, names: list[str]):
+    """The model behind a forward(*args) that passes its arguments by name: every exporter takes positional
+    arguments, and a model's inputs need not be its leading ones (input_ids, token_type_ids without a mask)."""
+    import torch
+
+    class ByName(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return self.inner(**dict(zip(names, args)))
+
+    return _eval(ByName(model))
 
 
 def _eval(model):
@@ -236,58 +332,64 @@ def load_source(run_dir: Path, record: dict, source_file: str):
             head = {"num_classes": record["num_classes"]} if record.get("num_classes") else {}
             model = torchvision.models.get_model(record["spec"], weights=None, **head)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return _eval(model)
+    model = _eval(model)
+    return model if positional(record) else by_name(model, [i["name"] for i in record["inputs"]])
 
 
-def count_gflops(model, x) -> float | None:
-    """Model GFLOPs for one call on numpy batch `x` (multiply-add = 2 FLOPs), or None if it cannot be counted."""
+def count_gflops(model, args) -> float | None:
+    """Model GFLOPs for one call on `args` (multiply-add = 2 FLOPs), or None if it cannot be counted."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
-            model(torch.from_numpy(x))
+            model(*args)
         return counter.get_total_flops() / 1e9
     except Exception:
         return None
 
 
-def batch_works(module, x) -> bool:
-    """Whether `module` takes a numpy batch `x` of another size than the export's and returns that many samples."""
+def batch_works(module, args) -> bool:
+    """Whether `module` takes `args` of another batch size than the export's and returns that many samples."""
     import torch
 
-    other = torch.from_numpy(x)
+    from deploycmp.outputs import flatten
+
     try:
         with torch.no_grad():
-            out = module(other)
-        first = out[0] if isinstance(out, (tuple, list)) else out
-        return int(first.shape[0]) == int(other.shape[0])
+            out = flatten(module(*args))
+        return all(o.shape[:1] == args[0].shape[:1] for o in out.values())
     except Exception:
         return False
 
 
-def example(x):
-    """A numpy batch as the framework's own input."""
+def example(feed: dict, inputs: list) -> tuple:
+    """A feed as the model's positional arguments, each a tensor of its spec's dtype (bf16 and fp16 too)."""
     import numpy as np
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(x))
+    out = []
+    for s in inputs:
+        t = torch.from_numpy(np.ascontiguousarray(feed[s.name]))
+        out.append(t.to(getattr(torch, s.dtype)) if s.dtype in ("bfloat16", "float16") else t)
+    return tuple(out)
 
 
-def reference_outputs(model, x) -> list:
-    """The golden outputs, one sample per call: kernels differ by batch size, and batch 1 is the common case."""
+def reference_outputs(model, feed: dict, inputs: list) -> dict:
+    """The golden outputs by name, one sample per call: kernels differ by batch size, and batch 1 is the common case."""
     import numpy as np
     import torch
 
-    from runtimes.torch_common import outputs_to_numpy
+    from deploycmp.outputs import flatten
 
+    n = len(next(iter(feed.values())))
     with torch.inference_mode():
-        chunks = [outputs_to_numpy(model(torch.from_numpy(x[i:i + 1]))) for i in range(len(x))]
-    return [np.concatenate(parts) for parts in zip(*chunks)]
+        chunks = [flatten(model(*example({k: a[i:i + 1] for k, a in feed.items()}, inputs))) for i in range(n)]
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
 def set_threads(threads: int) -> None:
-    import torch
+    from deploycmp.runtimes.torch_common import set_threads as set_torch_threads
 
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)

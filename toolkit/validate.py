@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from exporters import EXPORTERS, QUANTIZATIONS
-from toolkit.errors import UsageError
-from toolkit.rundir import write_atomic
+from deploycmp.exporters import EXPORTERS, QUANTIZATIONS
+from deploycmp.errors import UsageError
+from deploycmp.rundir import write_atomic
 
 FORMATS = (*EXPORTERS, "eager")
 

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from toolkit.isolation import child_main
+from deploycmp.isolation import child_main
 
 
 def to_layout(x, src: str | None, dst: str | None):
@@ -23,15 +23,17 @@ def to_layout(x, src: str | None, dst: str | None):
     raise ValueError(f"cannot convert layout {src} to {dst}")
 
 
-def batches(x, batch: int):
-    """Split samples into batches of exactly `batch`; the last one is padded by repeating samples."""
+def batches(feed: dict, batch: int):
+    """Split a feed into feeds of exactly `batch` samples, every input together; the last one is padded by
+    repeating its samples. Yields (feed, real samples in it)."""
     import numpy as np
 
-    for i in range(0, len(x), batch):
-        chunk = x[i:i + batch]
-        real = len(chunk)
+    n = len(next(iter(feed.values())))
+    for i in range(0, n, batch):
+        chunk = {k: a[i:i + batch] for k, a in feed.items()}
+        real = len(next(iter(chunk.values())))
         if real < batch:
-            chunk = np.concatenate([chunk, np.resize(chunk, (batch - real, *chunk.shape[1:]))])
+            chunk = {k: np.concatenate([a, np.resize(a, (batch - real, *a.shape[1:]))]) for k, a in chunk.items()}
         yield chunk, real
 
 
@@ -112,25 +114,29 @@ def observed(session, wall_s: float, cpu_s: float) -> dict:
     out = {"affinity": sorted(os.sched_getaffinity(0)), "os_threads": len(os.listdir("/proc/self/task")),
            "cores_busy": cpu_s / wall_s if wall_s > 0 else None}
     if session.device == "cuda":
-        from toolkit import gpu
+        from deploycmp import gpu
 
         out["gpu"] = (gpu.devices() or [None])[0]
     return out
 
 
-def save_samples(spec: dict, x, golden, got, labels) -> dict:
-    """The flipped and most-drifted samples: indices in the row, inputs and both outputs in an .npz beside it."""
+def save_samples(spec: dict, feed: dict, golden: dict, got: dict, labels, kinds: dict) -> dict:
+    """The flipped and most-drifted samples: indices in the row; their inputs (input/NAME), the source's outputs
+    (reference/NAME) and the artifact's (output/NAME) in an .npz beside it."""
     import numpy as np
 
-    from toolkit.drift import samples_to_look_at
+    from deploycmp.drift import samples_to_look_at
 
-    found = samples_to_look_at(golden, got, labels)
+    found = samples_to_look_at(golden, got, labels, kinds)
     idx = sorted({e["index"] for e in found["flipped"] + found["largest_drift"]})
     path = Path(spec["samples_file"])
     tmp = path.with_name(path.name + ".tmp")
+    arrays = {"index": np.array(idx, dtype=np.int64), **{f"input/{k}": a[idx] for k, a in feed.items()},
+              **{f"reference/{k}": a[idx] for k, a in golden.items()}, **{f"output/{k}": a[idx] for k, a in got.items()}}
+    if labels is not None:
+        arrays["labels"] = labels[idx]
     with open(tmp, "wb") as f:
-        np.savez(f, index=np.array(idx, dtype=np.int64), x=x[idx], **{f"reference_y{i}": g[idx] for i, g in enumerate(golden)},
-                 **{f"y{i}": a[idx] for i, a in enumerate(got)}, **({"labels": labels[idx]} if labels is not None else {}))
+        np.savez(f, **arrays)
     os.replace(tmp, path)
     found["flipped_count"] = len(found["flipped"])
     found["flipped"] = found["flipped"][:50]
@@ -142,7 +148,7 @@ def device_memory(session) -> dict:
     """GPU rows: the device memory the row used, and how it was read."""
     if session.device == "cpu":
         return {}
-    from toolkit import gpu
+    from deploycmp import gpu
 
     mb = session.device_memory_mb()
     if mb is not None:
@@ -157,9 +163,11 @@ def measure_row(spec: dict) -> dict:
     spawn_t = float(os.environ.get("DEPLOYCMP_SPAWN_T", time.monotonic()))
     import numpy as np
 
-    import runtimes
-    from toolkit.drift import drift
-    from toolkit.latency import summarize
+    from deploycmp import runtimes
+    from deploycmp.drift import drift
+    from deploycmp.export_worker import read_feed
+    from deploycmp.latency import summarize
+    from deploycmp.outputs import match
 
     rt = runtimes.get(spec["runtime"])
     for module in getattr(rt, "IMPORTS", rt.REQUIRES):  # import time and memory belong to the import phase
@@ -170,23 +178,29 @@ def measure_row(spec: dict) -> dict:
     session = rt.load(artifact, run_dir, spec["threads"], spec.get("device", "cpu"))
     t_load = time.monotonic()
 
-    with np.load(run_dir / "reference.npz") as ref:
-        x = ref["x"]
-        golden = [ref[f"y{i}"] for i in range(sum(1 for k in ref.files if k.startswith("y")))]
-        labels = ref["labels"] if "labels" in ref.files else None
-    src_layout, dst_layout = spec.get("reference_layout"), artifact.get("layout")
-    chunks = list(batches(x, batch))
-    first = session.prepare(to_layout(chunks[0][0], src_layout, dst_layout))
-    outputs = [session.to_numpy(session.run(first))]
+    inputs = {i["name"]: i for i in spec["inputs"]}
+    feed, golden, labels = read_feed(run_dir / spec["reference"])
+    feed = {k: to_layout(a, inputs[k].get("layout"), artifact.get("layout")) for k, a in feed.items()}
+    names, kinds = [o["name"] for o in spec["outputs"]], {o["name"]: o["kind"] for o in spec["outputs"]}
+    chunks = list(batches(feed, batch))
+    first = session.prepare(chunks[0][0])
+    outputs = [match(session.to_numpy(session.run(first)), names)]
     t_first = time.monotonic()
 
     for chunk, _ in chunks[1:]:
-        outputs.append(session.to_numpy(session.run(session.prepare(to_layout(chunk, src_layout, dst_layout)))))
+        outputs.append(match(session.to_numpy(session.run(session.prepare(chunk))), names))
     for outs in outputs:
-        if any(o.shape[0] != batch for o in outs):
-            raise RuntimeError(f"runtime returned {outs[0].shape[0]} samples for a batch of {batch}")
-    got = [np.concatenate([outs[i][:real] for outs, (_, real) in zip(outputs, chunks)]) for i in range(len(golden))]
-    row = {"drift": drift(golden, got, labels), "samples_to_look_at": save_samples(spec, x, golden, got, labels)}
+        if any(o.shape[0] != batch for o in outs.values()):
+            raise RuntimeError(f"runtime returned {next(iter(outs.values())).shape[0]} samples for a batch of {batch}")
+    got = {n: np.concatenate([outs[n][:real] for outs, (_, real) in zip(outputs, chunks)]) for n in names}
+    mask = next((feed[k] for k, i in inputs.items() if i["dtype"] not in ("float32", "float16", "bfloat16")
+                 and "mask" in k.lower()), None)
+    row = {"drift": drift(golden, got, labels, kinds, mask),
+           "samples_to_look_at": save_samples(spec, feed, golden, got, labels, kinds),
+           "conversions": dict(getattr(session, "conversions", {}))}
+    for k, i in inputs.items():
+        if i.get("layout") and artifact.get("layout") and i["layout"] != artifact["layout"] and feed[k].ndim == 4:
+            row["conversions"][f"{k} layout"] = f"{i['layout']} -> {artifact['layout']} (the artifact's layout)"
 
     timed, clock = timer(session)
     wall0, cpu0 = time.perf_counter(), cpu_seconds()
@@ -212,7 +226,7 @@ def measure_row(spec: dict) -> dict:
 
 
 def measure_peak(spec: dict) -> dict:
-    from toolkit.environment import matmul_peak_gflops
+    from deploycmp.environment import matmul_peak_gflops
 
     return {"peak_gflops": matmul_peak_gflops(), "affinity": sorted(os.sched_getaffinity(0))}
 

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-import exporters
-import runtimes
+from deploycmp import exporters
+from deploycmp import runtimes
 from tests.tiny_models import tiny_cnn
-from toolkit.export_worker import Source
-from toolkit.rundir import describe_files
+from deploycmp.export_worker import Source
+from deploycmp.rundir import describe_files
 
 
 @pytest.fixture(scope="module")

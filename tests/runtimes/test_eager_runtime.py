@@ -2,9 +2,9 @@
 import numpy as np
 import torch
 
-import runtimes
+from deploycmp import runtimes
 from tests.tiny_models import tiny_cnn
-from toolkit import torch_source as models
+from deploycmp import torch_source as models
 
 
 def _roundtrip(tmp_path, model, record):

@@ -2,9 +2,9 @@
 run on server-cpu plans exactly the rows it did before. Plans only; nothing here imports TensorFlow."""
 import sys
 
-import runtimes
-from toolkit.bench import plan
-from toolkit.targets import BUILTIN, parse_targets
+from deploycmp import runtimes
+from deploycmp.bench import plan
+from deploycmp.targets import BUILTIN, parse_targets
 from tests.conftest import REPO, deploycmp
 
 OPT_IN = {"keras-predict", "tf-function"}

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from toolkit import data
-from toolkit.errors import UsageError
+from deploycmp import data
+from deploycmp.errors import UsageError
 
 
 def test_random_is_seeded_and_recorded():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from toolkit.drift import drift, samples_to_look_at
+from deploycmp.drift import drift, samples_to_look_at
 
 
 def test_metrics_match_hand_computation():

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import deploycmp
-from toolkit import plots
-from toolkit.html_report import html
-from toolkit.report import hosts_of, warnings_of
+from deploycmp import plots
+from deploycmp.html_report import html
+from deploycmp.report import hosts_of, warnings_of
 
 EVIL = '<script>alert("x")</script> & more'
 

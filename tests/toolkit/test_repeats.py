@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from toolkit.latency import quantile_ci95
-from toolkit.repeats import bootstrap_ci95, combine
+from deploycmp.latency import quantile_ci95
+from deploycmp.repeats import bootstrap_ci95, combine
 
 
 def _calls(center, n=60, seed=0):

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from toolkit.errors import UsageError
-from toolkit.rundir import changed_files, describe_files, gzip_size, load_manifest, write_atomic
+from deploycmp.errors import UsageError
+from deploycmp.rundir import changed_files, describe_files, gzip_size, load_manifest, write_atomic
 
 
 def test_write_atomic_leaves_only_the_file(tmp_path):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from toolkit import torch_source as models
-from toolkit.errors import DeployError, UsageError
+from deploycmp import torch_source as models
+from deploycmp.errors import DeployError, UsageError
 
 NAME = "squeezenet1_1"  # a small torchvision model with pretrained weights
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import UsageError
-from toolkit.validate import (
+from deploycmp.errors import UsageError
+from deploycmp.validate import (
     Policy,
     Thresholds,
     check,
