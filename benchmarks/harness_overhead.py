@@ -26,8 +26,8 @@ from deploycmp.runtimes.onnxruntime import load
 threads, runs = int(sys.argv[2]), int(sys.argv[4])
 artifact = json.loads(sys.argv[1])
 session = load(artifact, artifact["run_dir"], threads)
-x = np.load(os.path.join(artifact["run_dir"], "reference.npz"))["x"][:1]
-sess, names, feed = session.sess, session.output_names, {session.input_name: x}
+x = np.load(os.path.join(artifact["run_dir"], "reference.npz"))["input/x"][:1]
+sess, names, feed = session.sess, session.output_names, {session.input_metadata()[0].name: x}
 end = time.perf_counter() + 1.0
 while time.perf_counter() < end:
     sess.run(names, feed)

@@ -40,7 +40,7 @@ class ExecuTorchSession(Session):
         from executorch.extension.pybindings import portable_lib
 
         return {"runtime": NAME, "version": self._version, "threads": portable_lib._threadpool_get_thread_count(),
-                "device": "cpu", "delegate": "XNNPACK", "inputs": {m.name: m.shape for m in self.meta}}
+                "device": "cpu", "delegate": "XNNPACK", "inputs": {m.name: {"dtype": m.dtype, "shape": m.shape} for m in self.meta}}
 
     def input_metadata(self):
         return self.meta

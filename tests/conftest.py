@@ -17,6 +17,16 @@ def deploycmp(*args, env=None, timeout=900):
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def plugin_env(tmp_path, group: str, name: str, module: str) -> dict:
+    """The environment of a process that sees an installed package registering `name = module` as an entry point
+    in `group`, the way a third-party plug-in registers an exporter or runtime (a bare .dist-info on PYTHONPATH)."""
+    dist = Path(tmp_path) / "plugins" / "deploycmp_test_plugin-0.0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: deploycmp-test-plugin\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\n{name} = {module}\n")
+    return {"PYTHONPATH": os.pathsep.join([str(dist.parent), str(REPO)])}
+
+
 def rows_by_id(run_dir) -> dict:
     return {r["id"]: r for r in json.loads((Path(run_dir) / "results.json").read_text())["rows"]}
 

@@ -1,8 +1,8 @@
-"""Test-only runtime: ONNX Runtime with a sleep added to every call, registered over the real one through
-DEPLOYCMP_RUNTIMES=onnxruntime=tests.slow_onnxruntime, so a baseline comparison has a row that really got slower."""
+"""Test-only runtime: ONNX Runtime with a sleep added to every call, registered over the real one by an entry
+point (group deploycmp.runtimes: onnxruntime = tests.slow_onnxruntime, see tests/conftest.plugin_env), so a baseline comparison has a row that really got slower."""
 import time
 
-from deploycmp.runtimes.onnxruntime import DEVICES, FORMATS, NAME, REQUIRES, OrtSession  # noqa: F401
+from deploycmp.runtimes.onnxruntime import DEVICES, FORMATS, NAME, ON_DEVICE, REQUIRES, OrtSession  # noqa: F401
 from deploycmp.runtimes.onnxruntime import load as load_fast
 
 DELAY_S = 0.02

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import FAST, deploycmp, rows_by_id
+from tests.conftest import FAST, deploycmp, plugin_env, rows_by_id
 from deploycmp.compare import compare, regressions, verdict
 
 SLOWED = "onnx-none-onnxruntime-server-cpu-b1"
@@ -20,7 +20,8 @@ def slowed_run(tiny_run, tmp_path_factory):
     """A copy of the tiny run where one row was measured again with 20 ms added to every call."""
     out = shutil.copytree(tiny_run, tmp_path_factory.mktemp("slowed") / "run")
     (out / "results" / f"{SLOWED}.json").unlink()
-    proc = deploycmp("bench", out, "--batch", "1,2", *FAST, env={"DEPLOYCMP_RUNTIMES": "onnxruntime=tests.slow_onnxruntime"})
+    env = plugin_env(tmp_path_factory.mktemp("plugin"), "deploycmp.runtimes", "onnxruntime", "tests.slow_onnxruntime")
+    proc = deploycmp("bench", out, "--batch", "1,2", *FAST, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
@@ -121,10 +122,11 @@ def test_merge_refuses_rows_measured_on_other_files(tiny_run, tmp_path):
     (["merge", "{run}", "{run}/manifest.json"], {}, "not a deploycmp results file"),
     (["merge", "{run}", "{run}/reference.npz"], {}, "is not readable JSON"),
     (["bench", "{run}", "--repeat", "0"], {}, "--repeat must be positive"),
-    (["bench", "{run}"], {"DEPLOYCMP_RUNTIMES": "onnxruntime"}, "expected name=package.module"),
-    (["bench", "{run}"], {"DEPLOYCMP_RUNTIMES": "onnxruntime=no.such.module"}, "runtime onnxruntime: No module named"),
+    (["bench", "{run}"], ("onnxruntime", "no.such.module"),
+     "runtime onnxruntime (entry point in deploycmp.runtimes): No module named"),
 ])
-def test_bad_baseline_merge_and_runtime_input_is_one_line(tiny_run, args, env, message):
+def test_bad_baseline_merge_and_runtime_input_is_one_line(tiny_run, tmp_path, args, env, message):
+    env = plugin_env(tmp_path, "deploycmp.runtimes", *env) if env else {}
     proc = deploycmp(*[a.format(run=tiny_run) for a in args], env=env)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 

@@ -13,10 +13,13 @@ PATHS = {("eager", "torch"), ("torchscript", "torchscript"), ("torch-export", "t
 
 def test_tiny_run_files_and_keys(tiny_run):
     manifest = json.loads((tiny_run / "manifest.json").read_text())
-    assert manifest["schema"] == 1 and manifest["model"]["input_shape"] == [1, 3, 16, 16]
+    assert manifest["schema"] == 2 and manifest["model"]["input_shape"] == [1, 3, 16, 16]
+    assert manifest["model"]["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 3, 16, 16],
+                                            "value_range": None, "layout": "NCHW"}]
+    assert manifest["model"]["outputs"] == [{"name": "output", "dtype": "float32", "shape": ["batch", 10], "kind": "logits"}]
     assert {"torch", "onnxruntime", "numpy"} <= set(manifest["environment"]["versions"])
     for artifact in manifest["artifacts"]:
-        assert artifact["status"] == "ok" and artifact["dynamic_batch"] is True
+        assert artifact["status"] == "ok" and artifact["dynamic_batch"] is True and artifact["dynamic_dims"] == ["batch"]
         assert artifact["size_bytes"] == sum(f["bytes"] for f in artifact["files"]) > 0
         assert all(len(f["sha256"]) == 64 for f in artifact["files"])
     rows = rows_by_id(tiny_run)

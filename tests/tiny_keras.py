@@ -38,3 +38,21 @@ def make(path: Path, trained: bool = False) -> Path:
     subprocess.run([sys.executable, "-c", SCRIPT, str(path), "trained" if trained else "random", "8" if trained else "16"],
                    check=True, capture_output=True)
     return path
+
+
+TWO_INPUTS = r"""
+import sys
+import keras
+keras.utils.set_random_seed(0)
+ids = keras.Input((16,), dtype="int32", name="ids")
+feats = keras.Input((8,), name="feats")
+h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(1000, 8)(ids))
+h = keras.layers.Concatenate()([h, keras.layers.Dense(8, activation="relu")(feats)])
+keras.Model([ids, feats], keras.layers.Dense(5)(h)).save(sys.argv[1])
+"""
+
+
+def make_two_inputs(path: Path) -> Path:
+    """A functional Keras model with two named inputs (int32 token ids [16], float features [8]) -> 5 logits."""
+    subprocess.run([sys.executable, "-c", TWO_INPUTS, str(path)], check=True, capture_output=True)
+    return path

@@ -145,3 +145,20 @@ class MaskedEncoder(TinyEncoder):
 def masked_encoder():
     torch.manual_seed(0)
     return MaskedEncoder()
+
+
+class OptionalMask(nn.Module):
+    """forward(mask=None, ids=None): the inputs are not forward's leading arguments, as in many Hugging Face models."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(1000, 4)
+
+    def forward(self, mask=None, ids=None):
+        h = self.emb(ids)
+        return (h if mask is None else h * mask[..., None]).sum(1)
+
+
+def optional_mask():
+    torch.manual_seed(0)
+    return OptionalMask()

@@ -113,8 +113,8 @@ def _npz(path: str, inputs: list, per_sample: dict, samples: int):
             if not (kinds <= {"f"} or kinds <= {"i", "u", "b"}):
                 raise UsageError(f"{path}: {s.name} is {a.dtype}, the model takes {s.dtype}")
             feed[s.name] = a.astype(numpy_dtype(s.dtype))
-    if len({len(a) for a in feed.values()}) != 1:
-        raise UsageError(f"{path}: the input arrays hold different numbers of samples")
+    if len({len(a) for a in feed.values()} | ({len(y)} if y is not None else set())) != 1:
+        raise UsageError(f"{path}: the input arrays (and labels) hold different numbers of samples")
     return feed, y, {"kind": "npz", "path": str(path)}
 
 

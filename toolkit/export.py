@@ -187,7 +187,7 @@ def write_reference(out: Path, src, model, record: dict, inputs: list, dims: dic
     try:
         outputs = src.reference_outputs(model, feed, inputs)
     except Exception as e:  # the usual cause is an input the model does not take
-        raise UsageError(f"{record['spec']} fails on inputs {describe(inputs)} at {dims or 'the given shape'}: "
+        raise UsageError(f"{record['spec']} fails on inputs {describe(inputs)}{f' at {dims}' if dims else ''}: "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     key = point_key(dims)
     names = (REFERENCE, CALIBRATION) if not key else (f"reference.{key}.npz", f"calibration.{key}.npz")
@@ -219,9 +219,9 @@ def describe_outputs(outputs: dict, inputs: list, dims: dict) -> list[OutputSpec
     for name, a in outputs.items():
         kind = output_kind(a.shape, inputs, dims)
         shape = [BATCH, *a.shape[1:]]
-        if kind == "sequence":
-            seq = next(s.shape[1] for s in inputs if len(s.shape) >= 2 and isinstance(s.shape[1], str))
-            shape[1] = seq
+        named = [s.shape[1] for s in inputs if len(s.shape) >= 2 and isinstance(s.shape[1], str)]
+        if kind == "sequence" and named:
+            shape[1] = named[0]
         specs.append(OutputSpec(name, str(a.dtype), shape, kind))
     return specs
 

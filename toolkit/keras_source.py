@@ -116,6 +116,8 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     Returns (model, record for the manifest, warnings)."""
     import keras
 
+    given = list(given or [])
+
     input_shape = [1, *given[0].shape[1:]] if len(given) == 1 and all(isinstance(d, int) for d in given[0].shape[1:]) else None
 
     if num_classes is not None:
@@ -153,6 +155,8 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
 def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
     """The model's own inputs (names, dtypes, shapes; a free axis 1 of an integer input is `sequence`), each
     replaced by the --input of the same name; --input-shape gives a single-input model its shape."""
+    from dataclasses import replace
+
     from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, to_dicts, with_batch
 
     own = []
@@ -165,7 +169,7 @@ def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: d
         own.append(InputSpec(_name(t, i), dtype, shape))
     if len(given) == 1 and not given[0].name:
         given = [InputSpec(own[0].name if len(own) == 1 else "x", given[0].dtype, given[0].shape)]
-    by_name = {g.name: g for g in given}
+    by_name = {g.name: replace(g) for g in given}
     unknown = [n for n in by_name if n not in {o.name for o in own}]
     if unknown:
         raise UsageError(f"--input {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")

@@ -94,21 +94,22 @@ def csv_text(rows: list[dict]) -> str:
 
 def print_table(manifest: dict, rows: list[dict], console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(width=None if sys.stdout.isatty() else 200)
-    console.print(heading(manifest))
+    console.print(heading(manifest), markup=False, highlight=False)
     for w in warnings_of(manifest, rows):
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
     groups = hosts_of(rows)
     for name, host_rows in groups.items():
         table = Table(show_lines=False, header_style="bold",
-                      title=f"host {name}: {describe_host(host_rows[0])}" if len(groups) > 1 else None)
+                      title=escape(f"host {name}: {describe_host(host_rows[0])}") if len(groups) > 1 else None)
         for col in COLUMNS:
             table.add_column(col, justify="left" if col in LEFT else "right", overflow="fold",
                              max_width=60 if col == "note" else None)
         for row in host_rows:
-            table.add_row(*cells(row))
+            table.add_row(*map(escape, cells(row)))
         console.print(table)
     for name, desc in targets_of(rows).items():
         console.print(f"{name}: {desc}", highlight=False)

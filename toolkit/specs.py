@@ -95,7 +95,7 @@ def parse_input(text: str) -> InputSpec:
         raise UsageError(f"--input {text!r}: {name!r} is not a valid input name")
     if dtype not in DTYPES:
         raise UsageError(f"--input {text!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    dims = [parse_dim(d, f"--input {text!r}") for d in shape.replace("x", ",").split(",")]
+    dims = [parse_dim(d, f"--input {text!r}") for d in shape.split(",")]
     return InputSpec(name, dtype, with_batch(dims))
 
 
@@ -111,6 +111,8 @@ def parse_sweeps(items: tuple | list, batch: str | None = None) -> dict:
         name, sep, values = text.partition("=")
         if not sep or not name.strip().isidentifier():
             raise UsageError(f"--shape {text!r}: expected NAME=V1,V2, e.g. sequence=16,64")
+        if name.strip() in sweeps:
+            raise UsageError(f"--shape {name.strip()} is given twice: give its sizes once, e.g. {name.strip()}=16,64")
         sizes = split_list(values, f"--shape {text!r}", int)
         if any(v <= 0 for v in sizes):
             raise UsageError(f"--shape {text!r}: sizes must be positive integers")
@@ -134,7 +136,7 @@ def parse_value_ranges(items: tuple | list) -> dict:
             low, high = (int(v) for v in bounds.split(","))
         except ValueError:
             raise UsageError(f"--value-range {text!r}: expected NAME:LOW,HIGH, e.g. ids:0,1000") from None
-        if not sep or high <= low:
+        if not sep or not name.strip() or high <= low:
             raise UsageError(f"--value-range {text!r}: expected NAME:LOW,HIGH with LOW < HIGH")
         out[name.strip()] = [low, high]
     return out
@@ -190,10 +192,12 @@ def check_ranges(inputs: list[InputSpec]) -> None:
 
 
 def output_kind(shape: tuple, inputs: list[InputSpec], dims: dict) -> str:
-    """logits: [batch, classes>1]; sequence: [batch, sequence, ...] when an input has that sequence axis."""
+    """logits: [batch, classes>1]; sequence: [batch, sequence, ...] when an input has that sequence axis (a named
+    axis 1, or axis 1 of token ids / masks)."""
     if len(shape) == 2 and shape[1] > 1:
         return "logits"
-    seq = {s.resolve({BATCH: 1, **dims})[1] for s in inputs if len(s.shape) >= 2 and isinstance(s.shape[1], str)}
+    seq = {s.resolve({BATCH: 1, **dims})[1] for s in inputs
+           if len(s.shape) >= 2 and (isinstance(s.shape[1], str) or s.dtype not in FLOAT_DTYPES)}
     if len(shape) >= 2 and shape[1] in seq:
         return "sequence"
     return "other"

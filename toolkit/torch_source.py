@@ -120,6 +120,8 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     Returns (model in eval mode, record for the manifest, warnings)."""
     import torch
 
+    given = list(given or [])
+
     from deploycmp.data import IMAGENET
 
     kind = classify_spec(spec)
@@ -206,15 +208,15 @@ def forward_params(model) -> list[str] | None:
 def describe_inputs(model, params: list[str] | None, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
     """The input specs, in forward()'s order: given by --input (checked against forward's names), or one float
     input from --input-shape named after forward's first argument."""
+    from dataclasses import replace
+
     from deploycmp.specs import describe, to_dicts
 
     if not given:
         example = f"--input {params[0]}:float32:1,3,224,224" if params else "--input-shape 1,3,224,224"
         raise UsageError(f"--model {spec}: give its inputs, e.g. {example}"
                          + (f" (forward takes {', '.join(params)})" if params else ""))
-    if len(given) == 1 and given[0].name == "" and params:
-        given[0].name = params[0]
-    given = [g if g.name else type(g)(**{**g.__dict__, "name": "x"}) for g in given]
+    given = [replace(g, name=g.name or (params[0] if params and len(given) == 1 else "x")) for g in given]
     for g in given:
         if g.layout is None and g.dtype == "float32" and len(g.shape) == 4:
             g.layout = layout or "NCHW"

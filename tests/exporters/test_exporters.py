@@ -1,19 +1,38 @@
-"""Each exporter on the tiny model, run back through its runtime adapter and compared with eager PyTorch."""
+"""Each exporter on the tiny models, run back through its runtime adapter and compared with eager PyTorch."""
 import numpy as np
 import pytest
 import torch
 
-from deploycmp import exporters
-from deploycmp import runtimes
-from tests.tiny_models import tiny_cnn
+from deploycmp import exporters, runtimes
 from deploycmp.export_worker import Source
 from deploycmp.rundir import describe_files
+from deploycmp.specs import InputSpec, to_dicts
+from tests.tiny_models import ids_and_features, tiny_cnn
+
+IMAGE = [InputSpec("x", "float32", ["batch", 3, 16, 16], layout="NCHW")]
+TWO = [InputSpec("ids", "int64", ["batch", 16], value_range=[0, 1000]), InputSpec("feats", "float32", ["batch", 8])]
+
+
+def _source(model, inputs, feed):
+    return Source(model.eval(), "torch", inputs, {k: a[:1] for k, a in feed.items()}, {"batch": 1}, inputs[0].layout,
+                  feed, outputs=["output"])
 
 
 @pytest.fixture(scope="module")
 def source():
-    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16), dtype=np.float32)
-    return Source(tiny_cnn().eval(), "torch", x[:1], "NCHW", x)
+    return _source(tiny_cnn(), IMAGE, {"x": np.random.default_rng(0).standard_normal((4, 3, 16, 16), dtype=np.float32)})
+
+
+@pytest.fixture(scope="module")
+def two_inputs():
+    rng = np.random.default_rng(0)
+    feed = {"ids": rng.integers(0, 1000, (4, 16)), "feats": rng.standard_normal((4, 8), dtype=np.float32)}
+    return _source(ids_and_features(), TWO, feed)
+
+
+def _artifact(tmp_path, fmt, details, inputs):
+    return {"main_file": f"{fmt}/{details['main_file']}", "layout": details["layout"], "model": {"inputs": to_dicts(inputs)},
+            **describe_files(tmp_path, tmp_path / fmt)}
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "onnx"])
@@ -22,27 +41,69 @@ def test_export_runs_on_its_runtimes_at_two_batch_sizes(fmt, source, tmp_path):
     out.mkdir()
     details = exporters.get(fmt).export(source, out, "none")
     assert (out / details["main_file"]).stat().st_size > 0
-    assert details["layout"] == "NCHW" and details["dynamic_batch"] is True
+    assert details["layout"] == "NCHW" and details["dynamic_dims"] == ["batch"]
     assert details["exporter"]["name"]
-    artifact = {"main_file": f"{fmt}/{details['main_file']}", "layout": details["layout"],
-                **describe_files(tmp_path, out)}
+    artifact = _artifact(tmp_path, fmt, details, IMAGE)
+    x = source.calibration["x"]
     with torch.no_grad():
-        expected = source.model(torch.from_numpy(source.calibration)).numpy()
+        expected = source.model(torch.from_numpy(x)).numpy()
     names = runtimes.for_format(fmt)
     assert names, f"no runtime runs {fmt}"
     for name in names:
         session = runtimes.get(name).load(artifact, tmp_path, threads=1)
         for batch in (1, 4):
-            got = session.to_numpy(session.run(session.prepare(source.calibration[:batch])))
-            assert len(got) == 1 and got[0].shape == (batch, 10)
-            np.testing.assert_allclose(got[0], expected[:batch], rtol=1e-4, atol=1e-5)
+            got = session.to_numpy(session.run(session.prepare({"x": x[:batch]})))
+            assert list(got) == ["output"] and got["output"].shape == (batch, 10)
+            np.testing.assert_allclose(got["output"], expected[:batch], rtol=1e-4, atol=1e-5)
         assert session.info()["threads"] == 1
 
 
-def test_onnx_records_the_exporter_and_opset(source, tmp_path):
-    details = exporters.get("onnx").export(source, tmp_path, "none")
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "onnx"])
+def test_two_typed_inputs_are_fed_by_name_in_any_order(fmt, two_inputs, tmp_path):
+    """int64 ids and float features: exported with their own names and dtypes, fed by name whatever the feed's
+    order, and a float where the artifact takes integers is refused rather than cast."""
+    out = tmp_path / fmt
+    out.mkdir()
+    details = exporters.get(fmt).export(two_inputs, out, "none")
+    artifact = _artifact(tmp_path, fmt, details, TWO)
+    feed = two_inputs.calibration
+    with torch.no_grad():
+        expected = two_inputs.model(torch.from_numpy(feed["ids"]), torch.from_numpy(feed["feats"])).numpy()
+    for name in runtimes.for_format(fmt):
+        session = runtimes.get(name).load(artifact, tmp_path, threads=1)
+        assert [(m.name, m.dtype) for m in session.input_metadata()] == [("ids", "int64"), ("feats", "float32")]
+        reordered = {"feats": feed["feats"], "ids": feed["ids"]}
+        got = session.to_numpy(session.run(session.prepare(reordered)))["output"]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        assert session.conversions == {}
+        with pytest.raises(TypeError, match="does not cast between integers and floats"):
+            session.prepare({"ids": feed["ids"].astype(np.float32), "feats": feed["feats"]})
+        with pytest.raises(ValueError, match="input feats: the artifact takes shape"):
+            session.prepare({"ids": feed["ids"], "feats": feed["feats"][:, :4]})
+
+
+def test_onnx_records_the_exporter_opset_and_its_inputs(two_inputs, tmp_path):
+    details = exporters.get("onnx").export(two_inputs, tmp_path, "none")
     assert details["exporter"]["dynamo"] is True
     assert details["exporter"]["opset"] >= 17
+    assert details["inputs"] == [{"name": "ids", "dtype": "int64", "shape": ["batch", 16]},
+                                 {"name": "feats", "dtype": "float32", "shape": ["batch", 8]}]
+
+
+def test_onnx_static_int8_uses_the_hosts_recipe_and_leaves_integer_inputs_alone(two_inputs, tmp_path):
+    import onnx
+
+    from deploycmp.exporters.onnx_quantization import static_recipe
+
+    details = exporters.get("onnx").export(two_inputs, tmp_path, "int8")
+    q = details["exporter"]["quantization"]
+    assert q["recipe"] in ("U8S8", "S8S8") and q["calibration_samples"] == 4
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    assert [i.type.tensor_type.elem_type for i in graph.graph.input] == [onnx.TensorProto.INT64, onnx.TensorProto.FLOAT]
+    assert static_recipe(["avx2", "avx512_vnni"], "x86_64")["name"] == "U8S8"
+    assert static_recipe(["avx2"], "x86_64")["reduce_range"] is True
+    assert static_recipe(["avx2", "avx512_vnni"], "x86_64")["reduce_range"] is False
+    assert static_recipe(["asimd", "asimddp"], "aarch64")["name"] == "S8S8"
 
 
 def test_unsupported_modes_say_why():

@@ -129,7 +129,7 @@ def test_savedmodel_directory_source_at_two_batch_sizes(tmp_path):
     # the TF converter leaves the batch axis free: one .tflite file, resized at load (litert-torch fixes it)
     tflite = rows["tflite-none-litert-server-cpu-b3"]
     assert tflite["artifact"] == "tflite-none" and tflite["runtime_info"]["resized_at_load"] is True
-    assert tflite["runtime_info"]["input_shape"] == [3, 16, 16, 3] and "resizes" in tflite["batch_strategy"]
+    assert [i["shape"] for i in tflite["runtime_info"]["inputs"].values()] == [[3, 16, 16, 3]] and "resizes" in tflite["batch_strategy"]
     assert rows["savedmodel-none-tensorflow-server-cpu-b3"]["artifact"] == "savedmodel-none"  # dynamic batch
     assert json.loads((out / "manifest.json").read_text())["model"]["kind"] == "savedmodel-dir"
 

@@ -5,6 +5,9 @@ import torch
 from deploycmp import runtimes
 from tests.tiny_models import tiny_cnn
 from deploycmp import torch_source as models
+from deploycmp.specs import InputSpec
+
+IMAGE = [InputSpec("", "float32", ["batch", 3, 16, 16])]
 
 
 def _roundtrip(tmp_path, model, record):
@@ -14,12 +17,12 @@ def _roundtrip(tmp_path, model, record):
     x = np.random.default_rng(1).standard_normal((2, 3, 16, 16), dtype=np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_array_equal(session.to_numpy(session.run(session.prepare(x)))[0], expected)
+    np.testing.assert_array_equal(session.to_numpy(session.run(session.prepare({"x": x})))["output"], expected)
 
 
 def test_factory_source(tmp_path):
-    model, record, _ = models.build("tests.tiny_models:tiny_cnn", "auto", [1, 3, 16, 16])
-    assert record["weights"] == "factory" and record["layout"] == "NCHW"
+    model, record, _ = models.build("tests.tiny_models:tiny_cnn", "auto", IMAGE)
+    assert record["weights"] == "factory" and record["inputs"][0]["layout"] == "NCHW"
     _roundtrip(tmp_path, model, record)
 
 
@@ -30,6 +33,6 @@ def test_torchscript_and_export_file_sources(tmp_path):
     batch = torch.export.Dim("batch")
     torch.export.save(torch.export.export(tiny_cnn().eval(), (torch.zeros(2, 3, 16, 16),), dynamic_shapes=({0: batch},)), str(pt2))
     for path, kind in ((ts, "torchscript-file"), (pt2, "torch-export-file")):
-        model, record, _ = models.build(str(path), "auto", [1, 3, 16, 16])
+        model, record, _ = models.build(str(path), "auto", IMAGE)
         assert record["kind"] == kind and record["weights"] == "file"
         _roundtrip(tmp_path / kind, model, record)

@@ -2,9 +2,11 @@
 import json
 import shutil
 
+import pytest
 import torch
 
 from tests.conftest import FAST, TINY, deploycmp
+from tests.tiny_models import tiny_cnn
 
 
 def _one_line_error(proc, status, *needles):
@@ -37,16 +39,45 @@ def test_unknown_format_and_quantization(tmp_path):
 
 def test_bad_shapes_factories_and_files(tmp_path):
     _one_line_error(deploycmp("export", *TINY[:2], "--input-shape", "1,3,x", "--out", tmp_path / "r"), 2, "--input-shape")
-    _one_line_error(deploycmp("export", *TINY[:2], "--input-shape", "1,3", "--out", tmp_path / "r"), 2, "fails on input of shape")
+    _one_line_error(deploycmp("export", *TINY[:2], "--input-shape", "1,3", "--out", tmp_path / "r"), 2, "fails on inputs")
     _one_line_error(deploycmp("export", "--model", "tests.tiny_models:not_a_module", "--input-shape", "1,3,8,8",
                               "--out", tmp_path / "r"), 2, "not a torch.nn.Module")
     _one_line_error(deploycmp("export", "--model", "tests.nowhere:f", "--input-shape", "1,3,8,8", "--out", tmp_path / "r"),
                     2, "cannot import")
     junk = tmp_path / "model.pt"
     junk.write_bytes(b"junk")
-    _one_line_error(deploycmp("export", "--model", junk, "--out", tmp_path / "r"), 2, "--input-shape")
     _one_line_error(deploycmp("export", "--model", junk, "--input-shape", "1,3,8,8", "--out", tmp_path / "r"), 2,
                     "could not be loaded as a TorchScript file")
+    traced = tmp_path / "traced.pt"
+    torch.jit.trace(tiny_cnn().eval(), torch.zeros(1, 3, 16, 16)).save(str(traced))
+    _one_line_error(deploycmp("export", "--model", traced, "--out", tmp_path / "r"), 2, "give its inputs", "--input x:")
+
+
+TWO = ["--model", "tests.tiny_models:ids_and_features"]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--input", "ids:int64"], ["NAME:DTYPE:SHAPE"]),
+    (["--input", "ids:int4:1,16"], ["dtype 'int4'"]),
+    (["--input", "ids:int64:1,0"], ["must be positive"]),
+    (["--input", "ids:int64:1,16", "--input", "ids:int64:1,16"], ["given twice"]),
+    (["--input", "ids:int64:1,16", "--input-shape", "1,16"], ["not both"]),
+    (["--input", "tokens:int64:1,16", "--input", "feats:float32:1,8"], ["forward() takes ids, feats"]),
+    (["--input", "ids:int64:1,16"], ["also needs feats"]),
+    (["--input", "ids:int64:batch,sequence", "--input", "feats:float32:1,8"], ["--shape sequence="]),
+    (["--input", "ids:int64:1,16", "--input", "feats:float32:1,8", "--shape", "width=4"], ["no input has a dimension"]),
+    (["--input", "ids:int64:1,16", "--input", "feats:float32:1,8", "--shape", "sequence"], ["NAME=V1,V2"]),
+    (["--input", "ids:int64:1,16", "--input", "feats:float32:1,8", "--value-range", "mask:0,2"], ["no input 'mask'"]),
+    (["--input", "ids:int64:1,16", "--input", "feats:float32:1,8", "--value-range", "ids:5,1"], ["LOW < HIGH"]),
+])
+def test_bad_inputs_shapes_and_ranges(tmp_path, args, needles):
+    _one_line_error(deploycmp("export", *TWO, *args, "--out", tmp_path / "r"), 2, *needles)
+
+
+def test_an_integer_input_needs_a_value_range(tmp_path):
+    # tiny_cnn has no embedding that could tell the range of an integer input
+    _one_line_error(deploycmp("export", "--model", "tests.tiny_models:tiny_cnn", "--input", "x:int64:1,3,16,16",
+                              "--out", tmp_path / "r"), 2, "--value-range x:LOW,HIGH")
 
 
 def test_not_a_run_directory(tmp_path):

@@ -3,13 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from deploycmp.drift import drift, samples_to_look_at
+from deploycmp.drift import drift, metrics, samples_to_look_at
 
 
 def test_metrics_match_hand_computation():
     ref = np.array([[1.0, 2.0, 3.0], [3.0, 0.0, 4.0]], dtype=np.float32)
     out = np.array([[1.0, 2.0, 4.0], [3.0, 0.0, 4.0]], dtype=np.float32)
-    d = drift([ref], [out])
+    d = drift({"logits": ref}, {"logits": out})
+    assert d["output"] == "logits" and d["kind"] == "logits"  # [batch, 3]: logits by its shape
     # error is 1 in one of 6 elements
     assert d["max_abs"] == 1.0
     assert d["mean_abs"] == pytest.approx(1 / 6)
@@ -23,44 +24,54 @@ def test_metrics_match_hand_computation():
     assert d["top1_agreement"] == 1.0  # argmax 2 and 2
     assert d["top5_overlap"] == 1.0  # only 3 classes: top-3 sets are equal
     assert d["identical"] is False and d["samples"] == 2
+    assert metrics(ref, out, "logits") == d["outputs"]["logits"]
 
 
 def test_top1_and_top5_disagreement():
     ref = np.array([[6, 5, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5, 6]], dtype=np.float32)
     out = ref.copy()
     out[0] = [0, 5, 4, 3, 2, 1, 6]  # top-1 moves from class 0 to 6; top-5 loses class 0, gains 6
-    d = drift([ref], [out])
+    d = drift({"logits": ref}, {"logits": out})
     assert d["top1_agreement"] == 0.5
     assert d["top5_overlap"] == pytest.approx((4 / 5 + 1) / 2)
 
 
 def test_identical_outputs_have_no_finite_sqnr():
     ref = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
-    d = drift([ref], [ref.copy()])
+    d = drift({"logits": ref}, {"logits": ref.copy()})
     assert d["identical"] is True and d["sqnr_db"] is None
     assert d["max_abs"] == 0.0 and d["rel_l2"] == 0.0 and d["cosine_min"] == pytest.approx(1.0)
 
 
-def test_several_outputs_are_compared_together():
+def test_several_outputs_are_reported_per_output_with_the_first_on_top():
     a, b = np.ones((2, 3), np.float32), np.zeros((2, 1), np.float32)
-    d = drift([a, b], [a, b + 2])
-    assert d["max_abs"] == 2.0
-    assert d["mean_abs"] == pytest.approx(2 * 2 / 8)
+    d = drift({"scores": a, "extra": b}, {"scores": a, "extra": b + 2})
+    assert list(d["outputs"]) == ["scores", "extra"] and d["output"] == "scores"
+    scores, extra = d["outputs"]["scores"], d["outputs"]["extra"]
+    assert scores["max_abs"] == 0.0 and scores["identical"] is True and scores["kind"] == "logits"
+    assert extra["max_abs"] == 2.0 and extra["mean_abs"] == pytest.approx(2.0) and extra["identical"] is False
+    assert extra["kind"] == "other" and extra["top1_agreement"] is None  # [batch, 1]: not logits
+    # the top level is the first output's, not a mix of both
+    assert d["max_abs"] == 0.0 and d["identical"] is True
+    assert {k: v for k, v in d.items() if k not in ("output", "outputs")} == scores
+    # the order of the reference decides which output is on top
+    d2 = drift({"extra": b, "scores": a}, {"scores": a, "extra": b + 2})
+    assert d2["output"] == "extra" and d2["max_abs"] == 2.0
 
 
 def test_bad_outputs_raise():
     ref = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError, match="shape"):
-        drift([ref], [np.ones((2, 4), np.float32)])
-    with pytest.raises(ValueError, match="count"):
-        drift([ref], [ref, ref])
+        drift({"y": ref}, {"y": np.ones((2, 4), np.float32)})
+    with pytest.raises(ValueError, match="no output 'y'"):
+        drift({"y": ref}, {"z": ref})
     with pytest.raises(ValueError, match="non-finite"):
-        drift([ref], [np.full((2, 3), np.nan, np.float32)])
+        drift({"y": ref}, {"y": np.full((2, 3), np.nan, np.float32)})
 
 
 def test_accuracy_against_hand_made_labels():
-    ref = [np.array([[3.0, 1, 0], [0, 2, 1], [1, 0, 2], [2, 1, 0]])]
-    out = [np.array([[3.0, 1, 0], [0, 2, 3], [1, 0, 2], [0, 3, 0]])]  # sample 1 flips 1 -> 2, sample 3 flips 0 -> 1
+    ref = {"logits": np.array([[3.0, 1, 0], [0, 2, 1], [1, 0, 2], [2, 1, 0]])}
+    out = {"logits": np.array([[3.0, 1, 0], [0, 2, 3], [1, 0, 2], [0, 3, 0]])}  # sample 1 flips 1 -> 2, sample 3 flips 0 -> 1
     labels = np.array([0, 1, 2, 1])
     d = drift(ref, out, labels)
     assert d["reference_accuracy"] == 0.75 and d["accuracy"] == 0.75  # loses sample 1, gains sample 3
@@ -72,3 +83,59 @@ def test_accuracy_against_hand_made_labels():
     assert seen["flipped"] == [{"index": 1, "reference_top1": 1, "top1": 2, "label": 1},
                                {"index": 3, "reference_top1": 0, "top1": 1, "label": 1}]
     assert [e["index"] for e in seen["largest_drift"]] == [3, 1]
+
+
+def test_top1_and_accuracy_only_for_logits():
+    ref = np.array([[3.0, 1, 0], [0, 2, 1]])
+    out = np.array([[0.0, 1, 3], [0, 2, 1]])  # top-1 of sample 0 would flip
+    for kind in ("other", "sequence"):
+        m = metrics(ref, out, kind, labels=np.array([0, 1]))
+        assert m["kind"] == kind and m["top1_agreement"] is None and m["top5_overlap"] is None
+        assert "accuracy" not in m and "reference_accuracy" not in m
+        assert m["max_abs"] == 3.0  # the other metrics still count
+    d = drift({"hidden": ref}, {"hidden": out}, np.array([0, 1]), kinds={"hidden": "other"})
+    assert d["top1_agreement"] is None and "accuracy" not in d
+    seen = samples_to_look_at({"hidden": ref}, {"hidden": out}, kinds={"hidden": "other"})
+    assert seen["flipped"] == [] and seen["largest_drift"][0]["index"] == 0  # no logits: nothing flips
+    assert metrics(ref, out, "logits")["top1_agreement"] == 0.5
+
+
+def test_sequence_output_leaves_out_padded_positions():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((2, 4, 3)).astype(np.float32)  # [batch, sequence, hidden]
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.int64)
+    padded = ref.copy()
+    padded[0, 3] += 5.0  # mask 0
+    padded[1, 2:] -= 7.0  # mask 0
+    d = drift({"hidden": ref}, {"hidden": padded}, kinds={"hidden": "sequence"}, mask=mask)
+    assert d["kind"] == "sequence" and d["identical"] is True and d["max_abs"] == 0.0 and d["mean_abs"] == 0.0
+    assert d["sqnr_db"] is None and d["rel_l2"] == 0.0 and d["cosine_min"] == pytest.approx(1.0)
+    assert d["padding_excluded"] is True and d["top1_agreement"] is None
+
+    # without the mask (or as a kind that is not "sequence") the padded positions count
+    assert metrics(ref, padded, "sequence")["max_abs"] == pytest.approx(7.0)
+    assert metrics(ref, padded, "other", mask=mask)["max_abs"] == pytest.approx(7.0)
+
+    kept = ref.copy()
+    kept[1, 1, 2] += 0.5  # mask 1
+    m = metrics(ref, kept, "sequence", mask=mask)
+    assert m["identical"] is False and m["max_abs"] == pytest.approx(0.5)
+    # the mean is over the 5 kept positions x 3 values, not all 24 values
+    assert m["mean_abs"] == pytest.approx(0.5 / 15)
+    assert m["sqnr_db"] is not None and m["sqnr_db"] > 0
+
+    full = np.ones((2, 4), np.int64)  # nothing padded: same as no mask
+    assert "padding_excluded" not in metrics(ref, kept, "sequence", mask=full)
+    assert metrics(ref, kept, "sequence", mask=full)["mean_abs"] == pytest.approx(0.5 / 24)
+
+
+def test_mask_applies_only_to_sequence_outputs():
+    ref = {"hidden": np.zeros((2, 4, 3), np.float32), "pooled": np.zeros((2, 3), np.float32)}
+    out = {"hidden": ref["hidden"].copy(), "pooled": ref["pooled"].copy()}
+    out["hidden"][0, 3] = 1.0
+    mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]])
+    d = drift(ref, out, kinds={"hidden": "sequence", "pooled": "other"}, mask=mask)
+    assert d["output"] == "hidden" and d["identical"] is True
+    assert d["outputs"]["pooled"]["identical"] is True and "padding_excluded" not in d["outputs"]["pooled"]
+    out["hidden"][1, 3] = 1.0  # kept
+    assert drift(ref, out, kinds={"hidden": "sequence"}, mask=mask)["max_abs"] == 1.0

@@ -1,13 +1,15 @@
 """Weight loading: the real torchvision path, fed from a cache file the test makes (no hub is reachable)."""
-import numpy as np
 import pytest
 import torch
 import torchvision
 
 from deploycmp import torch_source as models
 from deploycmp.errors import DeployError, UsageError
+from deploycmp.specs import InputSpec
 
-NAME = "squeezenet1_1"  # a small torchvision model with pretrained weights
+NAME = "squeezenet1_1"
+IMAGE16 = [InputSpec("", "float32", ["batch", 3, 16, 16])]
+IMAGE64 = [InputSpec("", "float32", ["batch", 3, 64, 64])]  # a small torchvision model with pretrained weights
 
 
 @pytest.fixture
@@ -30,7 +32,8 @@ def test_auto_uses_the_cache(torch_home):
     state = _place_in_cache(torch_home)
     model, record, warnings = models.build(NAME, "auto", None)
     assert record["weights"].startswith("imagenet") and warnings == []
-    assert record["input_shape"] == [1, 3, 224, 224]
+    assert record["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 3, 224, 224], "value_range": None,
+                                 "layout": "NCHW"}]
     assert torch.equal(model.state_dict()["features.0.weight"], state["features.0.weight"])
 
 
@@ -58,19 +61,19 @@ def test_input_shape_follows_the_weights_transforms():
 
 def test_flops_by_hand():
     layer = torch.nn.Linear(4, 3)
-    assert models.count_gflops(layer, np.zeros((2, 4), np.float32)) == pytest.approx(2 * 2 * 4 * 3 / 1e9)
+    assert models.count_gflops(layer, (torch.zeros(2, 4),)) == pytest.approx(2 * 2 * 4 * 3 / 1e9)
 
 
 def test_weights_flag_that_does_not_apply():
     with pytest.raises(UsageError, match="imagenet"):
-        models.build("tests.tiny_models:tiny_cnn", "imagenet", [1, 3, 16, 16])
+        models.build("tests.tiny_models:tiny_cnn", "imagenet", IMAGE16)
 
 
 def test_num_classes_loads_a_fine_tuned_checkpoint(tmp_path):
     torch.manual_seed(1)
     tuned = torchvision.models.get_model(NAME, num_classes=10)
     torch.save(tuned.state_dict(), tmp_path / "tuned.pt")
-    model, record, _ = models.build(NAME, str(tmp_path / "tuned.pt"), [1, 3, 64, 64], num_classes=10)
+    model, record, _ = models.build(NAME, str(tmp_path / "tuned.pt"), IMAGE64, num_classes=10)
     assert record["num_classes"] == 10 and model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
     again = models.load_source(tmp_path, record, "tuned.pt")  # how every worker rebuilds it
     assert again(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
@@ -79,4 +82,26 @@ def test_num_classes_loads_a_fine_tuned_checkpoint(tmp_path):
     with pytest.raises(UsageError, match="ImageNet weights have 1000 classes"):
         models.build(NAME, "auto", None, num_classes=10)
     with pytest.raises(UsageError, match="applies to torchvision models"):
-        models.build("tests.tiny_models:tiny_cnn", "auto", [1, 3, 16, 16], num_classes=10)
+        models.build("tests.tiny_models:tiny_cnn", "auto", IMAGE16, num_classes=10)
+
+
+def test_inputs_follow_forward_and_a_model_is_fed_by_name():
+    """--input names are checked against forward(), put in its order, and ranges come from the embedding."""
+    given = [InputSpec("feats", "float32", ["batch", 8]), InputSpec("ids", "int64", ["batch", 16])]
+    model, record, _ = models.build("tests.tiny_models:ids_and_features", "auto", given)
+    assert [i["name"] for i in record["inputs"]] == ["ids", "feats"] and record["inputs"][0]["value_range"] == [0, 1000]
+    assert models.positional(record)
+    # forward(feats, ids) given only... in the other order: still positional in forward's order
+    model, record, _ = models.build("tests.tiny_models:features_first", "auto", given)
+    assert [i["name"] for i in record["inputs"]] == ["feats", "ids"]
+
+
+def test_inputs_that_skip_an_argument_are_passed_by_name(tmp_path):
+    """An optional argument left out (a mask) makes the inputs non-leading: the model is wrapped to take them by name."""
+    given = [InputSpec("ids", "int64", ["batch", 8])]
+    model, record, _ = models.build("tests.tiny_models:optional_mask", "auto", given)
+    assert not models.positional(record)
+    name = models.save_source(model, record, tmp_path)
+    wrapped = models.load_source(tmp_path, record, name)
+    ids = torch.randint(0, 1000, (2, 8))
+    assert torch.equal(wrapped(ids), model(ids=ids))

@@ -1,0 +1,204 @@
+"""deploycmp bench: plan the rows of the matrix and measure each in its own worker process."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploycmp import runtimes
+from deploycmp.environment import environment
+from deploycmp.isolation import run_isolated
+from deploycmp.results import write_results
+from deploycmp.rundir import REFERENCE, artifact_sha256, changed_files, load_manifest, result_path, write_json
+from deploycmp.specs import BATCH, parse_sweeps, point_id, served_by
+from deploycmp.targets import Target, worker_env
+
+
+
+@dataclass
+class Settings:
+    threads: int | None = None
+    min_runs: int = 50
+    min_time_s: float = 3.0
+    warmup_runs: int = 5
+    warmup_s: float = 1.0
+    timeout: float = 300.0
+    repeats: int = 1                         # worker processes per row (bench --repeat)
+
+
+def parse_batches(spec: str) -> list[int]:
+    return parse_sweeps((), spec)[BATCH]
+
+
+def row_id(path: str, runtime: str, target: str, dims: dict) -> str:
+    return f"{path}-{runtime}-{target}-{point_id(dims)}"
+
+
+def artifact_for(candidates: list[dict], dims: dict) -> dict:
+    """The artifact of one path (format x quantization) that serves the shape point `dims`: the one exported at
+    it, else one whose free dimensions cover the difference, else the first (whose row then says that shape needs
+    its own export)."""
+    ok = [a for a in candidates if a["status"] == "ok"]
+    exact = [a for a in ok if (a.get("export_dims") or {BATCH: a.get("export_batch")}) == dims]
+    return (exact or [a for a in ok if served_by(a, dims)] or candidates)[0]
+
+
+def shape_points_of(manifest: dict, batch_sizes: list[int]) -> list[dict]:
+    """Every (batch, named dimensions) a row is measured at: the bench's batch sizes x the export's shape points."""
+    points = [r["dims"] for r in manifest.get("references") or [{"dims": {}}]]
+    return [{BATCH: b, **p} for p in points for b in batch_sizes]
+
+
+def reference_for(manifest: dict, dims: dict) -> str:
+    rest = {k: v for k, v in dims.items() if k != BATCH}
+    return next((r["file"] for r in manifest.get("references", []) if r["dims"] == rest), REFERENCE)
+
+
+def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads: int | None) -> list[dict]:
+    """Every (path, runtime, target, shape point) as a row skeleton with all result keys present."""
+    model = manifest["model"]
+    paths: dict[str, list[dict]] = {}
+    for artifact in manifest["artifacts"]:
+        paths.setdefault(artifact.get("path", artifact["id"]), []).append(artifact)
+    gflops = model.get("gflops_per_sample")
+    rows = []
+    for path, candidates in paths.items():
+        fmt = candidates[0]["format"]
+        for runtime in runtimes.for_format(fmt, model["framework"]):
+            for target in targets:
+                if not target.runs(runtime):
+                    continue
+                for dims in shape_points_of(manifest, batch_sizes):
+                    artifact, batch = artifact_for(candidates, dims), dims[BATCH]
+                    rows.append({
+                        "id": row_id(path, runtime, target.name, dims), "model": model["name"],
+                        "format": fmt, "quantization": artifact["quantization"], "runtime": runtime,
+                        "target": target.name, "target_description": target.describe(threads),
+                        "device": target.device, "batch": batch, "shape": dims,
+                        "threads": target.resolved_threads(threads),
+                        "status": None, "error": None, "size_bytes": artifact.get("size_bytes"),
+                        "size_gzip_bytes": artifact.get("size_gzip_bytes"), "latency_ms": None,
+                        "latency_per_item_ms": None, "throughput_per_s": None, "cold_start_ms": None,
+                        "peak_rss_mb": None, "drift": None, "gflops": gflops * batch if gflops else None,
+                        "peak_fraction": None, "artifact": artifact["id"],
+                        "artifact_sha256": artifact_sha256(artifact),
+                        "batch_strategy": artifact.get("batch_strategy"), "warnings": [],
+                        "_artifact": artifact, "_target": target,
+                    })
+    return rows
+
+
+def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
+    """(status, reason) when a row cannot or must not be measured; None when a worker should run it."""
+    artifact, target = row["_artifact"], row["_target"]
+    if artifact["status"] != "ok":
+        return artifact["status"], artifact.get("error") or "no artifact"
+    if (reason := target.unavailable_reason()):
+        return "unavailable", reason
+    if target.device not in runtimes.devices(row["runtime"]):
+        return "unavailable", f"runtime {row['runtime']} does not run on {target.device}"
+    absent = runtimes.missing(runtimes.get(row["runtime"]).REQUIRES)
+    if absent:
+        return "unavailable", f"runtime {row['runtime']} needs {', '.join(absent)} (not installed)"
+    if not served_by(artifact, row["shape"]):
+        export = artifact.get("export_dims") or {BATCH: artifact.get("export_batch")}
+        flags = " ".join(f"--shape {k}={v}" if k != BATCH else f"--batch {v}" for k, v in row["shape"].items()
+                         if export.get(k) != v)
+        return "unavailable", (f"artifact has static shapes {point_id(export)}; {point_id(row['shape'])} needs its own "
+                               f"export (deploycmp export {flags})")
+    bad = changed_files(run_dir, artifact)
+    if bad:
+        return "failed", f"artifact changed or missing since export (sha256): {bad[0]}"
+    return None
+
+
+def _public(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def measure_peaks(run_dir: Path, targets: list[Target], threads: int | None, timeout: float) -> dict:
+    """The fp32 matmul peak per target, measured in a worker with that target's threads and cores."""
+    peaks = {}
+    for target in targets:
+        if target.unavailable_reason() or target.device != "cpu":  # a CPU matmul peak says nothing of a GPU
+            continue
+        n = target.resolved_threads(threads)
+        outcome = run_isolated("deploycmp.worker", {"job": "peak", "cpus": target.resolved_cpus()}, timeout,
+                               run_dir / "logs" / f"peak-{target.name}.log", env=worker_env(n))
+        peaks[target.name] = outcome.result["peak_gflops"] if outcome.status == "ok" else None
+    return peaks
+
+
+def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, round_: int = 0):
+    """One fresh worker process measuring one row: its Outcome (status, error, result)."""
+    result_path(run_dir, row["id"]).parent.mkdir(parents=True, exist_ok=True)
+    target, artifact = row["_target"], dict(row["_artifact"])
+    artifact["model"] = manifest["model"]
+    spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
+            "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
+            "inputs": manifest["model"]["inputs"], "outputs": manifest["model"]["outputs"],
+            "reference": reference_for(manifest, row["shape"]), "min_runs": settings.min_runs,
+            "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
+            "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
+    log = run_dir / "logs" / (f"{row['id']}.log" if not round_ else f"{row['id']}.{round_ + 1}.log")
+    return run_isolated("deploycmp.worker", spec, settings.timeout, log, env=worker_env(row["threads"], target.device))
+
+
+def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, peak: float | None) -> dict:
+    """The row's result from its precheck verdict or its worker outcomes (several with --repeat), written atomically."""
+    out = _public(row)
+    out.update(host=env["host"], versions=env["versions"], command=env["command"])
+    if verdict:
+        out["status"], out["error"] = verdict
+    else:
+        bad = next((o for o in outcomes if o.status != "ok"), None)
+        out["status"], out["error"] = (bad.status, bad.error) if bad else ("ok", None)
+        if not bad:
+            from deploycmp.repeats import combine
+
+            out.update(outcomes[0].result if len(outcomes) == 1 else combine([o.result for o in outcomes], row["batch"]))
+            p50 = out["latency_ms"]["p50"]
+            if out["gflops"] and peak and p50 > 0:
+                out["peak_fraction"] = out["gflops"] / (p50 / 1e3) / peak
+            check_memory_budget(out, row["_target"])
+    out["peak_gflops"] = peak
+    write_json(result_path(run_dir, row["id"]), out)
+    return out
+
+
+def check_memory_budget(row: dict, target: Target) -> None:
+    """Compare what loading and running the artifact added to the worker's memory with the target's budget."""
+    if target.memory_budget_mb is None or row.get("model_memory_mb") is None:
+        return
+    used, limit = row["model_memory_mb"], target.memory_budget_mb
+    row["memory_budget"] = {"limit_mb": limit, "used_mb": used, "within": used <= limit,
+                            "what": "peak RSS growth from loading the artifact to the end of the timed runs"}
+    if used > limit:
+        row["warnings"].append(f"load + inference added {used:.0f} MB, over the {target.name} budget of {limit:g} MB")
+
+
+def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,
+              progress=None) -> dict:
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir, for_measuring=True)
+    rows = plan(manifest, targets, batch_sizes, settings.threads)
+    todo = [r for r in rows if force or not result_path(run_dir, r["id"]).is_file()]
+    env = environment()
+    peaks = measure_peaks(run_dir, targets, settings.threads, settings.timeout) if todo else {}
+    verdicts = {r["id"]: precheck(r, run_dir) for r in todo}
+    outcomes: dict[str, list] = {r["id"]: [] for r in todo}
+    rounds, step = settings.repeats, 0
+    # with --repeat, rounds go over every row in turn, so a slow spell of the machine touches all rows alike; each
+    # row's file is written after its last round
+    for round_ in range(rounds):
+        for row in todo:
+            if progress:
+                progress(step, len(todo) * rounds, row["id"] + (f" ({round_ + 1}/{rounds})" if rounds > 1 else ""))
+            step += 1
+            done = outcomes[row["id"]]
+            if not verdicts[row["id"]] and all(o.status == "ok" for o in done):  # a row that failed is not retried
+                done.append(measure_once(row, run_dir, manifest, settings, round_))
+            if round_ == rounds - 1:
+                finish_row(row, verdicts[row["id"]], done, run_dir, env, peaks.get(row["target"]))
+    if progress:
+        progress(len(todo) * rounds, len(todo) * rounds, "done")
+    return write_results(run_dir, [r["id"] for r in rows], env)

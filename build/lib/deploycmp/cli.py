@@ -1,0 +1,385 @@
+"""The deploycmp command line. Frameworks are imported inside commands, so --help answers at once."""
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from deploycmp.errors import DeployError, UsageError
+
+_VERBOSE = {"on": False}
+
+
+def _set_verbose(ctx, param, value):
+    if value:
+        _VERBOSE["on"] = True
+
+
+verbose_option = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_verbose,
+                              is_eager=True, help="Show tracebacks and worker logs on errors.")
+
+
+def _stack(*decorators):
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+export_options = _stack(
+    click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 "
+                 "file, package.module:factory (a torch.nn.Module), keras:NAME (keras.applications), a .keras file or a "
+                 "SavedModel directory. 'deploycmp list' shows an example of each."),
+    click.option("--weights", default="auto", show_default=True, help="auto | imagenet | random | FILE (a state_dict)."),
+    click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE",
+                 help="One model input, repeatable: e.g. --input ids:int64:1,16 --input feats:float32:1,8. DTYPE: "
+                      "float32, float16, bfloat16, int64, int32, bool, uint8; a dimension may be a name "
+                      "(ids:int64:batch,sequence with --shape sequence=16,64); axis 0 is the batch."),
+    click.option("--input-shape", default=None, help="Shorthand for one float32 input: N,C,H,W (default: the model's own)."),
+    click.option("--shape", "shapes", multiple=True, metavar="NAME=V1,V2",
+                 help="Sizes of a named input dimension, repeatable, e.g. sequence=16,64 (swept like --batch)."),
+    click.option("--value-range", "value_ranges", multiple=True, metavar="NAME:LOW,HIGH",
+                 help="Values of an integer input, drawn from [LOW, HIGH), e.g. ids:0,1000 (default: the model's "
+                      "vocabulary where it has one)."),
+    click.option("--formats", default="all", show_default=True, help="Comma-separated formats, or all."),
+    click.option("--quantize", default="none", show_default=True, help="Comma-separated: none,fp16,dynamic,int8."),
+    click.option("--data", default="random", show_default=True,
+                 help="random | digits (scikit-learn's labeled digits) | an image folder | FILE.npz (x, optional y)."),
+    click.option("--num-classes", type=int, default=None, help="Classes of a torchvision model's re-sized head "
+                 "(a fine-tuned checkpoint given with --weights FILE)."),
+    click.option("--mean", default=None, help="Per-channel mean on [0, 1] pixels for image data, e.g. 0.5,0.5,0.5 "
+                 "(default: the model's own preprocessing)."),
+    click.option("--std", default=None, help="Per-channel std on [0, 1] pixels for image data."),
+    click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
+                 help="Input layout of a model file or factory (default: NCHW for PyTorch, NHWC for Keras)."),
+    click.option("--samples", default=32, show_default=True, type=int, help="Evaluation inputs (drift, accuracy)."),
+    click.option("--calibration-samples", default=32, show_default=True, type=int,
+                 help="Calibration inputs for int8 exporters (never used for metrics)."),
+    click.option("--export-timeout", default=900.0, show_default=True, type=float, help="Seconds allowed per export."),
+)
+
+batch_option = click.option("--batch", "batch", default="1", show_default=True,
+                            help="Comma-separated batch sizes, e.g. 1,8,32 (static-shape formats get one export per size).")
+
+bench_options = _stack(
+    click.option("--target", "targets", default="server-cpu", show_default=True,
+                 help="Comma-separated targets: server-cpu, mobile-cpu, gpu, or your own from --targets-file."),
+    click.option("--targets-file", type=click.Path(path_type=Path), default=None,
+                 help="TOML file of your own targets ([targets.NAME] with threads, cores, runtimes ...)."),
+    batch_option,
+    click.option("--threads", type=int, default=None, help="Threads per runtime (default: the target's)."),
+    click.option("--min-runs", default=50, show_default=True, type=int, help="Timed runs, at least."),
+    click.option("--min-time", default=3.0, show_default=True, type=float, help="Seconds of timed runs, at least."),
+    click.option("--warmup-runs", default=5, show_default=True, type=int),
+    click.option("--warmup-time", default=1.0, show_default=True, type=float),
+    click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds allowed per row."),
+    click.option("--repeat", default=1, show_default=True, type=int,
+                 help="Measure each row in N fresh processes, in rounds over all rows; CIs then include the scatter "
+                      "between processes (use it for runs you compare with report --baseline)."),
+)
+
+report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
+                             help="Comma-separated: md, csv, json, html (one self-contained page with plots).")
+
+
+def _progress(description: str):
+    """A progress bar on stderr; returns (context manager, callback(i, n, label))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[label]}"), transient=True)
+    task = bar.add_task(description, total=None, label="")
+
+    def update(i, n, label):
+        bar.update(task, completed=i, total=n, label=label)
+
+    return bar, update
+
+
+def _check_positive(name: str, value, allow_zero=False):
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise UsageError(f"{name} must be {'zero or ' if allow_zero else ''}positive, not {value}")
+
+
+def _do_export(run_dir, opts: dict, force, threads, batch):
+    """opts: the export_options values (model, weights, formats ...)."""
+    from deploycmp.data import parse_preprocess
+    from deploycmp.export import ExportOptions, export_run, given_inputs
+    from deploycmp.specs import parse_sweeps, parse_value_ranges
+    from deploycmp.targets import usable_cpus
+
+    _check_positive("--num-classes", opts["num_classes"])
+    options = ExportOptions(
+        model=opts["model"], weights=opts["weights"], inputs=given_inputs(opts["inputs"], opts["input_shape"]),
+        value_ranges=parse_value_ranges(opts["value_ranges"]), sweeps=parse_sweeps(opts["shapes"], batch),
+        formats=opts["formats"], quantize=opts["quantize"], data=opts["data"], samples=opts["samples"],
+        calibration_samples=opts["calibration_samples"], num_classes=opts["num_classes"],
+        preprocess=parse_preprocess(opts["mean"], opts["std"]), layout=opts["layout"],
+        threads=threads or len(usable_cpus()), timeout=opts["export_timeout"])
+    bar, update = _progress("export")
+    with bar:
+        manifest = export_run(options, Path(run_dir), force, update)
+    for w in manifest["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    for a in manifest["artifacts"]:
+        if a["status"] != "ok":
+            click.echo(f"{a['id']}: {a['status']}: {a['error']}", err=True)
+    ok = sum(a["status"] == "ok" for a in manifest["artifacts"])
+    click.echo(f"exported {ok} of {len(manifest['artifacts'])} artifacts to {run_dir}", err=True)
+    return manifest
+
+
+def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
+              repeat, force):
+    from deploycmp.bench import Settings, bench_run, parse_batches
+    from deploycmp.targets import parse_targets
+
+    for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
+        _check_positive(name, v)
+    for name, v in (("--min-time", min_time), ("--warmup-runs", warmup_runs), ("--warmup-time", warmup_time)):
+        _check_positive(name, v, allow_zero=True)
+    settings = Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
+    target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
+    bar, update = _progress("bench")
+    with bar:
+        return bench_run(run_dir, target_list, sizes, settings, force, update)
+
+
+def _do_report(run_dir, report_formats, results=None, baseline=None):
+    from deploycmp.results import load_results
+    from deploycmp.compare import compare, load_baseline, print_comparison
+    from deploycmp.report import parse_formats, print_table, write_reports
+    from deploycmp.rundir import load_manifest
+
+    formats = parse_formats(report_formats)
+    results = results or load_results(run_dir)
+    comparison = compare(results, load_baseline(baseline), str(baseline)) if baseline else None
+    print_table(load_manifest(run_dir), results["rows"])
+    if comparison:
+        print_comparison(comparison)
+    for path in write_reports(run_dir, formats, results, comparison):
+        click.echo(f"wrote {path}", err=True)
+    return comparison
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@verbose_option
+@click.version_option(package_name="deploycmp")
+def cli():
+    """Export a trained model to every deployment format, run each artifact on its runtime, and compare
+    accuracy drift, size and latency on this machine."""
+
+
+@cli.command()
+@export_options
+@batch_option
+@click.option("--out", "run_dir", default=None, help="Run directory (default: runs/MODEL).")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@verbose_option
+def export(batch, run_dir, force, **opts):
+    """Export MODEL to each format and quantization mode into a run directory."""
+    manifest = _do_export(run_dir or _default_out(opts["model"]), opts, force, None, batch)
+    return 1 if any(a["status"] == "export_failed" for a in manifest["artifacts"]) else 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@bench_options
+@click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
+@verbose_option
+def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
+          force):
+    """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
+    from deploycmp.results import exit_status
+    from deploycmp.report import print_table
+    from deploycmp.rundir import load_manifest
+
+    results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
+                        timeout, repeat, force)
+    print_table(load_manifest(run_dir), results["rows"])
+    return exit_status(results["rows"])
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@report_option
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="Another run directory (or its results.json) to compare with: p50/p99, size and drift per row.")
+@click.option("--fail-on-regression", "fail_pct", type=float, default=None,
+              help="With --baseline: exit 1 when a row's p50 or p99 got more than PCT %% slower beyond noise.")
+@verbose_option
+def report(run_dir, report_formats, baseline, fail_pct):
+    """Print the table and write report.{md,csv,json,html} into RUN_DIR."""
+    from deploycmp.compare import regressions
+
+    if fail_pct is not None and baseline is None:
+        raise UsageError("--fail-on-regression needs --baseline OTHER_RUN_DIR")
+    _check_positive("--fail-on-regression", fail_pct, allow_zero=True)
+    comparison = _do_report(run_dir, report_formats, baseline=baseline)
+    if fail_pct is None:
+        return 0
+    slower = regressions(comparison, fail_pct)
+    for line in slower:
+        click.echo(f"REGRESSION  {line}")
+    click.echo(f"{len(slower)} regression(s) over {fail_pct:g}% beyond noise against {baseline}")
+    return 1 if slower else 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("others", nargs=-1, required=True, type=click.Path(path_type=Path))
+@verbose_option
+def merge(run_dir, others):
+    """Add rows measured on other machines (their results.json, from a copy of RUN_DIR) to RUN_DIR.
+
+    Each row must have run on this run's very files (sha256); it keeps its own host and gets the id ROW@HOST."""
+    from deploycmp.merge import merge as merge_rows
+    from deploycmp.report import print_table
+    from deploycmp.rundir import load_manifest
+
+    done = merge_rows(run_dir, others)
+    print_table(load_manifest(run_dir), done["results"]["rows"])
+    for host, n in done["hosts"].items():
+        click.echo(f"merged {n} row(s) measured on {host}", err=True)
+    if done["skipped"]:
+        click.echo(f"skipped {done['skipped']} row(s) already in {run_dir}", err=True)
+    return 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--thresholds", "thresholds_file", type=click.Path(path_type=Path), default=None,
+              help="TOML file: [default], [quantization.MODE], [format.FMT], [path.\"FMT-MODE\"] thresholds.")
+@click.option("--max-top1-drop", type=float, default=None, help="Max % of samples whose top-1 class changed.")
+@click.option("--max-accuracy-drop", type=float, default=None, help="Max loss of task accuracy, percentage points.")
+@click.option("--min-sqnr", type=float, default=None, help="Min signal-to-quantization-noise ratio, dB.")
+@click.option("--min-cosine", type=float, default=None, help="Min cosine similarity of any sample's outputs.")
+@click.option("--max-rel-l2", type=float, default=None, help="Max relative L2 error of the outputs.")
+@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Also write JUnit XML, one test per row.")
+@verbose_option
+def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2, junit):
+    """Pass/fail per row against thresholds (flags override the file); exit 1 if any row breaks one."""
+    from deploycmp.results import load_results
+    from deploycmp.validate import Policy, Thresholds, load_thresholds, validate as run_validate, write_junit
+
+    flags = Thresholds(max_top1_drop, min_sqnr, max_rel_l2, max_accuracy_drop, min_cosine)
+    if not thresholds_file and not flags.any():
+        raise UsageError("give at least one threshold: --thresholds FILE, --max-top1-drop, --max-accuracy-drop, "
+                         "--min-sqnr, --min-cosine or --max-rel-l2")
+    policy = load_thresholds(thresholds_file) if thresholds_file else Policy()
+    verdicts, status = run_validate(load_results(run_dir)["rows"], policy, flags)
+    for v in verdicts:
+        click.echo(f"{v.verdict.upper():4}  {v.row['id']}" + (f": {'; '.join(v.reasons)}" if v.reasons else ""))
+        for note in v.notes:
+            click.echo(f"      note: {note}")
+    counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("pass", "fail", "skip")}
+    click.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    if junit:
+        write_junit(junit, verdicts)
+        click.echo(f"wrote {junit}", err=True)
+    return status
+
+
+@cli.command()
+@export_options
+@click.option("--out", "run_dir", default=None, help="Run directory (default: runs/MODEL).")
+@bench_options
+@report_option
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@verbose_option
+def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
+        report_formats, force, **opts):
+    """export + bench + report in one go."""
+    from deploycmp.results import exit_status
+    from deploycmp.report import parse_formats
+    from deploycmp.targets import parse_targets
+
+    parse_formats(report_formats)
+    parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
+    run_dir = run_dir or _default_out(opts["model"])
+    _do_export(run_dir, opts, force, threads, batch)
+    results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
+                        timeout, repeat, True)
+    _do_report(run_dir, report_formats, results)
+    return exit_status(results["rows"])
+
+
+@cli.command(name="list")
+@click.option("--targets-file", type=click.Path(path_type=Path), default=None, help="Also list the targets of this file.")
+@verbose_option
+def list_(targets_file):
+    """Models, formats, runtimes and targets, and which are available in this install."""
+    from deploycmp import exporters
+    from deploycmp import runtimes
+    from deploycmp.targets import BUILTIN, load_targets_file
+
+    def avail(requires):
+        absent = runtimes.missing(requires)
+        return "available" if not absent else f"unavailable ({', '.join(absent)} not installed)"
+
+    click.echo("formats:")
+    for name in exporters.EXPORTERS:
+        mod = exporters.get(name)
+        for fw in mod.SOURCES:
+            click.echo(f"  {name:14} from {fw:6} quantization {','.join(mod.QUANTIZATIONS):24} "
+                       f"{avail(exporters.requirements(name, fw, 'int8' if len(mod.QUANTIZATIONS) > 1 else 'none'))}")
+    click.echo("runtimes:")
+    for name in runtimes.RUNTIMES:
+        mod = runtimes.get(name)
+        opt_in = "; opt-in: only on targets whose runtimes list names it" if runtimes.opt_in(name) else ""
+        click.echo(f"  {name:14} runs {', '.join(mod.FORMATS)}; {avail(mod.REQUIRES)}{opt_in}")
+    click.echo("targets:")
+    for name, t in {**BUILTIN, **(load_targets_file(targets_file) if targets_file else {})}.items():
+        reason = t.unavailable_reason()
+        runs = ", ".join(t.runtimes) if t.runtimes else "every runtime that is not opt-in"
+        click.echo(f"  {name:14} {t.describe()}; runs {runs}" + (f" (unavailable here: {reason})" if reason else ""))
+    click.echo("models (--model):\n"
+               "  resnet18                     a torchvision model by name (input and weights from torchvision)\n"
+               "  mypkg.models:ranker          package.module:factory returning a torch.nn.Module; its inputs from\n"
+               "                               --input, checked against forward(): --input ids:int64:1,16 "
+               "--input feats:float32:1,8 --value-range ids:0,1000\n"
+               "  model.pt / model.pt2         a TorchScript file or a torch.export program (give --input)\n"
+               "  keras:MobileNetV2            a keras.applications model by name\n"
+               "  model.keras / saved_model/   a Keras file (inputs read from it) or a SavedModel directory\n"
+               "torchvision models:")
+    if not runtimes.missing(("torchvision",)):
+        from deploycmp.torch_source import torchvision_names
+
+        click.echo("  " + " ".join(torchvision_names()))
+    return 0
+
+
+def _default_out(model: str) -> str:
+    return str(Path("runs") / Path(model.replace(":", "_")).stem)
+
+
+def main(argv=None) -> None:
+    try:
+        status = cli.main(args=argv, prog_name="deploycmp", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("deploycmp: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("deploycmp: interrupted", err=True)
+        sys.exit(130)
+    except DeployError as e:
+        if _VERBOSE["on"]:
+            traceback.print_exc()
+        click.echo(f"deploycmp: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except Exception as e:  # a bug or an unforeseen failure: still one line unless --verbose
+        if _VERBOSE["on"]:
+            traceback.print_exc()
+        click.echo(f"deploycmp: unexpected error: {type(e).__name__}: {e} (run with --verbose for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

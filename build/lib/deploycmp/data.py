@@ -1,0 +1,222 @@
+"""Input data for drift, accuracy and latency, as feeds (input name -> array): seeded random inputs of each
+input's dtype and range, a .npz with one array per input (and optional labels), an image folder, or scikit-learn's labeled handwritten digits. Images are resized to the model's input and preprocessed
+the way the model expects (ImageNet mean/std for torchvision, keras.applications' preprocess_input, or flags)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from deploycmp.errors import UsageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+DIGITS_HELD_OUT = 500  # --data digits draws from the last 500 of the 1,797 digits; the rest is for training
+
+
+def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, preprocess: dict | None = None
+         ) -> tuple[dict, np.ndarray | None, dict]:
+    """(feed: input name -> samples-first array, labels or None, record for the manifest) at the named-dimension
+    values `dims` (batch excluded: arrays hold `samples` samples)."""
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1, not {samples}")
+    per_sample = {s.name: s.resolve({**dims, "batch": 1})[1:] for s in inputs}
+    if data == "random":
+        rng = np.random.default_rng(seed)
+        feed = {s.name: random_input(s, per_sample[s.name], samples, rng) for s in inputs}
+        y, info = None, {"kind": "random", "seed": seed,
+                         "distribution": "floats standard normal; integers uniform in their value range; masks ones then zeros"}
+    elif data.endswith(".npz"):
+        feed, y, info = _npz(data, inputs, per_sample, samples)
+    elif data == "digits" or Path(data).is_dir():
+        image = _image_input(inputs, data)
+        if data == "digits":
+            x, y, info = _digits(per_sample[image.name], samples, image.layout, preprocess)
+        else:
+            x, y, info = _image_folder(Path(data), per_sample[image.name], samples, image.layout, preprocess)
+        feed = {image.name: x}
+    else:
+        raise UsageError(f"--data {data!r}: expected 'random', 'digits', an image folder or a .npz file")
+    info.update(samples=samples_in(feed), sha256=feed_sha256(feed), labeled=y is not None)
+    return feed, y, info
+
+
+def samples_in(feed: dict) -> int:
+    return int(len(next(iter(feed.values()))))
+
+
+def feed_sha256(feed: dict) -> str:
+    h = hashlib.sha256()
+    for name, a in feed.items():
+        h.update(name.encode() + np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def random_input(spec, per_sample: tuple, samples: int, rng) -> np.ndarray:
+    """Seeded values of the input's own dtype: floats standard normal, integers uniform in the value range, and
+    attention-mask-like inputs (an integer or bool input named *mask*) ones then zeros, lengths drawn per sample."""
+    from deploycmp.specs import FLOAT_DTYPES, numpy_dtype
+
+    shape, dtype = (samples, *per_sample), numpy_dtype(spec.dtype)
+    if spec.dtype in FLOAT_DTYPES:
+        return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+    if spec.is_mask() and len(shape) >= 2:
+        length = shape[1]
+        keep = rng.integers(max(1, length // 2), length + 1, size=samples)
+        mask = np.arange(length)[None, :] < keep[:, None]
+        return np.broadcast_to(mask.reshape(samples, length, *([1] * (len(shape) - 2))), shape).astype(dtype)
+    if spec.dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    low, high = spec.value_range or (0, 256)
+    return rng.integers(low, high, size=shape).astype(dtype)
+
+
+def _image_input(inputs: list, data: str):
+    floats = [s for s in inputs if s.layout in ("NCHW", "NHWC")]
+    if len(inputs) != 1 or not floats:
+        raise UsageError(f"--data {data}: images feed a model with one image input (NCHW or NHWC); this model takes "
+                         f"{', '.join(s.name for s in inputs)}: give a .npz with one array per input name")
+    return floats[0]
+
+
+def _npz(path: str, inputs: list, per_sample: dict, samples: int):
+    """One array per input name (a single-input model may call it `x`), optional `labels` (or `y`)."""
+    from deploycmp.specs import numpy_dtype
+
+    if not Path(path).is_file():
+        raise UsageError(f"--data file not found: {path}")
+    try:
+        with np.load(path) as f:
+            files = set(f.files)
+            aliases = {inputs[0].name: "x"} if len(inputs) == 1 else {}
+            feed = {}
+            for s in inputs:
+                key = s.name if s.name in files else aliases.get(s.name)
+                if key not in files:
+                    raise UsageError(f"{path} has no array named {s.name!r} (found: {', '.join(sorted(files)) or 'none'})")
+                feed[s.name] = np.asarray(f[key])[:samples]
+            label_key = next((k for k in ("labels", "y") if k in files), None)
+            y = np.asarray(f[label_key])[:samples] if label_key else None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path} is not a readable .npz file: {e}") from e
+    for s in inputs:
+        a = feed[s.name]
+        if tuple(a.shape[1:]) != tuple(per_sample[s.name]):
+            raise UsageError(f"{path}: {s.name} has samples of shape {tuple(a.shape[1:])}, the model takes "
+                             f"{tuple(per_sample[s.name])}")
+        if a.dtype != numpy_dtype(s.dtype):
+            kinds = {a.dtype.kind, numpy_dtype(s.dtype).kind}
+            if not (kinds <= {"f"} or kinds <= {"i", "u", "b"}):
+                raise UsageError(f"{path}: {s.name} is {a.dtype}, the model takes {s.dtype}")
+            feed[s.name] = a.astype(numpy_dtype(s.dtype))
+    if len({len(a) for a in feed.values()} | ({len(y)} if y is not None else set())) != 1:
+        raise UsageError(f"{path}: the input arrays (and labels) hold different numbers of samples")
+    return feed, y, {"kind": "npz", "path": str(path)}
+
+
+def _geometry(per_sample: tuple, layout: str | None) -> tuple[int, int, int]:
+    """(channels, height, width) of an image model's input."""
+    if len(per_sample) != 3 or layout not in ("NCHW", "NHWC"):
+        raise UsageError(f"image data needs an image model input (N,C,H,W or N,H,W,C), not {per_sample}")
+    return per_sample if layout == "NCHW" else (per_sample[2], per_sample[0], per_sample[1])
+
+
+def to_model_input(images: list, per_sample: tuple, layout: str, preprocess: dict | None) -> np.ndarray:
+    """PIL images -> float32 model inputs: resized (bilinear), in the model's channels and layout, preprocessed:
+    mean/std on [0, 1] values, a keras.applications preprocess_input on [0, 255] values, or [0, 1] as is."""
+    from PIL import Image
+
+    c, h, w = _geometry(per_sample, layout)
+    arr = np.stack([np.asarray(img.convert("RGB" if c == 3 else "L").resize((w, h), Image.BILINEAR), np.float32)
+                    .reshape(h, w, c) for img in images])
+    kind = (preprocess or {}).get("kind")
+    if kind == "keras":
+        import importlib
+
+        arr = np.asarray(importlib.import_module(preprocess["module"]).preprocess_input(arr), np.float32)
+    else:
+        arr = arr / 255.0
+        if kind == "mean_std":  # per channel; a 3-value mean/std on a 1-channel input uses its first value
+            mean, std = (np.array(preprocess[k], np.float32) for k in ("mean", "std"))
+            arr = (arr - (mean[:c] if mean.size > c else mean)) / (std[:c] if std.size > c else std)
+    return np.ascontiguousarray(arr.transpose(0, 3, 1, 2) if layout == "NCHW" else arr, dtype=np.float32)
+
+
+def digits(part: str, per_sample: tuple, layout: str | None, preprocess: dict | None, samples: int | None = None):
+    """scikit-learn's handwritten digits as model inputs and labels. part "held_out": the last DIGITS_HELD_OUT
+    images, where --data digits draws from; part "train": the others, for fine-tuning a model to test."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    cut = len(d.images) - DIGITS_HELD_OUT
+    images, labels = (d.images[cut:], d.target[cut:]) if part == "held_out" else (d.images[:cut], d.target[:cut])
+    images, labels = images[:samples], labels[:samples]
+    pil = [Image.fromarray(np.uint8(np.round(im * 255 / 16))) for im in images]  # 0..16 gray levels -> 8-bit
+    return to_model_input(pil, per_sample, layout, preprocess), labels.astype(np.int64)
+
+
+def _digits(per_sample: tuple, samples: int, layout: str | None, preprocess: dict | None):
+    x, y = digits("held_out", per_sample, layout, preprocess, samples)
+    info = {"kind": "digits", "source": "sklearn.datasets.load_digits", "held_out": DIGITS_HELD_OUT,
+            "classes": list(range(10)), "preprocess": preprocess}
+    return x, y, info
+
+
+def _image_folder(root: Path, per_sample: tuple, samples: int, layout: str | None, preprocess: dict | None):
+    """Images resized to the model's input and preprocessed; sub-folders are classes (as torchvision's ImageFolder)."""
+    from PIL import Image
+
+    _geometry(per_sample, layout)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UsageError(f"--data {root}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    classes = sorted({p.parent.name for p in files if p.parent != root})
+    rng = np.random.default_rng(0)
+    files = [files[i] for i in sorted(rng.permutation(len(files))[:samples])]
+    x = to_model_input([Image.open(p) for p in files], per_sample, layout, preprocess)
+    y = np.array([classes.index(p.parent.name) for p in files]) if classes and all(p.parent != root for p in files) else None
+    return x, y, {"kind": "image-folder", "path": str(root), "classes": classes, "preprocess": preprocess}
+
+
+IMAGENET = {"kind": "mean_std", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "source": "ImageNet"}
+
+
+def parse_preprocess(mean: str | None, std: str | None) -> dict | None:
+    """--mean/--std (comma-separated, on [0, 1] pixel values) as a preprocessing record, or None."""
+    if mean is None and std is None:
+        return None
+    try:
+        m = [float(v) for v in (mean or "0").split(",")]
+        s = [float(v) for v in (std or "1").split(",")]
+    except ValueError:
+        raise UsageError(f"--mean/--std: expected comma-separated numbers, got {mean!r} / {std!r}") from None
+    if any(v <= 0 for v in s):
+        raise UsageError(f"--std values must be positive, got {std}")
+    return {"kind": "mean_std", "mean": m, "std": s, "source": "--mean/--std"}
+
+
+def split(feed: dict, y: np.ndarray | None, calibration: int, seed: int = 0):
+    """A fixed, seeded split into a calibration part (for int8 exporters) and an evaluation part (for metrics).
+
+    Returns (calibration feed, evaluation feed, evaluation labels, record); the two parts never share a sample.
+    """
+    n = samples_in(feed)
+    if calibration < 1:
+        raise UsageError(f"--calibration-samples must be at least 1, not {calibration}")
+    if n < 2:
+        raise UsageError(f"need at least 2 samples to split into calibration and evaluation parts, got {n}")
+    n_cal = min(calibration, n // 2)
+    perm = np.random.default_rng(seed).permutation(n)
+    cal, ev = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
+    cal_feed, ev_feed = ({k: a[idx] for k, a in feed.items()} for idx in (cal, ev))
+    record = {
+        "seed": seed,
+        "calibration": {"samples": int(len(cal)), "sha256": feed_sha256(cal_feed)},
+        "evaluation": {"samples": int(len(ev)), "sha256": feed_sha256(ev_feed)},
+    }
+    return cal_feed, ev_feed, (y[ev] if y is not None else None), record

@@ -1,0 +1,100 @@
+"""What every result carries: framework versions, host, Python, command line; and the machine's matmul peak."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import sys
+
+FRAMEWORKS = (
+    "deploycmp", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorflow",
+    "tensorflow-cpu", "keras", "tf2onnx", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "executorch",
+    "onnx2tf", "numpy",
+)
+
+
+def versions() -> dict:
+    """Installed versions, read from package metadata (nothing is imported)."""
+    out = {}
+    for name in FRAMEWORKS:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# the ISA extensions that decide int8 and bf16 speed (x86: /proc/cpuinfo flags; ARM: Features)
+ISA = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+       "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2")
+
+
+def isa_flags() -> list[str]:
+    """Which of ISA this CPU has, read from /proc/cpuinfo (Linux); [] where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in ISA if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def _memory_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def host() -> dict:
+    return {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "isa": isa_flags(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "memory_gb": _memory_gb(),
+        "python": platform.python_version(),
+    }
+
+
+def environment() -> dict:
+    return {"versions": versions(), "host": host(), "command": sys.argv[:]}
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul (numpy's BLAS, threads from the environment)."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9

@@ -1,0 +1,18 @@
+"""Errors a user can cause end as one line and an exit status, never a traceback (unless --verbose)."""
+
+
+class DeployError(Exception):
+    """Something failed while doing what was asked: exit status 1."""
+
+    exit_code = 1
+
+
+class UsageError(DeployError):
+    """The user asked for something that cannot be: unknown model, bad path, bad option value. Exit status 2."""
+
+    exit_code = 2
+
+
+class Unavailable(Exception):
+    """Raised inside a worker when its row cannot be measured here (no GPU provider, ...): the row becomes
+    'unavailable' with this reason instead of 'failed'."""

@@ -1,0 +1,275 @@
+"""deploycmp export: pin the source model, write reference inputs/outputs, make every requested artifact."""
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deploycmp.exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
+from deploycmp.runtimes import missing
+from deploycmp import SCHEMA, __version__
+from deploycmp.environment import environment
+from deploycmp.errors import UsageError
+from deploycmp.isolation import run_isolated
+from deploycmp.rundir import CALIBRATION, MANIFEST, REFERENCE, describe_files, write_atomic, write_json
+from deploycmp.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from_dicts, output_kind, parse_input, point_id, served_by,
+                             point_key, points, split_list, to_dicts, with_batch)
+
+
+def parse_formats(spec: str) -> list[str]:
+    names = list(EXPORTERS) if spec.strip() == "all" else split_list(spec, "--formats")
+    unknown = [n for n in names if n not in EXPORTERS]
+    if unknown:
+        raise UsageError(f"unknown format {unknown[0]!r}; formats: {', '.join(EXPORTERS)} or all")
+    return names
+
+
+def parse_quantize(spec: str) -> list[str]:
+    names = split_list(spec, "--quantize")
+    unknown = [n for n in names if n not in QUANTIZATIONS]
+    if unknown:
+        raise UsageError(f"unknown quantization {unknown[0]!r}; modes: {', '.join(QUANTIZATIONS)}")
+    return names
+
+
+def parse_shape(spec: str | None) -> list[int] | None:
+    if spec is None:
+        return None
+    try:
+        shape = [int(s) for s in spec.replace("x", ",").split(",")]
+    except ValueError:
+        raise UsageError(f"--input-shape {spec!r}: expected comma-separated integers, e.g. 1,3,224,224") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise UsageError(f"--input-shape {spec!r}: every dimension must be a positive integer")
+    return shape
+
+
+@dataclass
+class ExportOptions:
+    """What `deploycmp export` was asked for (the export options of the command line)."""
+
+    model: str
+    weights: str = "auto"
+    inputs: list = field(default_factory=list)  # InputSpec from --input (or one from --input-shape)
+    value_ranges: dict = field(default_factory=dict)
+    sweeps: dict = field(default_factory=lambda: {"batch": [1]})  # named dimension -> sizes (--batch, --shape)
+    formats: str = "all"
+    quantize: str = "none"
+    data: str = "random"
+    samples: int = 32
+    calibration_samples: int = 32
+    num_classes: int | None = None
+    preprocess: dict | None = None
+    layout: str | None = None
+    threads: int = 1
+    timeout: float = 900.0
+
+
+def given_inputs(inputs: list[str], input_shape: str | None) -> list[InputSpec]:
+    """The input specs named on the command line: --input ones, or a nameless float one from --input-shape."""
+    if inputs and input_shape:
+        raise UsageError("give --input NAME:DTYPE:SHAPE or --input-shape, not both")
+    specs = [parse_input(t) for t in inputs]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--input {next(n for n in names if names.count(n) > 1)} is given twice")
+    if input_shape:
+        specs = [InputSpec("", "float32", with_batch(parse_shape(input_shape)))]
+    return specs
+
+
+def _prepare_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file() and not (out / "artifacts").is_dir():
+            raise UsageError(f"--out {out} is a non-empty directory that is not a run directory; choose another")
+        if not force:
+            raise UsageError(f"--out {out} already holds a run; pass --force to replace it")
+        (out / MANIFEST).unlink(missing_ok=True)  # first, so a half-replaced run never looks complete
+        for sub in ("artifacts", "results", "logs"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        for f in ("results.json", "report.md", "report.csv", "report.json", "report.html"):
+            (out / f).unlink(missing_ok=True)
+        for f in [*out.glob("reference*.npz"), *out.glob("calibration*.npz")]:
+            f.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> dict:
+    """Export every format x quantization. An artifact that fixes a dimension (TFLite and ExecuTorch fix the batch,
+    some exports the sequence) is exported again for each further size of it in `opts.sweeps`."""
+    from deploycmp import models
+
+    fmts, modes = parse_formats(opts.formats), parse_quantize(opts.quantize)
+    out = Path(out)
+    _prepare_dir(out, force)
+
+    framework = models.framework_of(opts.model)
+    src = models.get(framework)
+    model, record, warnings = src.build(opts.model, opts.weights, opts.inputs, seed=0, num_classes=opts.num_classes,
+                                        layout=opts.layout, value_ranges=opts.value_ranges)
+    if opts.preprocess:
+        record["preprocess"] = opts.preprocess
+    inputs = inputs_from_dicts(record["inputs"])
+    points = shape_points(opts.sweeps, inputs)
+    if len(points) > 1 and opts.data != "random":
+        raise UsageError(f"--shape sweeps need --data random (a file's inputs have one shape): {opts.data}")
+    references, first = [], None
+    for dims in points:
+        entry, ref = write_reference(out, src, model, record, inputs, dims, opts)
+        references.append(entry)
+        first = first or (entry, ref)
+    entry, ref = first
+    feed, outputs = ref
+    record["outputs"] = to_dicts(describe_outputs(outputs, inputs, entry["dims"]))
+    record["input_shape"] = list(inputs[0].resolve({**entry["dims"], BATCH: 1}))
+    record["layout"] = inputs[0].layout
+    record["gflops_per_sample"] = src.count_gflops(model, src.example(_take(feed, 1), inputs))
+    source = _source_artifact(out, src, model, record, inputs, feed, entry["dims"], opts.sweeps[BATCH][0])
+    artifacts = [source]
+    jobs = [(f, q) for f in fmts for q in modes]
+    for i, (fmt, quant) in enumerate(jobs):
+        if progress:
+            progress(i, len(jobs), f"export {fmt} {quant}")
+        first_dims = {BATCH: opts.sweeps[BATCH][0], **points[0]}
+        made = _export_one(out, record, source["main_file"], fmt, quant, opts, first_dims, references[0])
+        artifacts.append(made)
+        if made["status"] != "ok":
+            continue
+        for ref_entry in references:
+            for b in opts.sweeps[BATCH]:
+                dims = {BATCH: b, **ref_entry["dims"]}
+                if dims == first_dims or served_by(made, dims):
+                    continue
+                if progress:
+                    progress(i, len(jobs), f"export {fmt} {quant} {point_id(dims)}")
+                artifacts.append(_export_one(out, record, source["main_file"], fmt, quant, opts, dims, ref_entry, True))
+    if progress:
+        progress(len(jobs), len(jobs), "export done")
+
+    manifest = {
+        "schema": SCHEMA, "tool": {"name": "deploycmp", "version": __version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": record, "warnings": warnings,
+        "data": references[0]["data"], "shapes": opts.sweeps, "references": references,
+        "reference": REFERENCE, "calibration": CALIBRATION, "artifacts": artifacts, "environment": environment(),
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def shape_points(sweeps: dict, inputs: list[InputSpec]) -> list[dict]:
+    unused = [d for d in sweeps if d != BATCH and d not in {x for s in inputs for x in s.dims()}]
+    if unused:
+        raise UsageError(f"--shape {unused[0]}: no input has a dimension named {unused[0]!r} "
+                         f"(inputs: {describe(inputs)})")
+    return points(sweeps, inputs)
+
+
+def _take(feed: dict, n: int) -> dict:
+    """The first n samples of a feed, repeated when it holds fewer."""
+    return {k: np.ascontiguousarray(np.resize(a, (n, *a.shape[1:]))) for k, a in feed.items()}
+
+
+def write_reference(out: Path, src, model, record: dict, inputs: list, dims: dict, opts: ExportOptions):
+    """Inputs and golden outputs at one shape point (reference.npz for the first, reference.KEY.npz for others),
+    and its calibration split. Returns (its manifest entry, (evaluation feed, outputs))."""
+    from deploycmp import data as data_mod
+
+    feed_all, y_all, data_info = data_mod.load(opts.data, inputs, dims, opts.samples + opts.calibration_samples,
+                                               preprocess=record.get("preprocess"))
+    calibration, feed, y, data_info["split"] = data_mod.split(feed_all, y_all, opts.calibration_samples)
+    data_info["samples"] = data_mod.samples_in(feed)
+    try:
+        outputs = src.reference_outputs(model, feed, inputs)
+    except Exception as e:  # the usual cause is an input the model does not take
+        raise UsageError(f"{record['spec']} fails on inputs {describe(inputs)}{f' at {dims}' if dims else ''}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    key = point_key(dims)
+    names = (REFERENCE, CALIBRATION) if not key else (f"reference.{key}.npz", f"calibration.{key}.npz")
+    save_feed(out / names[0], feed, outputs, y)
+    save_feed(out / names[1], calibration)
+    entry = {"dims": dims, "file": names[0], "calibration": names[1], "data": data_info}
+    return entry, (feed, outputs)
+
+
+def _source_artifact(out: Path, src, model, record: dict, inputs: list, feed: dict, dims: dict, batch: int) -> dict:
+    from deploycmp.export_worker import other_feeds
+
+    source_file = src.save_source(model, record, out / "artifacts" / "eager-none")
+    example = _take(feed, batch)
+    free = [d for d, other in other_feeds(example, inputs, {**dims, BATCH: batch}).items()
+            if src.batch_works(model, src.example(other, inputs))]
+    source = {"id": "eager-none", "path": "eager-none", "format": "eager", "quantization": "none", "status": "ok",
+              "error": None, "main_file": f"artifacts/eager-none/{source_file}", "layout": record["layout"],
+              "export_dims": {BATCH: batch, **dims}, "dynamic_dims": free, "dynamic_batch": BATCH in free,
+              "export_batch": batch, "inputs": record["inputs"],
+              "exporter": {"name": "source model", "weights": record["weights"]}, "export_seconds": 0.0}
+    source["batch_strategy"] = batch_strategy(free)
+    source.update(describe_files(out, out / "artifacts" / "eager-none"))
+    return source
+
+
+def describe_outputs(outputs: dict, inputs: list, dims: dict) -> list[OutputSpec]:
+    specs = []
+    for name, a in outputs.items():
+        kind = output_kind(a.shape, inputs, dims)
+        shape = [BATCH, *a.shape[1:]]
+        if kind == "sequence":
+            seq = next(s.shape[1] for s in inputs if len(s.shape) >= 2 and isinstance(s.shape[1], str))
+            shape[1] = seq
+        specs.append(OutputSpec(name, str(a.dtype), shape, kind))
+    return specs
+
+
+def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str, opts: ExportOptions, dims: dict,
+                reference: dict, per_point: bool = False) -> dict:
+    path = f"{fmt}-{quant}"
+    artifact_id = f"{path}-{point_id(dims)}" if per_point else path
+    folder = Path("artifacts") / artifact_id
+    entry = {"id": artifact_id, "path": path, "format": fmt, "quantization": quant, "status": "ok", "error": None,
+             "export_batch": dims[BATCH], "export_dims": dims}
+    reason = unsupported_reason(fmt, record["framework"], quant)
+    absent = missing(requirements(fmt, record["framework"], quant))
+    if reason is None and absent:
+        reason = f"{fmt}: {', '.join(absent)} not installed ({install_hint(fmt, absent)})"
+    if reason:
+        return {**entry, "status": "unavailable", "error": reason}
+    (out / folder).mkdir(parents=True, exist_ok=True)
+    spec = {"run_dir": str(out), "model": record, "source_file": source_file, "format": fmt, "quantization": quant,
+            "folder": str(folder), "threads": opts.threads, "dims": dims, "reference": reference["file"],
+            "calibration": reference["calibration"]}
+    outcome = run_isolated("deploycmp.export_worker", spec, opts.timeout, out / "logs" / f"export-{artifact_id}.log")
+    if outcome.status != "ok":
+        shutil.rmtree(out / folder, ignore_errors=True)
+        return {**entry, "status": "export_failed", "error": f"{outcome.status}: {outcome.error}",
+                "export_seconds": round(outcome.seconds, 3)}
+    details = outcome.result
+    entry.update(details)
+    entry["main_file"] = str(folder / details["main_file"])
+    entry.update(describe_files(out, out / folder))
+    entry["dynamic_batch"] = BATCH in entry["dynamic_dims"]
+    entry["batch_strategy"] = details.get("batch_strategy") or batch_strategy(entry["dynamic_dims"])
+    return entry
+
+
+def batch_strategy(free: list[str]) -> str:
+    if BATCH in free:
+        rest = [d for d in free if d != BATCH]
+        return "dynamic batch axis: one artifact for every batch size" + (f" (free: {', '.join(free)})" if rest else "")
+    return "static shapes: one export per batch size" + (f" (free: {', '.join(free)})" if free else "")
+
+
+def save_feed(path: Path, feed: dict, outputs: dict | None = None, labels=None) -> None:
+    """A feed (input/NAME), golden outputs (output/NAME) and labels in one .npz, written atomically."""
+    arrays = {f"input/{k}": a for k, a in feed.items()}
+    arrays.update({f"output/{k}": a for k, a in (outputs or {}).items()})
+    if labels is not None:
+        arrays["labels"] = labels
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomic(path, buf.getvalue())

@@ -1,0 +1,77 @@
+"""Exporters, registered by format name: each turns a loaded source model into an artifact.
+
+An exporter module declares (see Exporter) FORMAT, SOURCES (source frameworks it takes), QUANTIZATIONS (modes it
+makes), REQUIRES (import names it needs, or a dict of them per source framework), optional QUANTIZER (import names
+quantized modes also need), INSTALL_HINT (import name -> how to install it), UNSUPPORTED (mode -> reason, for modes
+users will ask about) and export(source, out_dir, quantization) -> dict of details (main_file, layout,
+dynamic_dims, the artifact's own inputs, exporter info). Adding a format = one module + one line here, or, from
+another package, an entry point in the group `deploycmp.exporters`.
+"""
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from deploycmp.runtimes import plugins
+
+BUILTIN = {
+    "torchscript": "deploycmp.exporters.torchscript",
+    "torch-export": "deploycmp.exporters.torch_export",
+    "onnx": "deploycmp.exporters.onnx",
+    "savedmodel": "deploycmp.exporters.savedmodel",
+    "tflite": "deploycmp.exporters.tflite",
+    "executorch": "deploycmp.exporters.executorch",
+}
+EXPORTERS = {**BUILTIN, **plugins("deploycmp.exporters")}
+
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+
+
+class Exporter(Protocol):
+    FORMAT: str
+    SOURCES: tuple[str, ...]
+    QUANTIZATIONS: tuple[str, ...]
+    REQUIRES: tuple[str, ...] | dict
+
+    def export(self, source, out_dir: Path, quantization: str) -> dict:
+        """source: deploycmp.export_worker.Source (model, inputs, example feed, calibration feeds)."""
+        ...
+
+
+def get(name: str):
+    return importlib.import_module(EXPORTERS[name])
+
+
+def unsupported_reason(fmt: str, framework: str, quantization: str) -> str | None:
+    """Why this format cannot make this (source framework, quantization), or None when it can."""
+    mod = get(fmt)
+    if framework not in mod.SOURCES:
+        return f"{fmt}: no maintained converter from a {framework} model"
+    if quantization not in mod.QUANTIZATIONS:
+        return getattr(mod, "UNSUPPORTED", {}).get(quantization) or f"{fmt}: no {quantization} export in this version"
+    return None
+
+
+def requirements(fmt: str, framework: str, quantization: str) -> tuple[str, ...]:
+    mod = get(fmt)
+    req = mod.REQUIRES.get(framework, ()) if isinstance(mod.REQUIRES, dict) else mod.REQUIRES
+    return tuple(req) + (tuple(getattr(mod, "QUANTIZER", ())) if quantization != "none" else ())
+
+
+def install_hint(fmt: str, missing: list[str]) -> str:
+    hints = getattr(get(fmt), "INSTALL_HINT", {})
+    return "; ".join(hints.get(m, f"pip install 'deploycmp[all]' for {m}") for m in missing)
+
+
+def convert_then_quantize(source, path: Path, quantization: str, convert, quantize) -> dict:
+    """convert(source, path) for fp32; otherwise convert to a temporary fp32 file and quantize(fp32, path, mode)
+    into `path`. Returns the converter's details with what the quantizer did under 'quantization'."""
+    if quantization == "none":
+        return convert(source, path)
+    with tempfile.TemporaryDirectory(prefix="deploycmp-fp32-") as tmp:
+        fp32 = Path(tmp) / path.name
+        info = convert(source, fp32)
+        info["quantization"] = quantize(fp32, path, quantization)
+    return info

@@ -1,0 +1,103 @@
+"""ONNX: from PyTorch through torch.onnx's dynamo exporter (the legacy exporter if it fails), from Keras through
+tf2onnx on the SavedModel; dynamic and static int8 through onnxruntime.quantization."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+FORMAT = "onnx"
+SOURCES = ("torch", "keras")
+QUANTIZATIONS = ("none", "dynamic", "int8")
+REQUIRES = {"torch": ("torch", "onnx", "onnxscript", "onnxruntime"), "keras": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
+UNSUPPORTED = {"fp16": "onnx: no fp16 export in this version"}
+
+
+def _dynamo(source, path):
+    import torch
+
+    from deploycmp.exporters.torch_export import dynamic_shapes
+
+    program = torch.onnx.export(source.model, source.dynamic_example(), dynamo=True, dynamic_shapes=dynamic_shapes(source),
+                                input_names=source.names, output_names=source.outputs or None, external_data=True,
+                                verbose=False)
+    program.save(str(path), external_data=True)
+    return {"name": "torch.onnx.export", "dynamo": True}
+
+
+def _legacy(source, path):
+    import torch
+
+    axes = {s.name: {axis: d for axis, d in enumerate(s.shape) if isinstance(d, str)} for s in source.inputs}
+    torch.onnx.export(source.model, source.example, str(path), dynamo=False, input_names=source.names,
+                      output_names=source.outputs or None, dynamic_axes={**axes, **{o: {0: "batch"} for o in source.outputs}},
+                      opset_version=17)
+    return {"name": "torch.onnx.export", "dynamo": False}
+
+
+def _from_torch(source, path: Path) -> dict:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            info = _dynamo(source, path)
+        except Exception as e:
+            for f in path.parent.iterdir():
+                f.unlink()
+            info = _legacy(source, path)
+            info["dynamo_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    info["torch"] = torch.__version__
+    return info
+
+
+def _from_keras(source, path: Path) -> dict:
+    """tf2onnx on a SavedModel (its Keras-object converter has open bugs with Keras 3), run as its own CLI."""
+    import importlib.metadata as md
+
+    from deploycmp.keras_source import temporary_savedmodel
+
+    with temporary_savedmodel(source.model) as savedmodel:
+        proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel),
+                               "--output", str(path), "--opset", "17"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        raise RuntimeError(f"tf2onnx failed: {lines[-1][:200] if lines else proc.returncode}")
+    return {"name": "tf2onnx (from a SavedModel made by keras model.export)", "tf2onnx": md.version("tf2onnx")}
+
+
+ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32", 9: "bool", 2: "uint8", 3: "int8"}
+
+
+def inspect(path, source) -> dict:
+    """Opset, the graph's own inputs (names, dtypes, shapes with free axes by name) and which of the source's
+    named dimensions every input leaves free, read from the graph (weights not loaded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inputs = []
+    for i in model.graph.input:
+        t = i.type.tensor_type
+        inputs.append({"name": i.name, "dtype": ONNX_DTYPES.get(t.elem_type, str(t.elem_type)),
+                       "shape": [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]})
+    free = []
+    for d in dict.fromkeys(x for s in source.inputs for x in s.dims()):
+        axes = [(i, axis) for i, s in enumerate(source.inputs) for axis, x in enumerate(s.shape) if x == d]
+        if all(i < len(inputs) and not isinstance(inputs[i]["shape"][axis], int) for i, axis in axes):
+            free.append(d)
+    return {"opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+            "inputs": inputs, "dynamic_dims": free}
+
+
+def export(source, out_dir, quantization: str) -> dict:
+    from deploycmp.exporters import convert_then_quantize
+    from deploycmp.exporters.onnx_quantization import quantize
+
+    path = out_dir / "model.onnx"
+    info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
+                                 lambda fp32, out, mode: quantize(fp32, out, mode, source.calibration_feeds()))
+    graph = inspect(path, source)
+    info["opset"] = graph["opset"]
+    return {"main_file": path.name, "layout": source.layout, "dynamic_dims": graph["dynamic_dims"],
+            "inputs": graph["inputs"], "exporter": info}

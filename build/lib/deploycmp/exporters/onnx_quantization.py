@@ -1,0 +1,65 @@
+"""ONNX Runtime's post-training quantization of an fp32 ONNX file: dynamic, or static QDQ calibrated on data,
+with the activation/weight types ONNX Runtime documents for the host's CPU."""
+from __future__ import annotations
+
+import platform
+import tempfile
+from pathlib import Path
+
+
+def static_recipe(isa: list[str], machine: str) -> dict:
+    """ONNX Runtime's quantization guide: on x86-64, U8S8 (uint8 activations, int8 weights) is what its VNNI/AVX2
+    kernels are built for (VPMADDUBSW / VPDPBUSD take unsigned x signed bytes), with reduce_range on CPUs without
+    VNNI to avoid saturating 16-bit accumulators; elsewhere (ARM) S8S8."""
+    if machine in ("x86_64", "AMD64", "i686"):
+        vnni = any(f in isa for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+        return {"activations": "uint8", "weights": "int8", "name": "U8S8", "reduce_range": not vnni,
+                "why": "ONNX Runtime's recommendation for x86-64" + ("" if vnni else "; reduce_range: no VNNI on this CPU")}
+    return {"activations": "int8", "weights": "int8", "name": "S8S8", "reduce_range": False,
+            "why": f"ONNX Runtime's default QDQ recipe on {machine}"}
+
+
+def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]) -> dict:
+    """Quantize fp32_path into out_path (static int8: calibrated on `calibration`, a list of feeds, name -> batch);
+    returns what was done, for the manifest. Integer inputs (token ids, masks) are never quantized."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    import onnx
+
+    from deploycmp.environment import isa_flags
+
+    with tempfile.TemporaryDirectory(prefix="deploycmp-ortq-") as tmp:
+        # one self-contained file: the pre-processor loses external data (.onnx.data) kept beside the input
+        single, prepped = Path(tmp) / "fp32.onnx", Path(tmp) / "preprocessed.onnx"
+        onnx.save(onnx.load(str(fp32_path)), str(single))
+        quant_pre_process(str(single), str(prepped), skip_symbolic_shape=True)
+        if mode == "dynamic":
+            quantize_dynamic(str(prepped), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
+            return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8 per-tensor",
+                    "activations": "quantized at run time", "pre_process": True}
+        import onnxruntime
+
+        names = [i.name for i in onnxruntime.InferenceSession(str(prepped), providers=["CPUExecutionProvider"]).get_inputs()]
+
+        def by_graph_name(feed: dict) -> dict:
+            return {n: feed[n] for n in names} if set(names) <= set(feed) else dict(zip(names, feed.values()))
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self._it = iter([by_graph_name(feed) for feed in calibration])
+
+            def get_next(self):
+                return next(self._it, None)
+
+        recipe = static_recipe(isa_flags(), platform.machine())
+        types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+        quantize_static(str(prepped), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=recipe["reduce_range"], activation_type=types[recipe["activations"]],
+                        weight_type=types[recipe["weights"]], calibrate_method=CalibrationMethod.MinMax)
+        return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": True,
+                "recipe": recipe["name"], "why": recipe["why"], "reduce_range": recipe["reduce_range"],
+                "weights": f"{recipe['weights']} per-channel", "activations": recipe["activations"],
+                "calibration_method": "MinMax", "pre_process": True,
+                "calibration_samples": sum(len(next(iter(f.values()))) for f in calibration)}

@@ -1,0 +1,63 @@
+"""TensorFlow SavedModels: from Keras through model.export; from PyTorch through ONNX and onnx2tf (NHWC inputs)."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from deploycmp.environment import versions
+
+FORMAT = "savedmodel"
+SOURCES = ("torch", "keras")
+QUANTIZATIONS = ("none",)
+REQUIRES = {"torch": ("tensorflow", "onnx", "onnx2tf"), "keras": ("tensorflow",)}
+INSTALL_HINT = {"onnx2tf": "pip install --no-deps onnx2tf==1.29.24 tf-keras==2.21.0 (its own pins would downgrade TensorFlow)"}
+UNSUPPORTED = {q: f"savedmodel: no {q} export in this version (use tflite or onnx for quantized models)"
+               for q in ("fp16", "dynamic", "int8")}
+SAVEDMODEL_PARTS = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
+
+
+def _batch_is_free(path: Path) -> bool:
+    import tensorflow as tf
+
+    spec = next(iter(tf.saved_model.load(str(path)).signatures["serving_default"].structured_input_signature[1].values()))
+    return spec.shape.rank is not None and spec.shape[0] is None
+
+
+def _from_torch(source, out: Path) -> dict:
+    """ONNX (as the onnx exporter makes it), then onnx2tf's SavedModel with signatures; its .tflite side files dropped."""
+    from deploycmp.exporters.onnx import _from_torch as to_onnx
+
+    with tempfile.TemporaryDirectory(prefix="deploycmp-onnx2tf-") as tmp:
+        onnx_dir, tf_dir = Path(tmp) / "onnx", Path(tmp) / "tf"
+        onnx_dir.mkdir()
+        onnx_info = to_onnx(source, onnx_dir / "model.onnx")
+        proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_dir / "model.onnx"), "-o", str(tf_dir),
+                               "-osd", "-n"], capture_output=True, text=True)
+        if proc.returncode != 0 or not (tf_dir / "saved_model.pb").is_file():
+            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+            raise RuntimeError(f"onnx2tf failed: {lines[-1][:200] if lines else proc.returncode}")
+        out.mkdir()
+        for part in SAVEDMODEL_PARTS:
+            if (tf_dir / part).is_dir():
+                shutil.copytree(tf_dir / part, out / part)
+            elif (tf_dir / part).is_file():
+                shutil.copy2(tf_dir / part, out / part)
+    return {"name": "onnx2tf (from the ONNX export)", "onnx2tf": md.version("onnx2tf"), "onnx": onnx_info}
+
+
+def export(source, out_dir, quantization: str) -> dict:
+    out = out_dir / "savedmodel"
+    if source.framework == "torch":
+        info, layout = _from_torch(source, out), ("NHWC" if source.layout == "NCHW" else source.layout)
+    else:
+        from deploycmp.keras_source import export_savedmodel
+
+        export_savedmodel(source.model, out)
+        info, layout = {"name": "keras model.export (tf_saved_model)", "keras": md.version("keras")}, source.layout
+    installed = versions()
+    info["tensorflow"] = installed.get("tensorflow") or installed.get("tensorflow-cpu")
+    return {"main_file": "savedmodel", "layout": layout, "dynamic_batch": _batch_is_free(out), "exporter": info}

@@ -1,0 +1,253 @@
+"""Keras source models: keras.applications by name, .keras files, SavedModel directories. NHWC inputs."""
+from __future__ import annotations
+
+import difflib
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from deploycmp.errors import DeployError, UsageError
+
+PREFIX = "keras:"
+
+
+def application_names() -> list[str]:
+    import keras
+
+    return sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
+
+
+def set_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # only settable before TensorFlow runs anything
+        pass
+
+
+def check_device(device: str) -> None:
+    import tensorflow as tf
+
+    if device == "cuda" and not tf.config.list_physical_devices("GPU"):
+        from deploycmp.errors import Unavailable
+
+        raise Unavailable(f"tensorflow {tf.__version__} sees no GPU (tensorflow-cpu has no CUDA support)")
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        import tensorflow as tf
+
+        tf.test.experimental.sync_devices()
+
+
+DEFAULT_IMAGE_SIZE = 224  # for applications whose input size is free (MobileNetV3 ...)
+
+
+def _application(name: str, weights: str, warnings: list, record: dict, input_shape):
+    import keras
+
+    names = application_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        raise UsageError(f"unknown Keras application {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    app = getattr(keras.applications, name)
+    # the inputs it expects: its module's preprocess_input on [0, 255] pixels (keras.src.applications.x -> keras.applications.x)
+    record["preprocess"] = {"kind": "keras", "module": app.__module__.replace("keras.src.", "keras.", 1)}
+
+    def factory(**kw):
+        if input_shape is not None:
+            kw["input_shape"] = tuple(input_shape[1:])
+        model = app(**kw)
+        if input_shape is None and any(d is None for d in model.input_shape[1:3]):
+            side = DEFAULT_IMAGE_SIZE
+            model = app(input_shape=(side, side, model.input_shape[-1]), **kw)
+        return model
+
+    # logits, not probabilities: a softmax head hides drift (near-uniform outputs on random weights)
+    if weights in ("imagenet", "auto"):
+        try:
+            model = factory(weights="imagenet", classifier_activation=None)
+            record["weights"] = "imagenet (keras.applications)"
+            return model
+        except Exception as e:
+            if weights == "imagenet":
+                raise DeployError(f"imagenet weights for {name} are not in Keras' cache (~/.keras/models) and could "
+                                  f"not be downloaded ({type(e).__name__})") from e
+            warnings.append(f"{name} has random weights: imagenet weights are not in Keras' cache and could not be downloaded")
+    elif weights == "random":
+        warnings.append(f"{name} has random weights (--weights random): drift and accuracy say little about a trained model")
+    keras.utils.set_random_seed(0)
+    model = factory(weights=None, classifier_activation=None)
+    if weights not in ("auto", "random", "imagenet"):
+        if not Path(weights).is_file():
+            raise UsageError(f"weights file not found: {weights}")
+        try:
+            model.load_weights(weights)
+        except Exception as e:
+            raise UsageError(f"weights file {weights} does not fit {name}: {str(e).splitlines()[0][:160]}") from e
+        record["weights_file"] = weights
+        return model
+    record["weights"] = "random"
+    return model
+
+
+def _savedmodel_as_keras(path: str, input_shape):
+    """A SavedModel directory wrapped as a Keras model calling its serving signature."""
+    import keras
+
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+    inp = keras.Input(tuple(input_shape[1:]))
+    out = layer(inp)
+    if isinstance(out, dict):
+        out = [out[k] for k in sorted(out)]
+        out = out[0] if len(out) == 1 else out
+    return keras.Model(inp, out)
+
+
+def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int | None = None, layout: str | None = None,
+          value_ranges: dict | None = None):
+    """Load the user's Keras model. `given`: input specs from --input/--input-shape (may be empty).
+    Returns (model, record for the manifest, warnings)."""
+    import keras
+
+    given = list(given or [])
+
+    input_shape = [1, *given[0].shape[1:]] if len(given) == 1 and all(isinstance(d, int) for d in given[0].shape[1:]) else None
+
+    if num_classes is not None:
+        raise UsageError("--num-classes applies to torchvision models; a Keras model file brings its own head")
+    keras.utils.set_random_seed(seed)
+    warnings: list[str] = []
+    record = {"framework": "keras", "spec": spec, "weights": weights, "layout": "NHWC"}
+    if spec.startswith(PREFIX):
+        name = spec[len(PREFIX):]
+        record.update(kind="keras-application", name=name)
+        model = _application(name, weights, warnings, record, input_shape)
+    else:
+        if weights != "auto":
+            raise UsageError(f"--weights {weights} does not apply to a model file ({spec} carries its own weights)")
+        record["weights"] = "file"
+        if not Path(spec).exists():
+            raise UsageError(f"model file not found: {spec}")
+        try:
+            if spec.endswith(".keras"):
+                record.update(kind="keras-file", name=Path(spec).stem)
+                model = keras.models.load_model(spec, compile=False)
+            else:
+                record.update(kind="savedmodel-dir", name=Path(spec).name)
+                if input_shape is None:
+                    raise UsageError(f"{spec} is a SavedModel: pass --input-shape, e.g. --input-shape 1,224,224,3")
+                model = _savedmodel_as_keras(spec, input_shape)
+        except UsageError:
+            raise
+        except Exception as e:
+            raise UsageError(f"{spec} could not be loaded as a Keras model: {str(e).splitlines()[0][:160]}") from e
+    record["inputs"] = describe_inputs(model, given, spec, layout, value_ranges or {})
+    return model, record, warnings
+
+
+def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
+    """The model's own inputs (names, dtypes, shapes; a free axis 1 of an integer input is `sequence`), each
+    replaced by the --input of the same name; --input-shape gives a single-input model its shape."""
+    from dataclasses import replace
+
+    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, to_dicts, with_batch
+
+    own = []
+    for i, t in enumerate(model.inputs):
+        dtype = str(getattr(t.dtype, "name", t.dtype))
+        shape = with_batch([1, *t.shape[1:]])
+        for axis, d in enumerate(shape[1:], 1):
+            if d is None:
+                shape[axis] = "sequence" if axis == 1 and dtype not in FLOAT_DTYPES else f"{_name(t, i)}_dim{axis}"
+        own.append(InputSpec(_name(t, i), dtype, shape))
+    if len(given) == 1 and not given[0].name:
+        given = [InputSpec(own[0].name if len(own) == 1 else "x", given[0].dtype, given[0].shape)]
+    by_name = {g.name: replace(g) for g in given}
+    unknown = [n for n in by_name if n not in {o.name for o in own}]
+    if unknown:
+        raise UsageError(f"--input {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")
+    specs = [by_name.get(o.name, o) for o in own]
+    for s in specs:
+        if s.layout is None and s.dtype in FLOAT_DTYPES and len(s.shape) == 4:
+            s.layout = layout or "NHWC"
+    apply_ranges(specs, ranges)
+    check_ranges(specs)
+    return to_dicts(specs)
+
+
+def _name(tensor, i: int) -> str:
+    name = getattr(tensor, "name", None) or f"input_{i}"
+    return name.split(":")[0]
+
+
+def call_args(feed: dict, inputs: list):
+    """What a Keras model is called with: the one array, or a list in the model's input order."""
+    arrays = [np.ascontiguousarray(feed[s.name]) for s in inputs]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def save_source(model, record: dict, folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    if record["kind"] == "savedmodel-dir":
+        shutil.copytree(record["spec"], folder / "savedmodel")
+        return "savedmodel"
+    model.save(folder / "model.keras")
+    return "model.keras"
+
+
+def load_source(run_dir: Path, record: dict, source_file: str):
+    import keras
+
+    path = Path(run_dir) / source_file
+    if record["kind"] == "savedmodel-dir":
+        return _savedmodel_as_keras(str(path), record["inputs"][0]["shape"])
+    return keras.models.load_model(path, compile=False)
+
+
+def reference_outputs(model, feed: dict, inputs: list) -> dict:
+    """The golden outputs by name: the Keras model called eagerly, one sample per call."""
+    from deploycmp.outputs import flatten
+
+    n = len(next(iter(feed.values())))
+    chunks = [flatten(model(call_args({k: a[i:i + 1] for k, a in feed.items()}, inputs), training=False)) for i in range(n)]
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+def count_gflops(model, args) -> float | None:
+    """Not counted for Keras models in this version (the report shows '-')."""
+    return None
+
+
+def example(feed: dict, inputs: list):
+    return call_args(feed, inputs)
+
+
+def batch_works(model, args) -> bool:
+    from deploycmp.outputs import flatten
+
+    try:
+        n = len(args[0] if isinstance(args, list) else args)
+        return all(o.shape[0] == n for o in flatten(model(args, training=False)).values())
+    except Exception:
+        return False
+
+
+def export_savedmodel(model, path: Path) -> None:
+    """A TF SavedModel with a `serving_default` signature and a free batch axis (keras model.export)."""
+    model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+@contextmanager
+def temporary_savedmodel(model):
+    """The model as a SavedModel in a temporary folder, for converters that start from one (tf2onnx, TFLite)."""
+    with tempfile.TemporaryDirectory(prefix="deploycmp-savedmodel-") as tmp:
+        path = Path(tmp) / "savedmodel"
+        export_savedmodel(model, path)
+        yield path

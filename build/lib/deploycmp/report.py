@@ -1,0 +1,136 @@
+"""deploycmp report: one table (terminal, Markdown, CSV, JSON) from a run directory's results."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from deploycmp import compare
+from deploycmp.errors import UsageError
+from deploycmp.hosts import describe_host, hosts_of, targets_of
+from deploycmp.rundir import load_manifest, write_atomic, write_json
+from deploycmp.specs import split_list
+from deploycmp.table import COLUMNS, LEFT, cells, heading, markdown_table, warnings_of
+
+FORMATS = ("md", "csv", "json", "html")
+
+CSV_FIELDS = (
+    "id", "model", "format", "quantization", "runtime", "target", "batch", "shape", "threads", "status", "error",
+    "size_bytes", "size_gzip_bytes", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.mean",
+    "latency_ms.std", "latency_ms.min", "latency_ms.ci95_p50", "latency_per_item_ms", "throughput_per_s",
+    "cold_start_ms.import", "cold_start_ms.load", "cold_start_ms.first_inference", "cold_start_ms.total", "peak_rss_mb",
+    "model_memory_mb", "memory_budget.limit_mb", "device", "device_memory_mb", "observed.cores_busy", "batch_strategy",
+    "drift.max_abs",
+    "drift.mean_abs", "drift.rel_l2", "drift.cosine_min", "drift.cosine_mean", "drift.sqnr_db",
+    "drift.top1_agreement", "drift.top5_overlap", "drift.accuracy", "drift.accuracy_delta_pp",
+    "samples_to_look_at.flipped_count", "gflops", "peak_fraction", "host.hostname",
+)
+
+
+def parse_formats(spec: str) -> list[str]:
+    names = split_list(spec, "--format")
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise UsageError(f"unknown report format {unknown[0]!r}; formats: {', '.join(FORMATS)}")
+    return names
+
+
+def _get(row: dict, dotted: str):
+    value = row
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def markdown(manifest: dict, rows: list[dict]) -> str:
+    lines = [f"# deploycmp report: {manifest['model']['name']}", "", heading(manifest), ""]
+    lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
+    groups = hosts_of(rows)
+    for name, host_rows in groups.items():
+        if len(groups) > 1:
+            lines += ["", f"### Host {name}", "", describe_host(host_rows[0])]
+        lines += [""] + markdown_table(COLUMNS, [cells(r) for r in host_rows])
+    lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, "
+              "SQNR, top-1: drift against the source model (top-1: share of samples whose top class is unchanged); "
+              "acc: task accuracy on the labeled data, and its change against the source model in percentage points; "
+              "cold: process start to first result (import + load + first inference); RSS: the worker's peak "
+              "resident memory.", ""]
+    lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
+    return "\n".join(lines) + "\n"
+
+
+
+
+
+
+
+
+
+
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        writer.writerow(["" if (v := _get(row, f)) is None else (json.dumps(v) if isinstance(v, (list, dict)) else v) for f in CSV_FIELDS])
+    return buf.getvalue()
+
+
+def print_table(manifest: dict, rows: list[dict], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    console.print(heading(manifest))
+    for w in warnings_of(manifest, rows):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    groups = hosts_of(rows)
+    for name, host_rows in groups.items():
+        table = Table(show_lines=False, header_style="bold",
+                      title=f"host {name}: {describe_host(host_rows[0])}" if len(groups) > 1 else None)
+        for col in COLUMNS:
+            table.add_column(col, justify="left" if col in LEFT else "right", overflow="fold",
+                             max_width=60 if col == "note" else None)
+        for row in host_rows:
+            table.add_row(*cells(row))
+        console.print(table)
+    for name, desc in targets_of(rows).items():
+        console.print(f"{name}: {desc}", highlight=False)
+
+
+def write_reports(run_dir, formats: list[str], results: dict, comparison: dict | None = None) -> list[Path]:
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    rows = results["rows"]
+    written = []
+    for fmt in formats:
+        path = run_dir / f"report.{fmt}"
+        if fmt == "md":
+            write_atomic(path, markdown(manifest, rows) + ("\n" + compare.markdown(comparison) if comparison else ""))
+        elif fmt == "csv":
+            write_atomic(path, csv_text(rows))
+        elif fmt == "html":
+            from deploycmp.html_report import html
+
+            write_atomic(path, html(manifest, results, comparison))
+        else:
+            write_json(path, {"schema": results["schema"], "model": manifest["model"],
+                              "warnings": warnings_of(manifest, rows), "rows": rows, "baseline": comparison})
+        written.append(path)
+    return written

@@ -1,0 +1,163 @@
+"""The run directory: the contract between export, bench and report (plain JSON and files, schema-versioned)."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from deploycmp import READABLE_SCHEMAS, SCHEMA
+from deploycmp.errors import UsageError
+
+MANIFEST = "manifest.json"
+REFERENCE = "reference.npz"
+CALIBRATION = "calibration.npz"
+RESULTS = "results.json"
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so that a reader sees either the old content or the whole new one, never a half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; give it the permissions open() would
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_results_file(file: Path, label: str) -> dict:
+    """A results.json given by the user (a baseline, another machine's rows): one clear error when it is not one."""
+    try:
+        results = read_json(file)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{label} is not readable JSON: {e}") from e
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r and "status" in r for r in rows):
+        raise UsageError(f"{label} is not a deploycmp results file (no rows with an id and a status)")
+    return results
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def gzip_size(path: Path) -> int:
+    """Bytes of the file once gzipped (level 6), counted without keeping the compressed copy."""
+    counter = _CountingSink()
+    with open(path, "rb") as src, gzip.GzipFile(fileobj=counter, mode="wb", compresslevel=6, mtime=0) as gz:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            gz.write(chunk)
+    return counter.n
+
+
+class _CountingSink:
+    def __init__(self):
+        self.n = 0
+
+    def write(self, b):
+        self.n += len(b)
+        return len(b)
+
+    def flush(self):
+        pass
+
+
+def describe_files(run_dir: Path, folder: Path) -> dict:
+    """Every file an artifact needs (an ONNX file's external data too), with sizes and hashes."""
+    files = []
+    for p in sorted(q for q in Path(folder).rglob("*") if q.is_file()):
+        files.append({
+            "path": str(p.relative_to(run_dir)),
+            "bytes": p.stat().st_size,
+            "sha256": sha256_file(p),
+        })
+    return {
+        "files": files,
+        "size_bytes": sum(f["bytes"] for f in files),
+        "size_gzip_bytes": sum(gzip_size(run_dir / f["path"]) for f in files),
+    }
+
+
+def changed_files(run_dir: Path, artifact: dict) -> list[str]:
+    """Files of an artifact that are missing or no longer match the sha256 recorded at export."""
+    bad = []
+    for f in artifact.get("files", []):
+        p = Path(run_dir) / f["path"]
+        if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
+            bad.append(f["path"])
+    return bad
+
+
+def artifact_sha256(artifact: dict) -> str | None:
+    """One digest for all the files of an artifact (each file's path and sha256), None when it has no files.
+    Rows carry it so that results measured elsewhere can be matched to the very same files."""
+    files = sorted((f["path"], f["sha256"]) for f in artifact.get("files", []))
+    if not files:
+        return None
+    return hashlib.sha256("\n".join(f"{p} {h}" for p, h in files).encode()).hexdigest()
+
+
+def load_manifest(run_dir, for_measuring: bool = False) -> dict:
+    """The run's manifest. Reports and validate read older schemas; measuring (bench) needs the current one."""
+    run_dir = Path(run_dir)
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is not a directory (expected a run directory made by 'deploycmp export')")
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a run directory: no {MANIFEST} (make one with 'deploycmp export')")
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path} is not readable JSON: {e}") from e
+    schema = manifest.get("schema") if isinstance(manifest, dict) else None
+    if schema not in READABLE_SCHEMAS:
+        raise UsageError(f"{path}: unsupported manifest schema {schema if schema is not None else '?'} (this deploycmp "
+                         f"reads schemas {', '.join(map(str, READABLE_SCHEMAS))})")
+    if for_measuring and schema != SCHEMA:
+        raise UsageError(f"{run_dir} was made by an older deploycmp (run directory schema {schema}): report and "
+                         f"validate read it, but to measure it again export it anew (deploycmp export ... --out NEW_DIR)")
+    return manifest
+
+
+def result_path(run_dir: Path, row_id: str) -> Path:
+    return Path(run_dir) / "results" / f"{row_id}.json"
+
+
+def load_rows(run_dir: Path) -> list[dict]:
+    """Rows measured so far, in the order of results.json when present, else by row id."""
+    run_dir = Path(run_dir)
+    rows = {}
+    for p in sorted((run_dir / "results").glob("*.json")):
+        try:
+            row = read_json(p)
+        except (OSError, ValueError):
+            continue
+        if isinstance(row, dict) and "id" in row:
+            rows[row["id"]] = row
+    return list(rows.values())

@@ -1,0 +1,67 @@
+"""ONNX models on ONNX Runtime: the CPU execution provider, or the CUDA one (onnxruntime-gpu) on a GPU target."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from deploycmp.runtimes.base import Session, TensorMeta
+from deploycmp.errors import Unavailable
+
+NAME = "onnxruntime"
+FORMATS = ("onnx",)
+REQUIRES = ("onnxruntime",)
+DEVICES = ("cpu", "cuda")
+ON_DEVICE = True  # ONNX Runtime Mobile runs the same files on phones
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
+             "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+class OrtSession(Session):
+    def __init__(self, sess, threads: int, device: str):
+        import onnxruntime
+
+        self.sess, self.device = sess, device
+        self._version = onnxruntime.__version__
+        self._threads = threads
+        self.output_names = [o.name for o in sess.get_outputs()]
+        self.inputs = [TensorMeta(i.name, ORT_TYPES.get(i.type, i.type), [d if isinstance(d, int) else None for d in i.shape])
+                       for i in sess.get_inputs()]
+
+    def info(self) -> dict:
+        return {"runtime": NAME, "version": self._version, "threads": self._threads,
+                "providers": self.sess.get_providers(), "device": self.device}
+
+    def input_metadata(self):
+        return self.inputs
+
+    def prepare_native(self, feed: dict):
+        return {k: np.ascontiguousarray(a) for k, a in feed.items()}
+
+    def run(self, prepared):
+        return self.sess.run(self.output_names, prepared)
+
+    def to_numpy(self, raw) -> dict:
+        return dict(zip(self.output_names, raw))
+
+    # run() returns host numpy arrays, so it has already waited for the device: nothing to synchronize
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> OrtSession:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise Unavailable(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+        providers.insert(0, "CUDAExecutionProvider")
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(Path(run_dir) / artifact["main_file"]), opts, providers=providers)
+    if device == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
+        raise Unavailable(f"onnxruntime could not start its CUDA provider (providers: {sess.get_providers()})")
+    return OrtSession(sess, threads, device)

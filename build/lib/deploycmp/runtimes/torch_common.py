@@ -1,0 +1,72 @@
+"""What the three PyTorch runtimes share: threads, device placement, tensor conversion, a no-grad call."""
+from __future__ import annotations
+
+
+from deploycmp.runtimes.base import Session, spec_metadata
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before the first parallel work; keep what the process has
+        pass
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        from deploycmp.errors import Unavailable
+
+        raise Unavailable(f"torch {torch.__version__} sees no CUDA device"
+                          + ("" if torch.version.cuda else " (a CPU-only build)"))
+
+
+class TorchSession(Session):
+    def __init__(self, module, runtime: str, inputs: list[dict], device: str = "cpu"):
+        import torch
+
+        self._torch = torch
+        self.inputs = inputs
+        self.device = device
+        self.module = module.to(device) if device != "cpu" and hasattr(module, "to") else module
+        self.runtime = runtime
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def info(self) -> dict:
+        torch = self._torch
+        info = {"runtime": self.runtime, "version": torch.__version__, "threads": torch.get_num_threads(),
+                "interop_threads": torch.get_num_interop_threads(), "device": self.device}
+        if self.device == "cuda":
+            info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda)
+        return info
+
+    def input_metadata(self):
+        return spec_metadata(self.inputs)
+
+    def prepare_native(self, feed: dict):
+        from deploycmp.specs import inputs_from_dicts
+        from deploycmp.torch_source import example
+
+        args = example(feed, inputs_from_dicts(self.inputs))
+        return tuple(t.to(self.device) for t in args) if self.device != "cpu" else args
+
+    def run(self, prepared):
+        with self._torch.inference_mode():
+            return self.module(*prepared)
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            self._torch.cuda.synchronize()
+
+    def cuda_events(self):
+        if self.device != "cuda":
+            return None
+        return self._torch.cuda.Event(enable_timing=True), self._torch.cuda.Event(enable_timing=True)
+
+    def device_memory_mb(self) -> float | None:
+        return self._torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None

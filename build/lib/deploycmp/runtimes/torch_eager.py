@@ -1,0 +1,16 @@
+"""The source model called eagerly in PyTorch: the reference row every other path is compared with."""
+from deploycmp.runtimes.torch_common import TorchSession, check_device, set_threads
+
+NAME = "torch"
+FORMATS = ("eager",)
+FRAMEWORK = "torch"  # runs the eager artifact of a PyTorch source only
+REQUIRES = ("torch",)
+DEVICES = ("cpu", "cuda")
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TorchSession:
+    set_threads(threads)
+    check_device(device)
+    from deploycmp.torch_source import load_source
+
+    return TorchSession(load_source(run_dir, artifact["model"], artifact["files"][0]["path"]), NAME, artifact["model"]["inputs"], device)

@@ -1,0 +1,19 @@
+"""TorchScript modules through torch.jit.load."""
+from pathlib import Path
+
+from deploycmp.runtimes.torch_common import TorchSession, check_device, set_threads
+
+NAME = "torchscript"
+FORMATS = ("torchscript",)
+REQUIRES = ("torch",)
+DEVICES = ("cpu", "cuda")
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TorchSession:
+    set_threads(threads)
+    check_device(device)
+    import torch
+
+    module = torch.jit.load(str(Path(run_dir) / artifact["main_file"]), map_location=device)
+    module.eval()
+    return TorchSession(module, NAME, artifact["model"]["inputs"], device)

@@ -1,0 +1,206 @@
+"""What a model takes and returns: named, typed inputs and outputs with named dimensions (batch, sequence ...).
+
+Every part of deploycmp speaks in feeds: name -> numpy array, in the order of the model's input specs.
+An image classifier is the special case of one float input (`x`, NCHW or NHWC) and one `logits` output.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from deploycmp.errors import UsageError
+
+DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "bool", "uint8")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+BATCH = "batch"
+
+
+def numpy_dtype(dtype: str):
+    """The numpy dtype arrays of a spec dtype are kept in (bfloat16, which numpy lacks, as float32)."""
+    return np.dtype("float32" if dtype == "bfloat16" else dtype)
+
+
+@dataclass
+class InputSpec:
+    name: str
+    dtype: str
+    shape: list  # ints (fixed) and names (free: "batch", "sequence" ...); axis 0 is the batch
+    value_range: list | None = None  # [low, high): integers are drawn from it (token ids in [0, vocab))
+    layout: str | None = None  # NCHW | NHWC, images only
+
+    def dims(self) -> list[str]:
+        return [d for d in self.shape if isinstance(d, str)]
+
+    def resolve(self, values: dict) -> tuple[int, ...]:
+        """The concrete shape at named-dimension values {"batch": 8, "sequence": 64}."""
+        missing = [d for d in self.dims() if d not in values]
+        if missing:
+            raise UsageError(f"input {self.name}: dimension {missing[0]!r} has no value; pass --shape {missing[0]}=N")
+        return tuple(int(values[d]) if isinstance(d, str) else int(d) for d in self.shape)
+
+    def is_mask(self) -> bool:
+        return "mask" in self.name.lower() and self.dtype not in FLOAT_DTYPES
+
+
+@dataclass
+class OutputSpec:
+    name: str
+    dtype: str = "float32"
+    shape: list = field(default_factory=lambda: [BATCH])
+    kind: str = "other"  # logits | sequence | other
+
+
+def inputs_from_dicts(items: list[dict]) -> list[InputSpec]:
+    return [InputSpec(**i) for i in items]
+
+
+def outputs_from_dicts(items: list[dict]) -> list[OutputSpec]:
+    return [OutputSpec(**o) for o in items]
+
+
+def to_dicts(specs) -> list[dict]:
+    return [asdict(s) for s in specs]
+
+
+def split_list(text: str, what: str, cast=str) -> list:
+    """A comma-separated option value as a list (blank items dropped): the one parser for every list option."""
+    try:
+        items = [cast(s.strip()) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: expected a comma-separated list") from None
+    if not items:
+        raise UsageError(f"{what}: empty list")
+    return list(dict.fromkeys(items))
+
+
+def parse_dim(text: str, what: str):
+    text = text.strip()
+    if text.isdigit():
+        if int(text) <= 0:
+            raise UsageError(f"{what}: dimension {text} must be positive")
+        return int(text)
+    if text.isidentifier():
+        return text
+    raise UsageError(f"{what}: dimension {text!r} is neither a positive integer nor a name (batch, sequence ...)")
+
+
+def parse_input(text: str) -> InputSpec:
+    """--input NAME:DTYPE:SHAPE, e.g. ids:int64:batch,sequence or feats:float32:1,8 (axis 0 is the batch)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.strip() for p in parts):
+        raise UsageError(f"--input {text!r}: expected NAME:DTYPE:SHAPE, e.g. ids:int64:1,16")
+    name, dtype, shape = (p.strip() for p in parts)
+    if not name.isidentifier():
+        raise UsageError(f"--input {text!r}: {name!r} is not a valid input name")
+    if dtype not in DTYPES:
+        raise UsageError(f"--input {text!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    dims = [parse_dim(d, f"--input {text!r}") for d in shape.split(",")]
+    return InputSpec(name, dtype, with_batch(dims))
+
+
+def with_batch(shape: list) -> list:
+    """Axis 0 is the batch: a fixed size there becomes the named dimension `batch` (sizes come from --batch)."""
+    return [BATCH, *shape[1:]] if shape and not isinstance(shape[0], str) else list(shape)
+
+
+def parse_sweeps(items: tuple | list, batch: str | None = None) -> dict:
+    """--shape NAME=V1,V2 (repeatable) and --batch as {"batch": [...], "sequence": [...]}."""
+    sweeps = {}
+    for text in items or ():
+        name, sep, values = text.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise UsageError(f"--shape {text!r}: expected NAME=V1,V2, e.g. sequence=16,64")
+        if name.strip() in sweeps:
+            raise UsageError(f"--shape {name.strip()} is given twice: give its sizes once, e.g. {name.strip()}=16,64")
+        sizes = split_list(values, f"--shape {text!r}", int)
+        if any(v <= 0 for v in sizes):
+            raise UsageError(f"--shape {text!r}: sizes must be positive integers")
+        sweeps[name.strip()] = sizes
+    if batch is not None:
+        if BATCH in sweeps:
+            raise UsageError("give batch sizes once: --batch 1,8 or --shape batch=1,8")
+        sizes = split_list(batch, "--batch", int)
+        if any(b <= 0 for b in sizes):
+            raise UsageError(f"--batch {batch!r}: batch sizes must be positive integers")
+        sweeps[BATCH] = sizes
+    return sweeps
+
+
+def parse_value_ranges(items: tuple | list) -> dict:
+    """--value-range NAME:LOW,HIGH (repeatable): integers drawn from [LOW, HIGH)."""
+    out = {}
+    for text in items or ():
+        name, sep, bounds = text.partition(":")
+        try:
+            low, high = (int(v) for v in bounds.split(","))
+        except ValueError:
+            raise UsageError(f"--value-range {text!r}: expected NAME:LOW,HIGH, e.g. ids:0,1000") from None
+        if not sep or not name.strip() or high <= low:
+            raise UsageError(f"--value-range {text!r}: expected NAME:LOW,HIGH with LOW < HIGH")
+        out[name.strip()] = [low, high]
+    return out
+
+
+def points(sweeps: dict, inputs: list[InputSpec]) -> list[dict]:
+    """Every combination of the swept named dimensions the inputs use, the first value of each first."""
+    used = [d for d in dict.fromkeys(d for s in inputs for d in s.dims()) if d != BATCH]
+    combos = [{}]
+    for d in used:
+        if d not in sweeps:
+            raise UsageError(f"dimension {d!r} of the inputs has no size: pass --shape {d}=N[,M...]")
+        combos = [{**c, d: v} for c in combos for v in sweeps[d]]
+    return combos
+
+
+def point_key(dims: dict) -> str:
+    """A stable text for a shape point (row and artifact ids, file names): 'sequence64', '' without sweeps."""
+    return "-".join(f"{k}{v}" for k, v in dims.items() if k != BATCH)
+
+
+def served_by(artifact: dict, dims: dict) -> bool:
+    """Whether an artifact exported at its export_dims also takes `dims` (every differing dimension is free)."""
+    export = artifact.get("export_dims") or {BATCH: artifact.get("export_batch")}
+    free = artifact.get("dynamic_dims")
+    if free is None:
+        free = [BATCH] if artifact.get("dynamic_batch") else []
+    return all(export.get(k) == v or k in free for k, v in dims.items())
+
+
+def point_id(dims: dict) -> str:
+    """'b8', 'b1-sequence64': the suffix of ids of artifacts and rows made for one shape point."""
+    key = point_key(dims)
+    return f"b{dims[BATCH]}" + (f"-{key}" if key else "")
+
+
+def apply_ranges(inputs: list[InputSpec], ranges: dict) -> None:
+    """--value-range values onto the inputs they name."""
+    names = {s.name for s in inputs}
+    unknown = [n for n in ranges if n not in names]
+    if unknown:
+        raise UsageError(f"--value-range {unknown[0]}: the model has no input {unknown[0]!r} ({', '.join(names)})")
+    for s in inputs:
+        if s.name in ranges:
+            s.value_range = list(ranges[s.name])
+
+
+def check_ranges(inputs: list[InputSpec]) -> None:
+    for s in inputs:
+        if s.dtype in ("int64", "int32", "uint8") and s.value_range is None and not s.is_mask():
+            raise UsageError(f"input {s.name} is {s.dtype}: give its values with --value-range {s.name}:LOW,HIGH "
+                             f"(e.g. token ids in [0, vocab): --value-range {s.name}:0,30522)")
+
+
+def output_kind(shape: tuple, inputs: list[InputSpec], dims: dict) -> str:
+    """logits: [batch, classes>1]; sequence: [batch, sequence, ...] when an input has that sequence axis."""
+    if len(shape) == 2 and shape[1] > 1:
+        return "logits"
+    seq = {s.resolve({BATCH: 1, **dims})[1] for s in inputs if len(s.shape) >= 2 and isinstance(s.shape[1], str)}
+    if len(shape) >= 2 and shape[1] in seq:
+        return "sequence"
+    return "other"
+
+
+def describe(inputs: list[InputSpec]) -> str:
+    """One line per model for messages: ids:int64[batch,sequence], mask:int64[batch,sequence]."""
+    return ", ".join(f"{s.name}:{s.dtype}[{','.join(map(str, s.shape))}]" for s in inputs)

@@ -1,0 +1,88 @@
+"""The results table as text: columns, one row's cells, the heading and warnings; the same for the terminal,
+Markdown and HTML reports."""
+from __future__ import annotations
+
+MARKS = {"ok": "✅", "unavailable": "❎"}
+COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
+           "max abs", "SQNR dB", "top-1", "acc % (Δpp)", "cold ms", "RSS MB", "note")
+LEFT = ("", "format", "quant", "runtime", "target", "note")
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _short_reason(row: dict) -> str:
+    if row["status"] == "ok":
+        return "; ".join(row.get("warnings") or [])
+    reason = (row.get("error") or "").replace("\n", " ")
+    return f"{row['status']}: {reason}" if row["status"] != "unavailable" else reason
+
+
+def _accuracy(d: dict) -> str:
+    """Task accuracy and its change against the source model, on labeled data."""
+    if d.get("accuracy") is None:
+        return "-"
+    return f"{d['accuracy'] * 100:.1f} ({d['accuracy_delta_pp']:+.1f})"
+
+
+def cells(row: dict) -> list[str]:
+    """One table row as text, the same for the terminal and Markdown."""
+    d, lat = row.get("drift") or {}, row.get("latency_ms") or {}
+    size = row.get("size_bytes")
+    cold = (row.get("cold_start_ms") or {}).get("total")
+    top1 = d.get("top1_agreement")
+    sqnr = "exact" if d.get("identical") else _num(d.get("sqnr_db"), ".1f")
+    return [
+        MARKS.get(row["status"], "❌"), row["format"], row["quantization"], row["runtime"], row["target"],
+        shape_text(row), _num(size / 1e6 if size is not None else None, ".3g"),
+        _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("latency_per_item_ms"), ".3g"),
+        _num(row.get("throughput_per_s"), ".1f"),
+        _num(d.get("max_abs"), ".1e"), sqnr, "-" if top1 is None else f"{top1 * 100:.0f}%", _accuracy(d),
+        _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),
+    ]
+
+
+def warnings_of(manifest: dict, rows: list[dict]) -> list[str]:
+    """The run's warnings: the manifest's (random weights ...) and a count of rows that are not ok."""
+    out = list(manifest.get("warnings", []))
+    unavailable = sum(r["status"] == "unavailable" for r in rows)
+    failed = sum(r["status"] not in ("ok", "unavailable") for r in rows)
+    if failed:
+        out.append(f"{failed} row(s) failed: see the note column and RUN_DIR/logs/")
+    if unavailable:
+        out.append(f"{unavailable} row(s) unavailable in this install or on this machine")
+    over = [r["id"] for r in rows if not (r.get("memory_budget") or {}).get("within", True)]
+    if over:
+        out.append(f"{len(over)} row(s) over their target's memory budget: {', '.join(over)}")
+    return out
+
+
+def inputs_text(model: dict) -> str:
+    """'input 1x3x224x224 NCHW' (schema 1), or each input as name:dtype[shape] (layout)."""
+    if not model.get("inputs"):
+        return f"input {'x'.join(map(str, model['input_shape']))} {model.get('layout') or ''}".rstrip()
+    return "inputs " + ", ".join(f"{i['name']}:{i['dtype']}[{','.join(map(str, i['shape']))}]"
+                                 + (f" {i['layout']}" if i.get("layout") else "") for i in model["inputs"])
+
+
+def heading(manifest: dict) -> str:
+    m = manifest["model"]
+    gf = m.get("gflops_per_sample")
+    outputs = m.get("outputs") or []
+    shown = f"; drift of output {outputs[0]['name']} shown (all {len(outputs)} in JSON/HTML)" if len(outputs) > 1 else ""
+    return (f"{m['name']} ({m['framework']}, weights: {m['weights']}, {inputs_text(m)}"
+            f"{f', {gf:.2f} GFLOP/sample' if gf else ''}); drift vs the source model on "
+            f"{manifest['data']['samples']} {manifest['data']['kind']} samples{shown}")
+
+
+def shape_text(row: dict) -> str:
+    """The batch, and any other named dimension the row was measured at: '8', '1 sequence=64'."""
+    rest = [f"{k}={v}" for k, v in (row.get("shape") or {}).items() if k != "batch"]
+    return " ".join([str(row["batch"]), *rest])
+
+
+def markdown_table(columns, cell_rows) -> list[str]:
+    """A Markdown table's lines: header, separator, one line per row (a | inside a cell escaped)."""
+    return (["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cell_rows])

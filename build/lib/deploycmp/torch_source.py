@@ -1,0 +1,397 @@
+"""PyTorch source models: resolve --model, load weights, and rebuild the pinned source in any worker process."""
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+import shutil
+import socket
+from pathlib import Path
+
+from deploycmp.errors import DeployError, UsageError
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".ts", ".torchscript")
+DEFAULT_IMAGE_SIZE = 224
+
+
+def classify_spec(spec: str) -> str:
+    """Which kind of source a --model value names, decided without importing any framework."""
+    if spec.endswith(".pt2"):
+        return "torch-export-file"
+    if spec.endswith(TORCHSCRIPT_SUFFIXES) or Path(spec).is_file():
+        return "torchscript-file"
+    if ":" in spec:
+        return "factory"
+    return "torchvision"
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _check_torchvision_name(name: str) -> None:
+    names = torchvision_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; 'deploycmp list' shows the models"
+        raise UsageError(f"unknown model {name!r}{hint}")
+
+
+def _call_factory(spec: str):
+    import torch
+
+    mod_name, _, fn_name = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: the user's own modules
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise UsageError(f"cannot import {mod_name!r} for --model {spec}: {e}") from e
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise UsageError(f"{mod_name} has no callable {fn_name!r} (--model {spec})")
+    model = fn()
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--model {spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _load_state_dict_file(path: str) -> dict:
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a bad file
+        raise UsageError(f"weights file {path} could not be read as a state_dict: {str(e).splitlines()[0]}") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UsageError(f"weights file {path} holds {type(state).__name__}, not a state_dict")
+    return state
+
+
+def _apply_state_dict(model, state: dict, source: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else "mismatch"
+        raise UsageError(f"weights from {source} do not fit the model: {first}") from e
+
+
+def _pretrained_state_dict(name: str):
+    """torchvision's pretrained weights from its cache, or a download; raises DeployError when neither works."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError) as e:
+        raise DeployError(f"torchvision has no pretrained weights for {name}") from e
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    try:
+        return weights, weights.get_state_dict(progress=False, check_hash=False)
+    except Exception as e:
+        raise DeployError(f"pretrained weights for {name} are not in torch's cache and could not be downloaded ({type(e).__name__}: {str(e)[:120]})") from e
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def default_input_shape(name: str) -> list[int]:
+    import torchvision
+
+    size = DEFAULT_IMAGE_SIZE
+    try:
+        crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
+        size = int(crop[0])
+    except Exception:
+        pass
+    return [1, 3, size, size]
+
+
+def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int | None = None, layout: str | None = None,
+          value_ranges: dict | None = None):
+    """Load the user's model as asked. `given`: the input specs from --input/--input-shape (may be empty).
+    Returns (model in eval mode, record for the manifest, warnings)."""
+    import torch
+
+    given = list(given or [])
+
+    from deploycmp.data import IMAGENET
+
+    kind = classify_spec(spec)
+    warnings: list[str] = []
+    record = {"framework": "torch", "kind": kind, "spec": spec, "weights": weights}
+    torch.manual_seed(seed)
+    if num_classes is not None and kind != "torchvision":
+        raise UsageError("--num-classes applies to torchvision models (a file or factory brings its own head)")
+    if kind in ("torchscript-file", "torch-export-file"):
+        if not Path(spec).is_file():
+            raise UsageError(f"model file not found: {spec}")
+        model = _load_file(spec, kind)
+        record["name"] = Path(spec).stem
+        if weights not in ("auto",):
+            raise UsageError(f"--weights {weights} does not apply to a model file ({spec} carries its own weights)")
+        record["weights"] = "file"
+    elif kind == "factory":
+        model = _call_factory(spec)
+        record["name"] = spec.partition(":")[2]
+        if weights in ("auto", "random"):
+            record["weights"] = "factory"
+        elif weights == "imagenet":
+            raise UsageError("--weights imagenet applies to torchvision models; a factory returns its own weights")
+        else:
+            _apply_state_dict(model, _load_state_dict_file(weights), weights)
+            record["weights_file"] = str(weights)
+    else:
+        _check_torchvision_name(spec)
+        import torchvision
+
+        record["name"], record["preprocess"] = spec, IMAGENET  # what torchvision's weights' transforms do
+        head = {"num_classes": num_classes} if num_classes else {}
+        record.update(head)
+        if num_classes and weights in ("imagenet", "auto"):
+            raise UsageError(f"--num-classes {num_classes}: ImageNet weights have 1000 classes; pass your "
+                             "fine-tuned checkpoint with --weights FILE (or --weights random)")
+        if weights in ("random", "auto", "imagenet"):
+            model = torchvision.models.get_model(spec, weights=None, **head)
+            if weights == "random":
+                warnings.append(f"{spec} has random weights (--weights random): drift and accuracy say little about a trained model")
+            else:
+                try:
+                    enum, state = _pretrained_state_dict(spec)
+                    _apply_state_dict(model, state, f"torchvision {enum}")
+                    record["weights"] = f"imagenet ({enum})"
+                except DeployError as e:
+                    if weights == "imagenet":
+                        raise
+                    record["weights"] = "random"
+                    warnings.append(f"{spec} has random weights: {e}")
+        else:
+            model = torchvision.models.get_model(spec, weights=None, **head)
+            _apply_state_dict(model, _load_state_dict_file(weights), weights)
+            record["weights_file"] = str(weights)
+        if not given:
+            from deploycmp.specs import InputSpec, with_batch
+
+            given = [InputSpec("x", "float32", with_batch(default_input_shape(spec)), layout="NCHW")]
+    _eval(model)
+    record["forward_params"] = forward_params(model)
+    record["inputs"] = describe_inputs(model, record["forward_params"], given, spec, layout, value_ranges or {})
+    return model, record, warnings
+
+
+def forward_params(model) -> list[str] | None:
+    """The names forward() takes, in order (None when they cannot be read: a .pt2 file's module)."""
+    import inspect
+
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        try:
+            return [a.name for a in model.forward.schema.arguments[1:]]
+        except Exception:
+            return None
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names or None
+
+
+def describe_inputs(model, params: list[str] | None, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
+    """The input specs, in forward()'s order: given by --input (checked against forward's names), or one float
+    input from --input-shape named after forward's first argument."""
+    from dataclasses import replace
+
+    from deploycmp.specs import describe, to_dicts
+
+    if not given:
+        example = f"--input {params[0]}:float32:1,3,224,224" if params else "--input-shape 1,3,224,224"
+        raise UsageError(f"--model {spec}: give its inputs, e.g. {example}"
+                         + (f" (forward takes {', '.join(params)})" if params else ""))
+    given = [replace(g, name=g.name or (params[0] if params and len(given) == 1 else "x")) for g in given]
+    for g in given:
+        if g.layout is None and g.dtype == "float32" and len(g.shape) == 4:
+            g.layout = layout or "NCHW"
+    if params is not None:
+        unknown = [g.name for g in given if g.name not in params]
+        if unknown:
+            raise UsageError(f"--input {unknown[0]}: {spec} forward() takes {', '.join(params)}")
+        given = sorted(given, key=lambda g: params.index(g.name))
+    from deploycmp.specs import apply_ranges, check_ranges
+
+    apply_ranges(given, ranges)
+    _default_ranges(model, given)
+    check_ranges(given)
+    if params is not None:
+        required = [p for p in params if p not in {g.name for g in given} and _required(model, p)]
+        if required:
+            raise UsageError(f"{spec} forward() also needs {', '.join(required)}; give every input: {describe(given)}")
+    return to_dicts(given)
+
+
+def _required(model, param: str) -> bool:
+    import inspect
+
+    try:
+        return inspect.signature(model.forward).parameters[param].default is inspect.Parameter.empty
+    except (TypeError, ValueError, KeyError):
+        return True
+
+
+def _default_ranges(model, inputs: list) -> None:
+    """Token-id inputs without --value-range take the model's vocabulary: config.vocab_size, else the size of
+    its first embedding table."""
+    import torch
+
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is None:
+        emb = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None) if hasattr(model, "modules") else None
+        vocab = emb.num_embeddings if emb is not None else None
+    for s in inputs:
+        if s.value_range is None and s.dtype in ("int64", "int32") and not s.is_mask() and vocab:
+            s.value_range = [0, int(vocab)]
+
+
+def positional(record: dict) -> bool:
+    """Whether the inputs are forward()'s leading arguments in order, so they can be passed by position."""
+    names, params = [i["name"] for i in record["inputs"]], record.get("forward_params")
+    return params is None or params[:len(names)] == names
+
+
+def by_name(model, names: list[str]):
+    """The model behind a forward(*args) that passes its arguments by name: every exporter takes positional
+    arguments, and a model's inputs need not be its leading ones (input_ids, token_type_ids without a mask)."""
+    import torch
+
+    class ByName(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return self.inner(**dict(zip(names, args)))
+
+    return _eval(ByName(model))
+
+
+def _eval(model):
+    """Eval mode; a torch.export module has no train mode to leave (and refuses eval())."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass
+    return model
+
+
+def _load_file(path: str, kind: str):
+    import torch
+
+    try:
+        if kind == "torch-export-file":
+            return torch.export.load(path).module()
+        return torch.jit.load(path, map_location="cpu")
+    except Exception as e:
+        what = "a torch.export .pt2 file" if kind == "torch-export-file" else "a TorchScript file (for a state_dict use --weights FILE)"
+        raise UsageError(f"{path} could not be loaded as {what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def save_source(model, record: dict, folder: Path) -> str:
+    """Pin the source in the run directory so every worker rebuilds exactly this model; returns the file name."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if record["kind"] in ("torchscript-file", "torch-export-file"):
+        name = "model" + Path(record["spec"]).suffix
+        shutil.copyfile(record["spec"], folder / name)
+    else:
+        name = "weights.pt"
+        torch.save(model.state_dict(), folder / name)
+    return name
+
+
+def load_source(run_dir: Path, record: dict, source_file: str):
+    """Rebuild the pinned source model (eval mode) from the run directory, in any process."""
+    import torch
+
+    path = Path(run_dir) / source_file
+    kind = record["kind"]
+    if kind in ("torchscript-file", "torch-export-file"):
+        model = _load_file(str(path), kind)
+    else:
+        if kind == "factory":
+            model = _call_factory(record["spec"])
+        else:
+            import torchvision
+
+            head = {"num_classes": record["num_classes"]} if record.get("num_classes") else {}
+            model = torchvision.models.get_model(record["spec"], weights=None, **head)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model = _eval(model)
+    return model if positional(record) else by_name(model, [i["name"] for i in record["inputs"]])
+
+
+def count_gflops(model, args) -> float | None:
+    """Model GFLOPs for one call on `args` (multiply-add = 2 FLOPs), or None if it cannot be counted."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(*args)
+        return counter.get_total_flops() / 1e9
+    except Exception:
+        return None
+
+
+def batch_works(module, args) -> bool:
+    """Whether `module` takes `args` of another batch size than the export's and returns that many samples."""
+    import torch
+
+    from deploycmp.outputs import flatten
+
+    try:
+        with torch.no_grad():
+            out = flatten(module(*args))
+        return all(o.shape[:1] == args[0].shape[:1] for o in out.values())
+    except Exception:
+        return False
+
+
+def example(feed: dict, inputs: list) -> tuple:
+    """A feed as the model's positional arguments, each a tensor of its spec's dtype (bf16 and fp16 too)."""
+    import numpy as np
+    import torch
+
+    out = []
+    for s in inputs:
+        t = torch.from_numpy(np.ascontiguousarray(feed[s.name]))
+        out.append(t.to(getattr(torch, s.dtype)) if s.dtype in ("bfloat16", "float16") else t)
+    return tuple(out)
+
+
+def reference_outputs(model, feed: dict, inputs: list) -> dict:
+    """The golden outputs by name, one sample per call: kernels differ by batch size, and batch 1 is the common case."""
+    import numpy as np
+    import torch
+
+    from deploycmp.outputs import flatten
+
+    n = len(next(iter(feed.values())))
+    with torch.inference_mode():
+        chunks = [flatten(model(*example({k: a[i:i + 1] for k, a in feed.items()}, inputs))) for i in range(n)]
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+def set_threads(threads: int) -> None:
+    from deploycmp.runtimes.torch_common import set_threads as set_torch_threads
+
+    set_torch_threads(threads)
