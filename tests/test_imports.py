@@ -1,4 +1,5 @@
 """--help must answer at once: no module imports a heavy framework at import time."""
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -31,8 +32,9 @@ def test_installed_under_one_namespace(tmp_path):
 
 
 def test_a_wheel_holds_only_the_deploycmp_package(tmp_path):
+    src = shutil.copytree(REPO, tmp_path / "src", ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-                    str(REPO)], check=True, capture_output=True)
+                    str(src)], check=True, capture_output=True)  # a copy: pip builds in the source tree
     wheel = next(tmp_path.glob("deploycmp-*.whl"))
     with zipfile.ZipFile(wheel) as z:
         top = {n.split("/")[0] for n in z.namelist() if not n.split("/")[0].endswith(".dist-info")}

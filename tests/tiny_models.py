@@ -26,7 +26,7 @@ def tiny_cnn():
 
 
 class Misbehaving(TinyCNN):
-    """Crashes or hangs when called eagerly with DEPLOYCMP_TEST_MISBEHAVE set (traced/exported graphs don't);
+    """Crashes, hangs or raises when called eagerly with DEPLOYCMP_TEST_MISBEHAVE set (traced/exported graphs don't);
     with 'segfault-trace' it crashes while torch.jit traces it, i.e. inside the TorchScript converter."""
 
     def forward(self, x):
@@ -37,6 +37,8 @@ class Misbehaving(TinyCNN):
             os.kill(os.getpid(), signal.SIGSEGV)
         if how == "hang" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             time.sleep(3600)
+        if how == "raise" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            raise RuntimeError("misbehaving on purpose")
         return super().forward(x)
 
 

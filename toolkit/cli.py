@@ -127,9 +127,28 @@ def _do_export(run_dir, opts: dict, force, threads, batch):
     for a in manifest["artifacts"]:
         if a["status"] != "ok":
             click.echo(f"{a['id']}: {a['status']}: {a['error']}", err=True)
+        if a["status"] == "export_failed":
+            _show_log(Path(run_dir) / "logs" / f"export-{a['id']}.log")
     ok = sum(a["status"] == "ok" for a in manifest["artifacts"])
     click.echo(f"exported {ok} of {len(manifest['artifacts'])} artifacts to {run_dir}", err=True)
     return manifest
+
+
+def _show_log(path: Path, lines: int = 30) -> None:
+    """With --verbose: the end of a failed worker's log (its traceback), on stderr."""
+    if not _VERBOSE["on"] or not path.is_file():
+        return
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    click.echo(f"--- {path} (last {len(tail)} lines) ---", err=True)
+    click.echo("\n".join(tail), err=True)
+
+
+def _show_row_logs(run_dir, rows: list[dict]) -> None:
+    from deploycmp.results import FAILED
+
+    for row in rows:
+        if row["status"] in FAILED and row["status"] != "export_failed":
+            _show_log(Path(run_dir) / "logs" / f"{row['id']}.log")
 
 
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
@@ -145,7 +164,9 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
     target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
     bar, update = _progress("bench")
     with bar:
-        return bench_run(run_dir, target_list, sizes, settings, force, update)
+        results = bench_run(run_dir, target_list, sizes, settings, force, update)
+    _show_row_logs(run_dir, results["rows"])
+    return results
 
 
 def _do_report(run_dir, report_formats, results=None, baseline=None):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deploycmp import gpu, runtimes
 from deploycmp.errors import UsageError
+from deploycmp.specs import split_list
 
 DEVICES = ("cpu", "cuda")
 
@@ -172,14 +173,12 @@ def load_targets_file(path) -> dict[str, Target]:
 
 def parse_targets(spec: str, targets_file=None) -> list[Target]:
     known = {**BUILTIN, **(load_targets_file(targets_file) if targets_file else {})}
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names:
-        raise UsageError("--target needs at least one target name")
+    names = split_list(spec, "--target")
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"unknown target {unknown[0]!r}; known targets: {', '.join(known)}"
                          + ("" if targets_file else " (add your own with --targets-file)"))
-    return [known[n] for n in dict.fromkeys(names)]
+    return [known[n] for n in names]
 
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "XNNPACK_NUM_THREADS")

@@ -135,6 +135,8 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
             raise UsageError(f"model file not found: {spec}")
         model = _load_file(spec, kind)
         record["name"] = Path(spec).stem
+        if kind == "torch-export-file" and not given:
+            given = _pt2_inputs(spec)
         if weights not in ("auto",):
             raise UsageError(f"--weights {weights} does not apply to a model file ({spec} carries its own weights)")
         record["weights"] = "file"
@@ -184,6 +186,22 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     record["forward_params"] = forward_params(model)
     record["inputs"] = describe_inputs(model, record["forward_params"], given, spec, layout, value_ranges or {})
     return model, record, warnings
+
+
+def _pt2_inputs(path: str) -> list:
+    """A .pt2 file's own inputs: names from its graph signature, dtypes and shapes from the example inputs it was
+    exported with (axis 0 as the batch); [] when it does not carry them."""
+    import torch
+
+    from deploycmp.specs import DTYPES, InputSpec, with_batch
+
+    program = torch.export.load(path)
+    args = (getattr(program, "example_inputs", None) or ((),))[0]
+    names = list(program.graph_signature.user_inputs)
+    dtypes = [str(a.dtype).removeprefix("torch.") for a in args]
+    if not args or len(names) != len(args) or any(d not in DTYPES for d in dtypes):
+        return []
+    return [InputSpec(n, d, with_batch(list(a.shape))) for n, d, a in zip(names, dtypes, args)]
 
 
 def forward_params(model) -> list[str] | None:

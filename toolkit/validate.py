@@ -89,7 +89,7 @@ def _sqnr(d: dict) -> float:
 
 # threshold -> (its measurement on a row's drift, what is missing when that is None, the reason it is broken)
 RULES = {
-    "max_top1_drop": (_top1_drop, "no top-1 agreement measured", "top-1 changed on {:.2f}% of samples > {:g}"),
+    "max_top1_drop": (_top1_drop, "no top-1 agreement measured (not a logits output)", "top-1 changed on {:.2f}% of samples > {:g}"),
     "max_accuracy_drop": (_accuracy_drop, "no accuracy measured (data without labels)",
                           "accuracy dropped {:.2f} pp > {:g} pp"),
     "min_sqnr": (_sqnr, None, "SQNR {:.1f} dB < {:g} dB"),
@@ -104,20 +104,25 @@ def _within(key: str, value: float, limit: float) -> bool:
 
 
 def check(row: dict, t: Thresholds) -> Verdict:
-    """The verdict for one row under thresholds `t`. Identical outputs pass every drift threshold."""
+    """The verdict for one row under thresholds `t`, every output of the model checked. Identical outputs pass
+    every drift threshold."""
     if row["status"] == "unavailable":
         return Verdict(row, "skip", [f"unavailable: {row.get('error')}"], [])
     if row["status"] != "ok":
         return Verdict(row, "fail", [f"{row['status']}: {row.get('error')} (nothing to validate)"], [])
-    d, broken, notes = row.get("drift") or {}, [], []
-    for key, (measure, missing, reason) in RULES.items():
-        limit, value = getattr(t, key), measure(d)
-        if limit is None or d.get("identical"):
-            continue
-        if value is None:
-            notes.append(f"{key} not checked: {missing}")
-        elif not _within(key, value, limit):
-            broken.append(reason.format(value, limit))
+    broken, notes = [], []
+    drift = row.get("drift") or {}
+    outputs = drift.get("outputs") or {None: drift}  # every output of the model (schema 1 rows: the one)
+    for name, d in outputs.items():
+        where = f"output {name}: " if len(outputs) > 1 else ""
+        for key, (measure, missing, reason) in RULES.items():
+            limit, value = getattr(t, key), measure(d)
+            if limit is None or d.get("identical"):
+                continue
+            if value is None:
+                notes.append(f"{where}{key} not checked: {missing}")
+            elif not _within(key, value, limit):
+                broken.append(where + reason.format(value, limit))
     budget = row.get("memory_budget")
     if budget and not budget["within"]:  # a target's budget is a release criterion of its own
         broken.append(f"memory {budget['used_mb']:.0f} MB > {row['target']} budget {budget['limit_mb']:g} MB")

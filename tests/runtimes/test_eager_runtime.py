@@ -36,3 +36,20 @@ def test_torchscript_and_export_file_sources(tmp_path):
         model, record, _ = models.build(str(path), "auto", IMAGE)
         assert record["kind"] == kind and record["weights"] == "file"
         _roundtrip(tmp_path / kind, model, record)
+
+
+def test_a_pt2_file_tells_its_own_inputs(tmp_path):
+    from tests.tiny_models import ids_and_features
+
+    model = ids_and_features().eval()
+    args = (torch.randint(0, 1000, (2, 16)), torch.randn(2, 8))
+    torch.export.save(torch.export.export(model, args), str(tmp_path / "m.pt2"))
+    loaded, record, _ = models.build(str(tmp_path / "m.pt2"), "auto", [], value_ranges={"ids": [0, 1000]})
+    assert [(i["name"], i["dtype"], i["shape"], i["value_range"]) for i in record["inputs"]] == [
+        ("ids", "int64", ["batch", 16], [0, 1000]), ("feats", "float32", ["batch", 8], None)]
+    name = models.save_source(loaded, record, tmp_path / "src")
+    session = runtimes.get("torch").load({"model": record, "files": [{"path": f"src/{name}"}]}, tmp_path, threads=1)
+    with torch.no_grad():
+        expected = model(*args).numpy()
+    np.testing.assert_allclose(session.infer({"ids": args[0].numpy(), "feats": args[1].numpy()})["output"], expected,
+                               rtol=1e-5, atol=1e-6)

@@ -28,6 +28,13 @@ def test_segfault_and_hang_spoil_only_their_row(tmp_path):
     assert rows.pop("eager-none-torch-server-cpu-b1")["status"] == "timeout"
     assert {r["status"] for r in rows.values()} == {"ok"}
 
+    # --verbose prints the failed worker's log: its traceback, not only the one-line reason
+    (out / "results" / "eager-none-torch-server-cpu-b1.json").unlink()
+    proc = deploycmp("bench", out, *FAST, "--verbose", env={"DEPLOYCMP_TEST_MISBEHAVE": "raise"})
+    assert proc.returncode == 1
+    assert "logs/eager-none-torch-server-cpu-b1.log" in proc.stderr and "RuntimeError: misbehaving on purpose" in proc.stderr
+    assert "Traceback" in proc.stderr
+
 
 def test_rerun_measures_only_missing_rows(tmp_path):
     out = _export(tmp_path)

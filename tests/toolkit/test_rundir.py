@@ -44,3 +44,20 @@ def test_not_a_run_directory(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema": 99}))
     with pytest.raises(UsageError, match="schema"):
         load_manifest(tmp_path)
+
+
+def test_force_replaces_every_file_of_the_old_run(tmp_path):
+    """--force leaves nothing of the run it replaces: no report.html or per-shape reference file survives to look
+    like part of the new run."""
+    from deploycmp.export import _prepare_dir
+
+    old = ["manifest.json", "results.json", "report.md", "report.html", "reference.npz", "reference.sequence64.npz",
+           "calibration.npz", "calibration.sequence64.npz"]
+    for name in old:
+        (tmp_path / name).write_text("old")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "row.json").write_text("{}")
+    with pytest.raises(UsageError, match="--force"):
+        _prepare_dir(tmp_path, force=False)
+    _prepare_dir(tmp_path, force=True)
+    assert list(tmp_path.iterdir()) == []

@@ -46,6 +46,16 @@ def test_each_threshold_fails_its_row():
     assert verdict == "fail" and len(reasons) == 2
 
 
+def test_every_output_is_checked_and_named():
+    """A model with two outputs: the second one's drift fails the row even when the first one (shown in tables) is fine."""
+    good, bad = _row()["drift"], _row(sqnr_db=12.0)["drift"]
+    row = _row(**{"outputs": {"logits": good, "embedding": {**bad, "top1_agreement": None, "accuracy_delta_pp": None}}})
+    assert _pair(check(row, Thresholds(min_sqnr=30))) == ("fail", ["output embedding: SQNR 12.0 dB < 30 dB"])
+    v = check(row, Thresholds(max_top1_drop=2))
+    assert v.verdict == "pass" and v.notes == ["output embedding: max_top1_drop not checked: "
+                                               "no top-1 agreement measured (not a logits output)"]
+
+
 def test_nan_measurements_break_thresholds():
     for key, drift_key in [("min_sqnr", "sqnr_db"), ("min_cosine", "cosine_min"), ("max_rel_l2", "rel_l2")]:
         assert check(_row(**{drift_key: math.nan}), Thresholds(**{key: 0.5})).verdict == "fail", key
