@@ -63,7 +63,8 @@ def _check(rows, manifest, eager_runtime, also_ok=()):
         sqnr = np.inf if d["identical"] else d["sqnr_db"]
         assert sqnr > MIN_SQNR_DB[key[1]] and d["top1_agreement"] >= MIN_TOP1[key[1]], (key, d)
     int8 = by_path[("tflite", "int8")]
-    assert int8["runtime_info"]["input_dtype"] == "int8"  # full-integer model, quantized by the harness
+    assert [i["dtype"] for i in int8["runtime_info"]["inputs"].values()] == ["int8"]  # full-integer model
+    assert "-> int8 (scale" in next(iter(int8["conversions"].values()))  # quantized by the session, recorded
     artifacts = {a["id"]: a for a in manifest["artifacts"]}
     quant = artifacts["onnx-int8"]["exporter"]["quantization"]
     assert quant["format"] == "QDQ" and quant["per_channel"] is True and quant["calibration_samples"] == 32
