@@ -44,18 +44,6 @@ def _get(row: dict, dotted: str):
     return value
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def markdown(manifest: dict, rows: list[dict]) -> str:
     lines = [f"# deploycmp report: {manifest['model']['name']}", "", heading(manifest), ""]
     lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
@@ -63,6 +51,8 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     for name, host_rows in groups.items():
         if len(groups) > 1:
             lines += ["", f"### Host {name}", "", describe_host(host_rows[0])]
+        else:
+            lines += ["", f"Host {name}: {describe_host(host_rows[0])}"]
         lines += [""] + markdown_table(COLUMNS, [cells(r) for r in host_rows])
     lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, "
               "SQNR, top-1: drift against the source model (top-1: share of samples whose top class is unchanged); "
@@ -71,16 +61,6 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
               "resident memory.", ""]
     lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
     return "\n".join(lines) + "\n"
-
-
-
-
-
-
-
-
-
-
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -102,6 +82,9 @@ def print_table(manifest: dict, rows: list[dict], console=None) -> None:
     for w in warnings_of(manifest, rows):
         console.print(f"[yellow]warning:[/yellow] {escape(w)}")
     groups = hosts_of(rows)
+    if len(groups) == 1 and rows:
+        name = next(iter(groups))
+        console.print(f"host {name}: {describe_host(rows[0])}", markup=False, highlight=False)
     for name, host_rows in groups.items():
         table = Table(show_lines=False, header_style="bold",
                       title=escape(f"host {name}: {describe_host(host_rows[0])}") if len(groups) > 1 else None)

@@ -72,7 +72,7 @@ def heading(manifest: dict) -> str:
     outputs = m.get("outputs") or []
     shown = f"; drift of output {outputs[0]['name']} shown (all {len(outputs)} in JSON/HTML)" if len(outputs) > 1 else ""
     return (f"{m['name']} ({m['framework']}, weights: {m['weights']}, {inputs_text(m)}"
-            f"{f', {gf:.2f} GFLOP/sample' if gf else ''}); drift vs the source model on "
+            f"{f', {gf:.3g} GFLOP/sample' if gf else ''}); drift vs the source model on "
             f"{manifest['data']['samples']} {manifest['data']['kind']} samples{shown}")
 
 
