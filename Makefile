@@ -26,6 +26,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/harness_overhead.py
+	$(BIN)/python benchmarks/onnx_int8_recipes.py
 
 clean:
 	rm -rf $(VENV) runs

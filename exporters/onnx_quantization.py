@@ -7,21 +7,24 @@ import tempfile
 from pathlib import Path
 
 
+RECIPES = {"U8S8": {"activations": "uint8", "weights": "int8"}, "S8S8": {"activations": "int8", "weights": "int8"}}
+
+
 def static_recipe(isa: list[str], machine: str) -> dict:
     """ONNX Runtime's quantization guide: on x86-64, U8S8 (uint8 activations, int8 weights) is what its VNNI/AVX2
     kernels are built for (VPMADDUBSW / VPDPBUSD take unsigned x signed bytes), with reduce_range on CPUs without
     VNNI to avoid saturating 16-bit accumulators; elsewhere (ARM) S8S8."""
     if machine in ("x86_64", "AMD64", "i686"):
         vnni = any(f in isa for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-        return {"activations": "uint8", "weights": "int8", "name": "U8S8", "reduce_range": not vnni,
+        return {**RECIPES["U8S8"], "name": "U8S8", "reduce_range": not vnni,
                 "why": "ONNX Runtime's recommendation for x86-64" + ("" if vnni else "; reduce_range: no VNNI on this CPU")}
-    return {"activations": "int8", "weights": "int8", "name": "S8S8", "reduce_range": False,
-            "why": f"ONNX Runtime's default QDQ recipe on {machine}"}
+    return {**RECIPES["S8S8"], "name": "S8S8", "reduce_range": False, "why": f"ONNX Runtime's default QDQ recipe on {machine}"}
 
 
-def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]) -> dict:
-    """Quantize fp32_path into out_path (static int8: calibrated on `calibration`, a list of feeds, name -> batch);
-    returns what was done, for the manifest. Integer inputs (token ids, masks) are never quantized."""
+def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict], recipe: dict | None = None) -> dict:
+    """Quantize fp32_path into out_path (static int8: calibrated on `calibration`, a list of feeds, name -> batch,
+    with `recipe`, default the host's: static_recipe); returns what was done, for the manifest. Integer inputs
+    (token ids, masks) are never quantized."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -53,7 +56,7 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
             def get_next(self):
                 return next(self._it, None)
 
-        recipe = static_recipe(isa_flags(), platform.machine())
+        recipe = recipe or static_recipe(isa_flags(), platform.machine())
         types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         quantize_static(str(prepped), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=recipe["reduce_range"], activation_type=types[recipe["activations"]],

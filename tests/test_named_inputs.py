@@ -65,7 +65,9 @@ def test_token_ids_swept_over_sequence_lengths(tmp_path):
     _check_rows(proc, rows, ["b1-sequence16", "b1-sequence64"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["shapes"] == {"sequence": [16, 64], "batch": [1]}
-    assert [r["dims"] for r in manifest["references"]] == [{"sequence": 16}, {"sequence": 64}]
+    assert [(r["dims"], r["file"], r["calibration"]) for r in manifest["references"]] == [
+        ({"sequence": 16}, "reference.npz", "calibration.npz"),
+        ({"sequence": 64}, "reference.sequence64.npz", "calibration.sequence64.npz")]
     assert manifest["model"]["outputs"][0]["kind"] == "sequence"
     with np.load(out / manifest["references"][1]["file"]) as ref:
         assert ref["input/ids"].shape == (4, 64) and ref["output/output"].shape == (4, 64, 16)

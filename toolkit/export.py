@@ -1,7 +1,6 @@
 """deploycmp export: pin the source model, write reference inputs/outputs, make every requested artifact."""
 from __future__ import annotations
 
-import io
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from deploycmp import SCHEMA, __version__
 from deploycmp.environment import environment
 from deploycmp.errors import UsageError
 from deploycmp.isolation import run_isolated
-from deploycmp.rundir import CALIBRATION, MANIFEST, REFERENCE, describe_files, write_atomic, write_json
+from deploycmp.rundir import CALIBRATION, MANIFEST, REFERENCE, describe_files, save_feed, write_json
 from deploycmp.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from_dicts, output_kind, parse_input, point_id, served_by,
                              point_key, points, split_list, to_dicts, with_batch)
 
@@ -121,7 +120,7 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
         raise UsageError(f"--shape sweeps need --data random (a file's inputs have one shape): {opts.data}")
     references, first = [], None
     for dims in points:
-        entry, ref = write_reference(out, src, model, record, inputs, dims, opts)
+        entry, ref = write_reference(out, src, model, record, inputs, dims, opts, first=not references)
         references.append(entry)
         first = first or (entry, ref)
     entry, ref = first
@@ -175,7 +174,7 @@ def _take(feed: dict, n: int) -> dict:
     return {k: np.ascontiguousarray(np.resize(a, (n, *a.shape[1:]))) for k, a in feed.items()}
 
 
-def write_reference(out: Path, src, model, record: dict, inputs: list, dims: dict, opts: ExportOptions):
+def write_reference(out: Path, src, model, record: dict, inputs: list, dims: dict, opts: ExportOptions, first: bool):
     """Inputs and golden outputs at one shape point (reference.npz for the first, reference.KEY.npz for others),
     and its calibration split. Returns (its manifest entry, (evaluation feed, outputs))."""
     from deploycmp import data as data_mod
@@ -190,7 +189,7 @@ def write_reference(out: Path, src, model, record: dict, inputs: list, dims: dic
         raise UsageError(f"{record['spec']} fails on inputs {describe(inputs)}{f' at {dims}' if dims else ''}: "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     key = point_key(dims)
-    names = (REFERENCE, CALIBRATION) if not key else (f"reference.{key}.npz", f"calibration.{key}.npz")
+    names = (REFERENCE, CALIBRATION) if first else (f"reference.{key}.npz", f"calibration.{key}.npz")
     save_feed(out / names[0], feed, outputs, y)
     save_feed(out / names[1], calibration)
     entry = {"dims": dims, "file": names[0], "calibration": names[1], "data": data_info}
@@ -263,13 +262,3 @@ def batch_strategy(free: list[str]) -> str:
         return "dynamic batch axis: one artifact for every batch size" + (f" (free: {', '.join(free)})" if rest else "")
     return "static shapes: one export per batch size" + (f" (free: {', '.join(free)})" if free else "")
 
-
-def save_feed(path: Path, feed: dict, outputs: dict | None = None, labels=None) -> None:
-    """A feed (input/NAME), golden outputs (output/NAME) and labels in one .npz, written atomically."""
-    arrays = {f"input/{k}": a for k, a in feed.items()}
-    arrays.update({f"output/{k}": a for k, a in (outputs or {}).items()})
-    if labels is not None:
-        arrays["labels"] = labels
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_atomic(path, buf.getvalue())

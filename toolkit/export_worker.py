@@ -8,16 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from deploycmp.isolation import child_main
+from deploycmp.rundir import read_feed
 from deploycmp.specs import BATCH, InputSpec
-
-
-def read_feed(path: Path) -> tuple[dict, dict, np.ndarray | None]:
-    """(inputs, golden outputs, labels or None) of a reference or calibration .npz."""
-    with np.load(path) as f:
-        inputs = {k[len("input/"):]: f[k] for k in f.files if k.startswith("input/")}
-        outputs = {k[len("output/"):]: f[k] for k in f.files if k.startswith("output/")}
-        labels = f["labels"] if "labels" in f.files else None
-    return inputs, outputs, labels
 
 
 def resize(a: np.ndarray, axis: int, size: int) -> np.ndarray:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from deploycmp import READABLE_SCHEMAS, SCHEMA
 from deploycmp.errors import UsageError
@@ -57,6 +60,26 @@ def read_results_file(file: Path, label: str) -> dict:
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r and "status" in r for r in rows):
         raise UsageError(f"{label} is not a deploycmp results file (no rows with an id and a status)")
     return results
+
+
+def save_feed(path: Path, feed: dict, outputs: dict | None = None, labels=None) -> None:
+    """A feed (input/NAME), golden outputs (output/NAME) and labels in one .npz, written atomically."""
+    arrays = {f"input/{k}": a for k, a in feed.items()}
+    arrays.update({f"output/{k}": a for k, a in (outputs or {}).items()})
+    if labels is not None:
+        arrays["labels"] = labels
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomic(path, buf.getvalue())
+
+
+def read_feed(path: Path) -> tuple[dict, dict, np.ndarray | None]:
+    """(inputs, golden outputs, labels or None) of a reference or calibration .npz."""
+    with np.load(path) as f:
+        inputs = {k[len("input/"):]: f[k] for k in f.files if k.startswith("input/")}
+        outputs = {k[len("output/"):]: f[k] for k in f.files if k.startswith("output/")}
+        labels = f["labels"] if "labels" in f.files else None
+    return inputs, outputs, labels
 
 
 def sha256_file(path: Path) -> str:

@@ -165,7 +165,7 @@ def measure_row(spec: dict) -> dict:
 
     from deploycmp import runtimes
     from deploycmp.drift import drift
-    from deploycmp.export_worker import read_feed
+    from deploycmp.rundir import read_feed
     from deploycmp.latency import summarize
     from deploycmp.outputs import match
 
