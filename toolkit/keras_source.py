@@ -117,8 +117,8 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     import keras
 
     given = list(given or [])
-
-    input_shape = [1, *given[0].shape[1:]] if len(given) == 1 and all(isinstance(d, int) for d in given[0].shape[1:]) else None
+    fixed = len(given) == 1 and all(isinstance(d, int) for d in given[0].shape[1:])
+    input_shape = [1, *given[0].shape[1:]] if fixed else None  # keras.applications and SavedModels take one
 
     if num_classes is not None:
         raise UsageError("--num-classes applies to torchvision models; a Keras model file brings its own head")

@@ -120,10 +120,9 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     Returns (model in eval mode, record for the manifest, warnings)."""
     import torch
 
-    given = list(given or [])
-
     from deploycmp.data import IMAGENET
 
+    given = list(given or [])
     kind = classify_spec(spec)
     warnings: list[str] = []
     record = {"framework": "torch", "kind": kind, "spec": spec, "weights": weights}
@@ -228,7 +227,7 @@ def describe_inputs(model, params: list[str] | None, given: list, spec: str, lay
     input from --input-shape named after forward's first argument."""
     from dataclasses import replace
 
-    from deploycmp.specs import describe, to_dicts
+    from deploycmp.specs import apply_ranges, check_ranges, describe, to_dicts
 
     if not given:
         example = f"--input {params[0]}:float32:1,3,224,224" if params else "--input-shape 1,3,224,224"
@@ -243,8 +242,6 @@ def describe_inputs(model, params: list[str] | None, given: list, spec: str, lay
         if unknown:
             raise UsageError(f"--input {unknown[0]}: {spec} forward() takes {', '.join(params)}")
         given = sorted(given, key=lambda g: params.index(g.name))
-    from deploycmp.specs import apply_ranges, check_ranges
-
     apply_ranges(given, ranges)
     _default_ranges(model, given)
     check_ranges(given)
@@ -371,7 +368,8 @@ def count_gflops(model, args) -> float | None:
 
 
 def batch_works(module, args) -> bool:
-    """Whether `module` takes `args` of another batch size than the export's and returns that many samples."""
+    """Whether `module` takes `args` (another batch size, sequence length ... than the export's) and returns
+    outputs of their batch size."""
     import torch
 
     from deploycmp.outputs import flatten
