@@ -126,3 +126,33 @@ def test_schema_1_run_directories_are_reported_not_measured(tiny_run, tmp_path):
     proc = deploycmp("bench", old)
     assert proc.returncode == 2 and "schema 1" in proc.stderr and "export it anew" in proc.stderr
     assert deploycmp("report", tiny_run, "--baseline", old).returncode == 0
+
+
+def test_random_weights_are_well_conditioned_and_the_raw_init_is_called_degenerate(tmp_path):
+    """mobilenet_v2's plain init gives logits near 1e-9: --weights random-raw shows drift as n/a and validate fails
+    it unless --allow-degenerate; --weights random (constant layers re-initialised, BatchNorm recalibrated) gives
+    logits with several top classes and an int8 row whose drift is finite and worse than fp32's."""
+    common = ["--model", "mobilenet_v2", "--input-shape", "1,3,64,64", "--formats", "onnx", "--quantize", "none,int8",
+              "--samples", "16", "--calibration-samples", "16", *FAST]
+    raw = tmp_path / "raw"
+    proc = deploycmp("run", *common, "--weights", "random-raw", "--out", raw)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "drift shown as n/a" in proc.stderr + proc.stdout and "n/a" in proc.stdout
+    row = rows_by_id(raw)["onnx-int8-onnxruntime-server-cpu-b1"]
+    assert row["drift"]["degenerate"]["scope"] == "all"
+    fail = deploycmp("validate", raw, "--min-sqnr", "10")
+    assert fail.returncode == 1 and "drift n/a: reference outputs are" in fail.stdout
+    assert deploycmp("validate", raw, "--min-sqnr", "10", "--allow-degenerate").returncode == 0
+
+    good = tmp_path / "good"
+    proc = deploycmp("run", *common, "--weights", "random", "--out", good)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((good / "manifest.json").read_text())
+    assert manifest["model"]["weights"].startswith("random (") and "BatchNorm recalibrated on 16 samples" in \
+        manifest["model"]["weights"]
+    assert manifest["references"][0]["degenerate"] == {}
+    with np.load(good / "reference.npz") as ref:
+        assert len(set(np.argmax(ref["output/output"], 1))) > 2
+    rows = rows_by_id(good)
+    fp32, int8 = (rows[f"onnx-{q}-onnxruntime-server-cpu-b1"]["drift"] for q in ("none", "int8"))
+    assert "degenerate" not in int8 and np.isfinite(int8["sqnr_db"]) and int8["sqnr_db"] < fp32["sqnr_db"]

@@ -48,9 +48,10 @@ def shape_points_of(manifest: dict, batch_sizes: list[int]) -> list[dict]:
     return [{BATCH: b, **p} for p in points for b in batch_sizes]
 
 
-def reference_for(manifest: dict, dims: dict) -> str:
+def reference_for(manifest: dict, dims: dict) -> dict:
+    """The manifest's reference entry for a shape point (file, degenerate outputs ...)."""
     rest = {k: v for k, v in dims.items() if k != BATCH}
-    return next((r["file"] for r in manifest.get("references", []) if r["dims"] == rest), REFERENCE)
+    return next((r for r in manifest.get("references", []) if r["dims"] == rest), {"file": REFERENCE})
 
 
 def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads: int | None) -> list[dict]:
@@ -136,7 +137,8 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
     spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
             "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
             "inputs": manifest["model"]["inputs"], "outputs": manifest["model"]["outputs"],
-            "reference": reference_for(manifest, row["shape"]), "min_runs": settings.min_runs,
+            "reference": reference_for(manifest, row["shape"])["file"],
+            "degenerate": reference_for(manifest, row["shape"]).get("degenerate", {}), "min_runs": settings.min_runs,
             "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
             "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
     log = run_dir / "logs" / (f"{row['id']}.log" if not round_ else f"{row['id']}.{round_ + 1}.log")

@@ -33,7 +33,8 @@ export_options = _stack(
     click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 "
                  "file, package.module:factory (a torch.nn.Module), keras:NAME (keras.applications), a .keras file or a "
                  "SavedModel directory. 'deploycmp list' shows an example of each."),
-    click.option("--weights", default="auto", show_default=True, help="auto | imagenet | random | FILE (a state_dict)."),
+    click.option("--weights", default="auto", show_default=True, help="auto | imagenet | random (well-conditioned: "
+                 "constant layers re-initialised, BatchNorm recalibrated) | random-raw (the plain init) | FILE (a state_dict)."),
     click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE",
                  help="One model input, repeatable: e.g. --input ids:int64:1,16 --input feats:float32:1,8. DTYPE: "
                       "float32, float16, bfloat16, int64, int32, bool, uint8; a dimension may be a name "
@@ -280,8 +281,11 @@ def merge(run_dir, others):
 @click.option("--min-cosine", type=float, default=None, help="Min cosine similarity of any sample's outputs.")
 @click.option("--max-rel-l2", type=float, default=None, help="Max relative L2 error of the outputs.")
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Also write JUnit XML, one test per row.")
+@click.option("--allow-degenerate", is_flag=True,
+              help="Pass rows whose reference outputs are degenerate (constant, all 0 ...: drift n/a) instead of failing them.")
 @verbose_option
-def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2, junit):
+def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2, junit,
+             allow_degenerate):
     """Pass/fail per row against thresholds (flags override the file); exit 1 if any row breaks one."""
     from deploycmp.results import load_results
     from deploycmp.validate import Policy, Thresholds, load_thresholds, validate as run_validate, write_junit
@@ -291,7 +295,7 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
         raise UsageError("give at least one threshold: --thresholds FILE, --max-top1-drop, --max-accuracy-drop, "
                          "--min-sqnr, --min-cosine or --max-rel-l2")
     policy = load_thresholds(thresholds_file) if thresholds_file else Policy()
-    verdicts, status = run_validate(load_results(run_dir)["rows"], policy, flags)
+    verdicts, status = run_validate(load_results(run_dir)["rows"], policy, flags, allow_degenerate)
     for v in verdicts:
         click.echo(f"{v.verdict.upper():4}  {v.row['id']}" + (f": {'; '.join(v.reasons)}" if v.reasons else ""))
         for note in v.notes:

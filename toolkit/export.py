@@ -10,7 +10,7 @@ import numpy as np
 
 from deploycmp.exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
 from deploycmp.runtimes import missing
-from deploycmp import SCHEMA, __version__
+from deploycmp import SCHEMA, __version__, degenerate
 from deploycmp.environment import environment
 from deploycmp.errors import UsageError
 from deploycmp.isolation import run_isolated
@@ -118,6 +118,9 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
     points = shape_points(opts.sweeps, inputs)
     if len(points) > 1 and opts.data != "random":
         raise UsageError(f"--shape sweeps need --data random (a file's inputs have one shape): {opts.data}")
+    if record.get("weights") == "random":  # well-conditioned: needs the calibration split before any reference
+        calibration = load_split(opts, record, inputs, points[0])[0]
+        src.condition(model, record, calibration, inputs)
     references, first = [], None
     for dims in points:
         entry, ref = write_reference(out, src, model, record, inputs, dims, opts, first=not references)
@@ -125,6 +128,13 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
         first = first or (entry, ref)
     entry, ref = first
     feed, outputs = ref
+    for ref_entry in references:
+        for name, found in ref_entry["degenerate"].items():
+            where = (f"output {name}" if len(outputs) > 1 else "the output") + (
+                f" at {ref_entry['dims']}" if ref_entry["dims"] else "")
+            warnings.append(f"{where}: {found['reason']}: drift shown as n/a"
+                            + (" (--weights random gives a well-conditioned random model)"
+                               if record.get("weights") == "random-raw" else ""))
     record["outputs"] = to_dicts(describe_outputs(outputs, inputs, entry["dims"]))
     record["input_shape"] = list(inputs[0].resolve({**entry["dims"], BATCH: 1}))
     record["layout"] = inputs[0].layout
@@ -177,12 +187,7 @@ def _take(feed: dict, n: int) -> dict:
 def write_reference(out: Path, src, model, record: dict, inputs: list, dims: dict, opts: ExportOptions, first: bool):
     """Inputs and golden outputs at one shape point (reference.npz for the first, reference.KEY.npz for others),
     and its calibration split. Returns (its manifest entry, (evaluation feed, outputs))."""
-    from deploycmp import data as data_mod
-
-    feed_all, y_all, data_info = data_mod.load(opts.data, inputs, dims, opts.samples + opts.calibration_samples,
-                                               preprocess=record.get("preprocess"))
-    calibration, feed, y, data_info["split"] = data_mod.split(feed_all, y_all, opts.calibration_samples)
-    data_info["samples"] = data_mod.samples_in(feed)
+    calibration, feed, y, data_info = load_split(opts, record, inputs, dims)
     try:
         outputs = src.reference_outputs(model, feed, inputs)
     except Exception as e:  # the usual cause is an input the model does not take
@@ -192,8 +197,21 @@ def write_reference(out: Path, src, model, record: dict, inputs: list, dims: dic
     names = (REFERENCE, CALIBRATION) if first else (f"reference.{key}.npz", f"calibration.{key}.npz")
     save_feed(out / names[0], feed, outputs, y)
     save_feed(out / names[1], calibration)
-    entry = {"dims": dims, "file": names[0], "calibration": names[1], "data": data_info}
+    kinds = {name: output_kind(a.shape, inputs, dims) for name, a in outputs.items()}
+    entry = {"dims": dims, "file": names[0], "calibration": names[1], "data": data_info,
+             "degenerate": degenerate.check_outputs(outputs, kinds)}
     return entry, (feed, outputs)
+
+
+def load_split(opts: ExportOptions, record: dict, inputs: list, dims: dict):
+    """The data at one shape point, split: (calibration feed, evaluation feed, labels, record for the manifest)."""
+    from deploycmp import data as data_mod
+
+    feed_all, y_all, data_info = data_mod.load(opts.data, inputs, dims, opts.samples + opts.calibration_samples,
+                                               preprocess=record.get("preprocess"))
+    calibration, feed, y, data_info["split"] = data_mod.split(feed_all, y_all, opts.calibration_samples)
+    data_info["samples"] = data_mod.samples_in(feed)
+    return calibration, feed, y, data_info
 
 
 def _source_artifact(out: Path, src, model, record: dict, inputs: list, feed: dict, dims: dict, batch: int) -> dict:

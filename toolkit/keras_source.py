@@ -80,11 +80,12 @@ def _application(name: str, weights: str, warnings: list, record: dict, input_sh
                 raise DeployError(f"imagenet weights for {name} are not in Keras' cache (~/.keras/models) and could "
                                   f"not be downloaded ({type(e).__name__})") from e
             warnings.append(f"{name} has random weights: imagenet weights are not in Keras' cache and could not be downloaded")
-    elif weights == "random":
-        warnings.append(f"{name} has random weights (--weights random): drift and accuracy say little about a trained model")
+    elif weights in ("random", "random-raw"):
+        warnings.append(f"{name} has random weights (--weights {weights}): drift and accuracy say little about a "
+                        "trained model")
     keras.utils.set_random_seed(0)
     model = factory(weights=None, classifier_activation=None)
-    if weights not in ("auto", "random", "imagenet"):
+    if weights not in ("auto", "random", "random-raw", "imagenet"):
         if not Path(weights).is_file():
             raise UsageError(f"weights file not found: {weights}")
         try:
@@ -93,8 +94,60 @@ def _application(name: str, weights: str, warnings: list, record: dict, input_sh
             raise UsageError(f"weights file {weights} does not fit {name}: {str(e).splitlines()[0][:160]}") from e
         record["weights_file"] = weights
         return model
-    record["weights"] = "random"
+    record["weights"] = "random-raw" if weights == "random-raw" else "random"
     return model
+
+
+def condition(model, record: dict, calibration: dict, inputs: list) -> None:
+    """--weights random: BatchNorm moving statistics recalibrated on the calibration split (one pass in training
+    mode with momentum 0, so they are that split's statistics), so activations keep a realistic scale.
+    keras.applications initialise no layer to a constant, so nothing else is re-initialised."""
+    import keras
+
+    if record.get("weights") != "random":
+        return
+    norms = [layer for layer in _layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    samples = len(next(iter(calibration.values())))
+    if norms and samples > 1:
+        momentum = [layer.momentum for layer in norms]
+        for layer in norms:
+            layer.momentum = 0.0
+        model(call_args(calibration, inputs), training=True)
+        for layer, mo in zip(norms, momentum):
+            layer.momentum = mo
+    recalibrated = bool(norms) and samples > 1
+    head = _centre_head(model, call_args(calibration, inputs))
+    steps = ([f"BatchNorm recalibrated on {samples} samples"] if recalibrated else []) + (
+        [f"zero mean, unit variance per unit on the calibration inputs: {head}"] if head else [])
+    record["weights"] = f"random ({'; '.join(steps) or 'architecture init'})"
+    record["conditioning"] = {"reinitialised": [], "batchnorm_recalibrated_on": samples if recalibrated else 0,
+                              "unit_variance_layers": [head] if head else []}
+
+
+def _centre_head(model, args) -> str | None:
+    """The last Dense layer, when it gives the model's output, scaled so each unit has zero mean and unit variance
+    on the calibration inputs: random features after ReLUs share a positive mean, so otherwise one class wins every
+    sample. Returns the layer's name."""
+    import keras
+
+    dense = [layer for layer in _layers(model) if isinstance(layer, keras.layers.Dense) and layer.use_bias
+             and layer.activation in (None, keras.activations.linear)]
+    if not dense or len(model.outputs) != 1 or model.outputs[0].shape[-1] != dense[-1].units:
+        return None
+    out = np.asarray(model(args, training=False)).reshape(-1, dense[-1].units)
+    if len(out) < 2:
+        return None
+    mean, std = out.mean(0), np.maximum(out.std(0), 1e-6)
+    kernel, bias = (np.asarray(w) for w in dense[-1].get_weights()[:2])
+    dense[-1].set_weights([kernel / std, (bias - mean) / std])
+    return dense[-1].name
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
 
 
 def _savedmodel_as_keras(path: str, input_shape):

@@ -2,6 +2,8 @@
 Markdown and HTML reports."""
 from __future__ import annotations
 
+from deploycmp.degenerate import hides
+
 MARKS = {"ok": "✅", "unavailable": "❎"}
 COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
            "max abs", "SQNR dB", "top-1", "acc % (Δpp)", "cold ms", "RSS MB", "note")
@@ -14,7 +16,8 @@ def _num(v, fmt: str) -> str:
 
 def _short_reason(row: dict) -> str:
     if row["status"] == "ok":
-        return "; ".join(row.get("warnings") or [])
+        found = (row.get("drift") or {}).get("degenerate")
+        return "; ".join([*([f"drift n/a: {found['reason']}"] if found else []), *(row.get("warnings") or [])])
     reason = (row.get("error") or "").replace("\n", " ")
     return f"{row['status']}: {reason}" if row["status"] != "unavailable" else reason
 
@@ -33,12 +36,17 @@ def cells(row: dict) -> list[str]:
     cold = (row.get("cold_start_ms") or {}).get("total")
     top1 = d.get("top1_agreement")
     sqnr = "exact" if d.get("identical") else _num(d.get("sqnr_db"), ".1f")
+    max_abs, top1 = _num(d.get("max_abs"), ".1e"), "-" if top1 is None else f"{top1 * 100:.0f}%"
+    if hides(d, "sqnr_db"):  # a degenerate reference: any path "matches" it
+        max_abs = sqnr = "n/a"
+    if hides(d, "top1_agreement"):
+        top1 = "n/a"
     return [
         MARKS.get(row["status"], "❌"), row["format"], row["quantization"], row["runtime"], row["target"],
         shape_text(row), _num(size / 1e6 if size is not None else None, ".3g"),
         _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("latency_per_item_ms"), ".3g"),
         _num(row.get("throughput_per_s"), ".1f"),
-        _num(d.get("max_abs"), ".1e"), sqnr, "-" if top1 is None else f"{top1 * 100:.0f}%", _accuracy(d),
+        max_abs, sqnr, top1, _accuracy(d),
         _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),
     ]
 

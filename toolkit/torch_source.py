@@ -142,7 +142,7 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     elif kind == "factory":
         model = _call_factory(spec)
         record["name"] = spec.partition(":")[2]
-        if weights in ("auto", "random"):
+        if weights in ("auto", "random", "random-raw"):
             record["weights"] = "factory"
         elif weights == "imagenet":
             raise UsageError("--weights imagenet applies to torchvision models; a factory returns its own weights")
@@ -159,10 +159,11 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
         if num_classes and weights in ("imagenet", "auto"):
             raise UsageError(f"--num-classes {num_classes}: ImageNet weights have 1000 classes; pass your "
                              "fine-tuned checkpoint with --weights FILE (or --weights random)")
-        if weights in ("random", "auto", "imagenet"):
+        if weights in ("random", "random-raw", "auto", "imagenet"):
             model = torchvision.models.get_model(spec, weights=None, **head)
-            if weights == "random":
-                warnings.append(f"{spec} has random weights (--weights random): drift and accuracy say little about a trained model")
+            if weights.startswith("random"):
+                warnings.append(f"{spec} has random weights (--weights {weights}): drift and accuracy say little about "
+                                "a trained model")
             else:
                 try:
                     enum, state = _pretrained_state_dict(spec)
@@ -185,6 +186,87 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     record["forward_params"] = forward_params(model)
     record["inputs"] = describe_inputs(model, record["forward_params"], given, spec, layout, value_ranges or {})
     return model, record, warnings
+
+
+def condition(model, record: dict, calibration: dict, inputs: list) -> None:
+    """--weights random: a well-conditioned random model. The architecture's own init, then layers it sets to a
+    constant (zero heads, zero-init residual branches) re-initialised the way that layer type is by default, then
+    BatchNorm statistics recalibrated on the calibration split, so activations keep a realistic scale through the
+    network. Each step is recorded in the manifest; --weights random-raw keeps the plain init."""
+    import torch
+    from torch import nn
+
+    if record.get("weights") != "random":
+        return
+    reset = []
+    for name, m in model.named_modules():
+        w = getattr(m, "weight", None)
+        if not isinstance(w, torch.Tensor) or w.numel() == 0:
+            continue
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and bool(torch.all(w == w.flatten()[0])):
+            m.reset_parameters()
+            reset.append(name)
+        elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)) and not bool(torch.any(w)):
+            with torch.no_grad():
+                w.fill_(1.0)  # a zero-init residual branch's norm scale
+            reset.append(name)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    samples = len(next(iter(calibration.values())))
+    scaled = [] if norms else _unit_variance(model, example({k: a[:8] for k, a in calibration.items()}, inputs))
+    if norms and samples > 1:
+        momentum = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over what is fed
+            m.train()
+        with torch.no_grad():
+            model(*example(calibration, inputs))
+        for m, mo in zip(norms, momentum):
+            m.momentum = mo
+        model.eval()
+        # the classifier after the normalised features still sees their positive (post-ReLU) mean: centre it too
+        scaled = _unit_variance(model, example({k: a[:8] for k, a in calibration.items()}, inputs), last_only=True)
+    steps = ([f"re-initialised: {', '.join(reset)}"] if reset else []) + (
+        [f"BatchNorm recalibrated on {samples} samples"] if norms and samples > 1 else []) + (
+        [f"zero mean, unit variance per channel on the calibration inputs: {', '.join(scaled) if len(scaled) < 4 else f'{len(scaled)} layers'}"]
+        if scaled else [])
+    record["weights"] = f"random ({'; '.join(steps) or 'architecture init'})"
+    record["conditioning"] = {"reinitialised": reset, "batchnorm_recalibrated_on": samples if norms else 0,
+                              "unit_variance_layers": scaled}
+
+
+def _unit_variance(model, args, last_only: bool = False) -> list[str]:
+    """A network without normalisation layers (AlexNet, VGG): each conv/linear layer, in order, given zero mean and
+    unit variance per output channel on the calibration inputs (data-dependent init: Kraehenbuehl et al. 2016,
+    Mishkin and Matas 2016), the way BatchNorm would. With PyTorch's default init each such layer shrinks the
+    signal and ReLUs shift it positive, so a few layers on the same (input-independent) direction decides the
+    class: one class wins every sample. Returns the layers adjusted."""
+    import torch
+    from torch import nn
+
+    if any(isinstance(m, (nn.LayerNorm, nn.GroupNorm)) for m in model.modules()):
+        return []  # normalised already (transformers)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    done = []
+    for name, m in layers[-1:] if last_only else layers:
+        seen = []
+        hook = m.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+        try:
+            with torch.no_grad():
+                model(*args)
+        finally:
+            hook.remove()
+        if not seen:
+            continue
+        out = seen[0].transpose(0, 1).reshape(seen[0].shape[1], -1)  # channels first, everything else flattened
+        mean, std = out.mean(1), out.std(1).clamp(min=1e-6)
+        shape = (-1,) + (1,) * (m.weight.dim() - 1)
+        with torch.no_grad():
+            m.weight.div_(std.view(shape) if not isinstance(m, nn.modules.conv._ConvTransposeNd) else std.view(1, -1, *shape[2:]))
+            if m.bias is not None:
+                m.bias.sub_(mean).div_(std)
+        done.append(name)
+    return done
 
 
 def _pt2_inputs(path: str) -> list:

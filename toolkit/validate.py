@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from deploycmp.exporters import EXPORTERS, QUANTIZATIONS
+from deploycmp.degenerate import hides
 from deploycmp.errors import UsageError
 from deploycmp.rundir import write_atomic
 
@@ -98,12 +99,16 @@ RULES = {
 }
 
 
+RULE_METRIC = {"max_top1_drop": "top1_agreement", "max_accuracy_drop": "accuracy", "min_sqnr": "sqnr_db",
+               "min_cosine": "cosine_min", "max_rel_l2": "rel_l2"}
+
+
 def _within(key: str, value: float, limit: float) -> bool:
     """max_* holds at or below its limit, min_* at or above; a NaN measurement holds neither."""
     return value <= limit if key.startswith("max_") else value >= limit
 
 
-def check(row: dict, t: Thresholds) -> Verdict:
+def check(row: dict, t: Thresholds, allow_degenerate: bool = False) -> Verdict:
     """The verdict for one row under thresholds `t`, every output of the model checked. Identical outputs pass
     every drift threshold."""
     if row["status"] == "unavailable":
@@ -115,9 +120,15 @@ def check(row: dict, t: Thresholds) -> Verdict:
     outputs = drift.get("outputs") or {None: drift}  # every output of the model (schema 1 rows: the one)
     for name, d in outputs.items():
         where = f"output {name}: " if len(outputs) > 1 else ""
+        found = d.get("degenerate")
+        if found and t.any():
+            if not allow_degenerate:
+                broken.append(f"{where}drift n/a: {found['reason']} (--allow-degenerate accepts it)")
+                continue
+            notes.append(f"{where}drift n/a: {found['reason']} (accepted: --allow-degenerate)")
         for key, (measure, missing, reason) in RULES.items():
             limit, value = getattr(t, key), measure(d)
-            if limit is None or d.get("identical"):
+            if limit is None or d.get("identical") or hides(d, RULE_METRIC[key]):
                 continue
             if value is None:
                 notes.append(f"{where}{key} not checked: {missing}")
@@ -131,9 +142,11 @@ def check(row: dict, t: Thresholds) -> Verdict:
     return Verdict(row, "fail" if broken else "pass", broken, notes)
 
 
-def validate(rows: list[dict], policy: Policy, flags: Thresholds = Thresholds()) -> tuple[list[Verdict], int]:
-    """A verdict per row, and the exit status: 1 when any row fails, else 0."""
-    verdicts = [check(row, resolve(row, policy, flags)) for row in rows]
+def validate(rows: list[dict], policy: Policy, flags: Thresholds = Thresholds(),
+             allow_degenerate: bool = False) -> tuple[list[Verdict], int]:
+    """A verdict per row, and the exit status: 1 when any row fails, else 0. A row whose reference outputs are
+    degenerate (drift n/a) fails unless allow_degenerate."""
+    verdicts = [check(row, resolve(row, policy, flags), allow_degenerate) for row in rows]
     return verdicts, (1 if any(v.verdict == "fail" for v in verdicts) else 0)
 
 

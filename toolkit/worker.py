@@ -164,6 +164,7 @@ def measure_row(spec: dict) -> dict:
     import numpy as np
 
     from deploycmp import runtimes
+    from deploycmp.degenerate import mark
     from deploycmp.drift import drift
     from deploycmp.rundir import read_feed
     from deploycmp.latency import summarize
@@ -195,7 +196,7 @@ def measure_row(spec: dict) -> dict:
     got = {n: np.concatenate([outs[n][:real] for outs, (_, real) in zip(outputs, chunks)]) for n in names}
     mask = next((feed[k] for k, i in inputs.items() if i["dtype"] not in ("float32", "float16", "bfloat16")
                  and "mask" in k.lower()), None)
-    row = {"drift": drift(golden, got, labels, kinds, mask),
+    row = {"drift": mark(drift(golden, got, labels, kinds, mask), spec.get("degenerate", {})),
            "samples_to_look_at": save_samples(spec, feed, golden, got, labels, kinds),
            "conversions": dict(getattr(session, "conversions", {}))}
     for k, i in inputs.items():

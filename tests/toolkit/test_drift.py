@@ -139,3 +139,27 @@ def test_mask_applies_only_to_sequence_outputs():
     assert d["outputs"]["pooled"]["identical"] is True and "padding_excluded" not in d["outputs"]["pooled"]
     out["hidden"][1, 3] = 1.0  # kept
     assert drift(ref, out, kinds={"hidden": "sequence"}, mask=mask)["max_abs"] == 1.0
+
+
+def test_degenerate_references_are_found_and_named():
+    from deploycmp.degenerate import check, check_outputs, hides, mark
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((8, 5))
+    assert check(logits, "logits") is None
+    assert check(np.zeros((8, 5)), "logits") == {"reason": "reference outputs are constant (all 0)", "scope": "all"}
+    assert "constant over samples" in check(np.tile(logits[:1], (8, 1)), "logits")["reason"]
+    assert "tiny" in check(logits * 1e-9, "logits")["reason"]
+    assert "NaN/inf" in check(np.array([[1.0, np.nan]] * 2), "other")["reason"]
+    one_class = logits.copy()
+    one_class[:, 2] += 100
+    assert check(one_class, "logits") == {"reason": "class 2 wins every one of the 8 samples: top-1 says nothing",
+                                          "scope": "top1"}
+    assert check(one_class, "other") is None  # only logits have a top-1
+    findings = check_outputs({"a": logits, "b": np.zeros((8, 3))}, {"a": "logits"})
+    assert list(findings) == ["b"]
+    d = mark(drift({"b": np.zeros((8, 3)), "a": logits}, {"b": np.zeros((8, 3)), "a": logits}), findings)
+    assert d["degenerate"]["scope"] == "all" and "degenerate" not in d["outputs"]["a"]
+    assert hides(d, "sqnr_db") and hides(d, "top1_agreement")
+    top1_only = {"degenerate": {"reason": "x", "scope": "top1"}}
+    assert hides(top1_only, "top1_agreement") and not hides(top1_only, "sqnr_db")

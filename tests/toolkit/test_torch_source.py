@@ -1,4 +1,5 @@
 """Weight loading: the real torchvision path, fed from a cache file the test makes (no hub is reachable)."""
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -105,3 +106,44 @@ def test_inputs_that_skip_an_argument_are_passed_by_name(tmp_path):
     wrapped = models.load_source(tmp_path, record, name)
     ids = torch.randint(0, 1000, (2, 8))
     assert torch.equal(wrapped(ids), model(ids=ids))
+
+
+def test_well_conditioned_random_init_reinitialises_constant_layers_and_recalibrates_batchnorm():
+    from tests.tiny_models import tiny_cnn
+
+    model = tiny_cnn().eval()
+    torch.nn.init.zeros_(model.head.weight)  # as torchvision's ViT head
+    torch.nn.init.zeros_(model.features[1].weight)  # as a zero-init residual branch's BatchNorm
+    x = torch.randn(16, 3, 16, 16) * 3 + 1
+    record = {"weights": "random"}
+    models.condition(model, record, {"x": x.numpy()}, [InputSpec("x", "float32", ["batch", 3, 16, 16])])
+    assert record["conditioning"] == {"reinitialised": ["features.1", "head"], "batchnorm_recalibrated_on": 16,
+                                      "unit_variance_layers": ["head"]}
+    assert record["weights"] == ("random (re-initialised: features.1, head; BatchNorm recalibrated on 16 samples; "
+                                 "zero mean, unit variance per channel on the calibration inputs: head)")
+    assert torch.count_nonzero(model.head.weight) > 0 and torch.all(model.features[1].weight == 1)
+    conv = model.features[0](x)
+    torch.testing.assert_close(model.features[1].running_mean, conv.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not model.training and model.features[1].momentum == 0.1
+    with torch.no_grad():
+        logits = model(x[:8])
+    torch.testing.assert_close(logits.mean(0), torch.zeros(10), atol=1e-4, rtol=0)  # the head: centred per class
+    torch.testing.assert_close(logits.std(0), torch.ones(10), atol=1e-3, rtol=0)
+    plain = {"weights": "random-raw"}
+    models.condition(tiny_cnn(), plain, {"x": x.numpy()}, [])
+    assert plain == {"weights": "random-raw"}  # the plain init is left alone
+
+
+def test_a_network_without_normalisation_gets_unit_variance_layers():
+    """Default-init AlexNet-like stacks shrink the signal until one class wins every sample: every conv/linear
+    layer is given zero mean, unit variance per channel on the calibration inputs."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 12 * 12, 10)).eval()
+    x = np.random.default_rng(0).standard_normal((16, 3, 16, 16), dtype=np.float32)
+    record = {"weights": "random"}
+    models.condition(model, record, {"x": x}, [InputSpec("x", "float32", ["batch", 3, 16, 16])])
+    assert record["conditioning"]["unit_variance_layers"] == ["0", "2", "5"]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x[:8]))
+    assert len(set(logits.argmax(1).tolist())) > 3

@@ -205,3 +205,20 @@ def test_junit_xml_counts_and_cases(tmp_path):
     assert cases["tflite-none"].find("skipped").get("message") == "unavailable: no LiteRT"
     assert cases["x"].find("failure").get("message").startswith("crashed: boom")
     assert len(suite.findall("testcase/failure")) == 2 and len(suite.findall("testcase/skipped")) == 1
+
+
+def test_degenerate_rows_fail_unless_allowed():
+    """An all-zero reference makes every path 'match' it: such a row fails with the reason, or passes with a note
+    under --allow-degenerate; a top-1-only finding leaves the other thresholds checked."""
+    found = {"reason": "reference outputs are constant (all 0)", "scope": "all"}
+    row = _row(sqnr_db=None, identical=True, degenerate=found)
+    assert _pair(check(row, Thresholds(min_sqnr=30))) == \
+        ("fail", ["drift n/a: reference outputs are constant (all 0) (--allow-degenerate accepts it)"])
+    v = check(row, Thresholds(min_sqnr=30), allow_degenerate=True)
+    assert v.verdict == "pass" and v.notes == ["drift n/a: reference outputs are constant (all 0) (accepted: "
+                                               "--allow-degenerate)"]
+    one_class = _row(sqnr_db=10.0, degenerate={"reason": "class 3 wins every one of the 8 samples", "scope": "top1"})
+    v = check(one_class, Thresholds(min_sqnr=30, max_top1_drop=1), allow_degenerate=True)
+    assert v.reasons == ["SQNR 10.0 dB < 30 dB"]  # top-1 is not checked, SQNR still is
+    _, status = validate([row], Policy(), Thresholds(min_sqnr=30))
+    assert status == 1 and validate([row], Policy(), Thresholds(min_sqnr=30), allow_degenerate=True)[1] == 0
