@@ -107,6 +107,7 @@ def test_keras_application(tmp_path):
                   ("onnx", "int8")}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["input_shape"] == [1, 224, 224, 3]
+    assert manifest["model"]["weights"] == "random (BatchNorm recalibrated on 4 samples)"  # well-conditioned
     # digits through the application's own preprocess_input, resized to 224x224, labeled
     assert manifest["data"]["preprocess"] == {"kind": "keras", "module": "keras.applications.mobilenet_v3"}
     assert all(r["drift"]["accuracy"] is not None for r in rows.values() if r["status"] == "ok")
