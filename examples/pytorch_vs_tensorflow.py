@@ -111,7 +111,7 @@ def model_of(out: Path) -> tuple[str, str]:
         model = json.loads((out / name / "manifest.json").read_text())["model"]
         shape = model["input_shape"]
         hw = shape[2:4] if model.get("layout") == "NCHW" else shape[1:3]
-        seen.add(("x".join(map(str, hw)), str(model.get("weights"))))
+        seen.add(("x".join(map(str, hw)), str(model.get("weights")).split(" (")[0]))  # random (BatchNorm ...) -> random
     return next(iter(seen)) if len(seen) == 1 else ("?", "?")
 
 

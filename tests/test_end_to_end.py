@@ -47,7 +47,10 @@ def test_report_and_validate(tiny_run):
     assert proc.returncode == 0 and "torch-export" in proc.stdout
     csv_lines = (tiny_run / "report.csv").read_text().splitlines()
     assert csv_lines[0].startswith("id,model,format") and len(csv_lines) == 9
-    ok = deploycmp("validate", tiny_run, "--max-top1-drop", "0", "--max-rel-l2", "1e-3")
+    # the tiny CNN's random init sends every random sample to one class: a top-1 threshold cannot be checked
+    one_class = deploycmp("validate", tiny_run, "--max-top1-drop", "0", "--max-rel-l2", "1e-3")
+    assert one_class.returncode == 1 and "top-1 says nothing (--allow-degenerate accepts it)" in one_class.stdout
+    ok = deploycmp("validate", tiny_run, "--max-top1-drop", "0", "--max-rel-l2", "1e-3", "--allow-degenerate")
     assert ok.returncode == 0 and "8 passed, 0 failed" in ok.stdout
     strict = deploycmp("validate", tiny_run, "--max-rel-l2", "0")
     drifted = sorted(i for i, r in rows_by_id(tiny_run).items() if r["drift"]["rel_l2"] > 0)

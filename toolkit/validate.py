@@ -121,7 +121,7 @@ def check(row: dict, t: Thresholds, allow_degenerate: bool = False) -> Verdict:
     for name, d in outputs.items():
         where = f"output {name}: " if len(outputs) > 1 else ""
         found = d.get("degenerate")
-        if found and t.any():
+        if found and (t.max_top1_drop is not None if found["scope"] == "top1" else t.any()):
             if not allow_degenerate:
                 broken.append(f"{where}drift n/a: {found['reason']} (--allow-degenerate accepts it)")
                 continue

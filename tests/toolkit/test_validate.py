@@ -220,5 +220,8 @@ def test_degenerate_rows_fail_unless_allowed():
     one_class = _row(sqnr_db=10.0, degenerate={"reason": "class 3 wins every one of the 8 samples", "scope": "top1"})
     v = check(one_class, Thresholds(min_sqnr=30, max_top1_drop=1), allow_degenerate=True)
     assert v.reasons == ["SQNR 10.0 dB < 30 dB"]  # top-1 is not checked, SQNR still is
+    assert check(one_class, Thresholds(min_sqnr=5)).verdict == "pass"  # a top-1 finding spoils only top-1
+    assert check(one_class, Thresholds(max_top1_drop=1)).reasons == [
+        "drift n/a: class 3 wins every one of the 8 samples (--allow-degenerate accepts it)"]
     _, status = validate([row], Policy(), Thresholds(min_sqnr=30))
     assert status == 1 and validate([row], Policy(), Thresholds(min_sqnr=30), allow_degenerate=True)[1] == 0
