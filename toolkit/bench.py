@@ -134,11 +134,11 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
     result_path(run_dir, row["id"]).parent.mkdir(parents=True, exist_ok=True)
     target, artifact = row["_target"], dict(row["_artifact"])
     artifact["model"] = manifest["model"]
+    reference = reference_for(manifest, row["shape"])
     spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
             "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
             "inputs": manifest["model"]["inputs"], "outputs": manifest["model"]["outputs"],
-            "reference": reference_for(manifest, row["shape"])["file"],
-            "degenerate": reference_for(manifest, row["shape"]).get("degenerate", {}), "min_runs": settings.min_runs,
+            "reference": reference["file"], "degenerate": reference.get("degenerate", {}), "min_runs": settings.min_runs,
             "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
             "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
     log = run_dir / "logs" / (f"{row['id']}.log" if not round_ else f"{row['id']}.{round_ + 1}.log")
