@@ -11,6 +11,20 @@ TINY = ["--model", "tests.tiny_models:tiny_cnn", "--input-shape", "1,3,16,16", "
 FAST = ["--min-runs", "5", "--min-time", "0.05", "--warmup-runs", "1", "--warmup-time", "0"]
 
 
+def pytest_configure(config):
+    """One export cache for the whole test session (not the user's): a test that needs an artifact but does not test
+    its exporter gets it from there when an earlier test made the same one. Tests of exporting itself pass --no-cache."""
+    import tempfile
+
+    os.environ["DEPLOYCMP_CACHE"] = tempfile.mkdtemp(prefix="deploycmp-test-cache-")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(os.environ.pop("DEPLOYCMP_CACHE", ""), ignore_errors=True)
+
+
 def deploycmp(*args, env=None, timeout=900):
     """Run the real command line in a fresh process; returns the CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "deploycmp.cli", *map(str, args)], cwd=REPO, capture_output=True,

@@ -56,3 +56,33 @@ def make_two_inputs(path: Path) -> Path:
     """A functional Keras model with two named inputs (int32 token ids [16], float features [8]) -> 5 logits."""
     subprocess.run([sys.executable, "-c", TWO_INPUTS, str(path)], check=True, capture_output=True)
     return path
+
+
+BAD = r"""
+import os
+import sys
+import shutil
+import keras
+keras.utils.set_random_seed(0)
+folder = sys.argv[1]
+inp = keras.Input((16, 16, 3))
+h = keras.layers.Lambda(lambda t: t * 2.0)(inp)
+h = keras.layers.GlobalAveragePooling2D()(h)
+keras.Model(inp, keras.layers.Dense(10)(h)).save(os.path.join(folder, "lambda.keras"))
+inp = keras.Input((16, 16, 3))
+h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
+keras.Model(inp, keras.layers.Dense(10)(h)).export(os.path.join(folder, "savedmodel"), format="tf_saved_model", verbose=False)
+shutil.copytree(os.path.join(folder, "savedmodel"), os.path.join(folder, "no_variables"))
+shutil.rmtree(os.path.join(folder, "no_variables", "variables"))
+"""
+
+
+def make_bad(folder: Path) -> dict:
+    """In one TensorFlow process: a .keras file with a Lambda layer (code Keras' safe mode refuses to load), a
+    SavedModel directory, and a copy of it without its variables/ folder. Returns {"lambda", "savedmodel",
+    "no_variables": path}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", BAD, str(folder)], check=True, capture_output=True)
+    return {name: folder / file for name, file in (("lambda", "lambda.keras"), ("savedmodel", "savedmodel"),
+                                                   ("no_variables", "no_variables"))}

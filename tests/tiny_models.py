@@ -39,6 +39,11 @@ class Misbehaving(TinyCNN):
             time.sleep(3600)
         if how == "raise" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             raise RuntimeError("misbehaving on purpose")
+        if how == "native-error" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            # what a native library writes before its Python binding raises a vaguer error (ExecuTorch + XNNPACK)
+            os.write(2, b"E1126 10:00:00.000000 4242 XNNCompiler.cpp:412] Failed to create StaticConstantPad node 178 "
+                        b"with code: xnn_status_invalid_parameter\n")
+            raise RuntimeError("Failed to load method forward, error: 0x:1")
         return super().forward(x)
 
 

@@ -1,17 +1,17 @@
 """deploycmp bench: plan the rows of the matrix and measure each in its own worker process."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deploycmp import runtimes
-from deploycmp.environment import environment
+from deploycmp.cache import code_digest, digest
+from deploycmp.environment import environment, versions
 from deploycmp.isolation import run_isolated
 from deploycmp.results import write_results
-from deploycmp.rundir import REFERENCE, artifact_sha256, changed_files, load_manifest, result_path, write_json
+from deploycmp.rundir import REFERENCE, artifact_sha256, changed_files, load_manifest, read_json, result_path, write_json
 from deploycmp.specs import BATCH, parse_sweeps, point_id, served_by
 from deploycmp.targets import Target, worker_env
-
 
 
 @dataclass
@@ -112,6 +112,24 @@ def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
     return None
 
 
+def row_key(row: dict, manifest: dict, settings: Settings) -> str:
+    """Everything a row's measurement depends on: a row file with this key is kept when a run is resumed."""
+    target = row["_target"]
+    return digest({"artifact": row["artifact_sha256"], "artifact_id": row["artifact"], "runtime": row["runtime"],
+                   "target": asdict(target), "cpus": target.resolved_cpus(), "threads": row["threads"],
+                   "shape": row["shape"], "reference": reference_for(manifest, row["shape"]).get("sha256"),
+                   "settings": {k: v for k, v in asdict(settings).items() if k != "timeout"},
+                   "code": code_digest(), "versions": versions()})
+
+
+def kept(row: dict, run_dir: Path) -> bool:
+    """Whether the run directory holds this row's result already, measured with the same key."""
+    try:
+        return read_json(result_path(run_dir, row["id"])).get("key") == row["key"]
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _public(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
@@ -129,6 +147,10 @@ def measure_peaks(run_dir: Path, targets: list[Target], threads: int | None, tim
     return peaks
 
 
+def log_path(row_id: str, round_: int = 0) -> Path:
+    return Path("logs") / (f"{row_id}.log" if not round_ else f"{row_id}.{round_ + 1}.log")
+
+
 def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, round_: int = 0):
     """One fresh worker process measuring one row: its Outcome (status, error, result)."""
     result_path(run_dir, row["id"]).parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +163,7 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
             "reference": reference["file"], "degenerate": reference.get("degenerate", {}), "min_runs": settings.min_runs,
             "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
             "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
-    log = run_dir / "logs" / (f"{row['id']}.log" if not round_ else f"{row['id']}.{round_ + 1}.log")
+    log = run_dir / log_path(row["id"], round_)
     return run_isolated("deploycmp.worker", spec, settings.timeout, log, env=worker_env(row["threads"], target.device))
 
 
@@ -154,6 +176,9 @@ def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, pea
     else:
         bad = next((o for o in outcomes if o.status != "ok"), None)
         out["status"], out["error"] = (bad.status, bad.error) if bad else ("ok", None)
+        if bad:  # its log, and the native libraries' own words on what went wrong
+            out["log"] = str(log_path(row["id"], outcomes.index(bad)))
+            out["diagnosis"] = bad.diagnosis or []
         if not bad:
             from deploycmp.repeats import combine
 
@@ -180,10 +205,14 @@ def check_memory_budget(row: dict, target: Target) -> None:
 
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,
               progress=None) -> dict:
+    """Measure every planned row that the run directory does not hold yet with the same key (all with force);
+    the results carry how many rows were `measured` now and how many `kept`."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, for_measuring=True)
     rows = plan(manifest, targets, batch_sizes, settings.threads)
-    todo = [r for r in rows if force or not result_path(run_dir, r["id"]).is_file()]
+    for row in rows:
+        row["key"] = row_key(row, manifest, settings)
+    todo = [r for r in rows if force or not kept(r, run_dir)]
     env = environment()
     peaks = measure_peaks(run_dir, targets, settings.threads, settings.timeout) if todo else {}
     verdicts = {r["id"]: precheck(r, run_dir) for r in todo}
@@ -203,4 +232,5 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
                 finish_row(row, verdicts[row["id"]], done, run_dir, env, peaks.get(row["target"]))
     if progress:
         progress(len(todo) * rounds, len(todo) * rounds, "done")
-    return write_results(run_dir, [r["id"] for r in rows], env)
+    results = write_results(run_dir, [r["id"] for r in rows], env)
+    return {**results, "measured": len(todo), "kept": len(rows) - len(todo)}

@@ -1,13 +1,15 @@
 """The deploycmp command line. Frameworks are imported inside commands, so --help answers at once."""
 from __future__ import annotations
 
+import errno
+import signal
 import sys
 import traceback
 from pathlib import Path
 
 import click
 
-from deploycmp.errors import DeployError, UsageError
+from deploycmp.errors import DeployError, Interrupted, UsageError
 
 _VERBOSE = {"on": False}
 
@@ -60,6 +62,10 @@ export_options = _stack(
     click.option("--calibration-samples", default=32, show_default=True, type=int,
                  help="Calibration inputs for int8 exporters (never used for metrics)."),
     click.option("--export-timeout", default=900.0, show_default=True, type=float, help="Seconds allowed per export."),
+    click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
+                 help="Export cache folder: artifacts another run already made are copied from it, not exported again "
+                      "(default: $DEPLOYCMP_CACHE or ~/.cache/deploycmp)."),
+    click.option("--no-cache", is_flag=True, help="Export everything anew and keep nothing in the export cache."),
 )
 
 batch_option = click.option("--batch", "batch", default="1", show_default=True,
@@ -107,19 +113,23 @@ def _check_positive(name: str, value, allow_zero=False):
 
 def _do_export(run_dir, opts: dict, force, threads, batch):
     """opts: the export_options values (model, weights, formats ...)."""
+    from deploycmp.cache import default_dir
     from deploycmp.data import parse_preprocess
     from deploycmp.export import ExportOptions, export_run, given_inputs
     from deploycmp.specs import parse_sweeps, parse_value_ranges
     from deploycmp.targets import usable_cpus
 
     _check_positive("--num-classes", opts["num_classes"])
+    _check_positive("--samples", opts["samples"])
+    _check_positive("--calibration-samples", opts["calibration_samples"])
     options = ExportOptions(
         model=opts["model"], weights=opts["weights"], inputs=given_inputs(opts["inputs"], opts["input_shape"]),
         value_ranges=parse_value_ranges(opts["value_ranges"]), sweeps=parse_sweeps(opts["shapes"], batch),
         formats=opts["formats"], quantize=opts["quantize"], data=opts["data"], samples=opts["samples"],
         calibration_samples=opts["calibration_samples"], num_classes=opts["num_classes"],
         preprocess=parse_preprocess(opts["mean"], opts["std"]), layout=opts["layout"],
-        threads=threads or len(usable_cpus()), timeout=opts["export_timeout"])
+        threads=threads or len(usable_cpus()), timeout=opts["export_timeout"],
+        cache=None if opts["no_cache"] else (opts["cache_dir"] or default_dir()))
     bar, update = _progress("export")
     with bar:
         manifest = export_run(options, Path(run_dir), force, update)
@@ -130,14 +140,21 @@ def _do_export(run_dir, opts: dict, force, threads, batch):
             click.echo(f"{a['id']}: {a['status']}: {a['error']}", err=True)
         if a["status"] == "export_failed":
             _show_log(Path(run_dir) / "logs" / f"export-{a['id']}.log")
-    ok = sum(a["status"] == "ok" for a in manifest["artifacts"])
-    click.echo(f"exported {ok} of {len(manifest['artifacts'])} artifacts to {run_dir}", err=True)
+    made = manifest["artifacts"][1:]  # the source model is pinned, not exported
+    ok = sum(a["status"] == "ok" for a in made)
+    reuse = manifest["reuse"]
+    kept = [f"{n} kept from this run directory" for n in [reuse["run directory"]] if n] + \
+        [f"{n} copied from the export cache" for n in [reuse["cache"]] if n]
+    click.echo(f"{ok} of {len(made)} artifacts ok in {run_dir}" + (f" ({', '.join(kept)})" if kept else ""), err=True)
     return manifest
 
 
 def _show_log(path: Path, lines: int = 30) -> None:
-    """With --verbose: the end of a failed worker's log (its traceback), on stderr."""
-    if not _VERBOSE["on"] or not path.is_file():
+    """Where a failed worker's log is; with --verbose, its end (the traceback), on stderr."""
+    if not path.is_file():
+        return
+    if not _VERBOSE["on"]:
+        click.echo(f"  full log: {path}", err=True)
         return
     tail = path.read_text(errors="replace").splitlines()[-lines:]
     click.echo(f"--- {path} (last {len(tail)} lines) ---", err=True)
@@ -148,8 +165,9 @@ def _show_row_logs(run_dir, rows: list[dict]) -> None:
     from deploycmp.results import FAILED
 
     for row in rows:
-        if row["status"] in FAILED and row["status"] != "export_failed":
-            _show_log(Path(run_dir) / "logs" / f"{row['id']}.log")
+        if row["status"] in FAILED and row["status"] != "export_failed" and row.get("log"):
+            click.echo(f"{row['id']}: {row['status']}: {row['error']}", err=True)
+            _show_log(Path(run_dir) / row["log"])
 
 
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
@@ -167,6 +185,8 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
     with bar:
         results = bench_run(run_dir, target_list, sizes, settings, force, update)
     _show_row_logs(run_dir, results["rows"])
+    click.echo(f"measured {results['measured']} row(s)" + (f", kept {results['kept']} measured before with the same "
+               f"artifact, settings and versions" if results["kept"] else ""), err=True)
     return results
 
 
@@ -202,8 +222,13 @@ def cli():
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
 def export(batch, run_dir, force, **opts):
-    """Export MODEL to each format and quantization mode into a run directory."""
-    manifest = _do_export(run_dir or _default_out(opts["model"]), opts, force, None, batch)
+    """Export MODEL to each format and quantization mode into a run directory (an interrupted one is resumed)."""
+    from deploycmp.export import check_out
+    from deploycmp.lock import locked
+
+    check_out(run_dir := run_dir or _default_out(opts["model"]))  # before a lock file goes into a foreign folder
+    with locked(run_dir):
+        manifest = _do_export(run_dir, opts, force, None, batch)
     return 1 if any(a["status"] == "export_failed" for a in manifest["artifacts"]) else 0
 
 
@@ -215,12 +240,15 @@ def export(batch, run_dir, force, **opts):
 def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
           force):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
+    from deploycmp.lock import locked
     from deploycmp.results import exit_status
     from deploycmp.report import print_table
     from deploycmp.rundir import load_manifest
 
-    results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
-                        timeout, repeat, force)
+    load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
+    with locked(run_dir):
+        results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
+                            warmup_time, timeout, repeat, force)
     print_table(load_manifest(run_dir), results["rows"])
     return exit_status(results["rows"])
 
@@ -258,11 +286,14 @@ def merge(run_dir, others):
     """Add rows measured on other machines (their results.json, from a copy of RUN_DIR) to RUN_DIR.
 
     Each row must have run on this run's very files (sha256); it keeps its own host and gets the id ROW@HOST."""
+    from deploycmp.lock import locked
     from deploycmp.merge import merge as merge_rows
     from deploycmp.report import print_table
     from deploycmp.rundir import load_manifest
 
-    done = merge_rows(run_dir, others)
+    load_manifest(run_dir)
+    with locked(run_dir):
+        done = merge_rows(run_dir, others)
     print_table(load_manifest(run_dir), done["results"]["rows"])
     for host, n in done["hosts"].items():
         click.echo(f"merged {n} row(s) measured on {host}", err=True)
@@ -317,18 +348,21 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 @verbose_option
 def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
         report_formats, force, **opts):
-    """export + bench + report in one go."""
+    """export + bench + report in one go; run again on an interrupted run directory, it goes on where it stopped."""
+    from deploycmp.export import check_out
+    from deploycmp.lock import locked
     from deploycmp.results import exit_status
     from deploycmp.report import parse_formats
     from deploycmp.targets import parse_targets
 
     parse_formats(report_formats)
     parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
-    run_dir = run_dir or _default_out(opts["model"])
-    _do_export(run_dir, opts, force, threads, batch)
-    results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time,
-                        timeout, repeat, True)
-    _do_report(run_dir, report_formats, results)
+    check_out(run_dir := run_dir or _default_out(opts["model"]))
+    with locked(run_dir):
+        _do_export(run_dir, opts, force, threads, batch)
+        results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
+                            warmup_time, timeout, repeat, False)
+        _do_report(run_dir, report_formats, results)
     return exit_status(results["rows"])
 
 
@@ -381,9 +415,41 @@ def _default_out(model: str) -> str:
     return str(Path("runs") / Path(model.replace(":", "_")).stem)
 
 
+def _on_signal(signum, frame):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # once: cleaning up must not be interrupted by a second Ctrl-C
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _interrupted(e: Interrupted) -> str:
+    """What an interruption kept and how to go on."""
+    from deploycmp.lock import held_run_dir
+
+    text = f"deploycmp: interrupted by {signal.Signals(e.signum).name}; the worker it was running is stopped"
+    run_dir = held_run_dir()
+    if run_dir is None:
+        return text
+    artifacts = len([p for p in (run_dir / "artifacts").glob("*.json") if p.stem != "eager-none"])
+    rows = len(list((run_dir / "results").glob("*.json")))
+    return (f"{text}. {run_dir} keeps {artifacts} finished artifact(s) and {rows} measured row(s); run the same "
+            f"command again to go on from there (--force starts over)")
+
+
+def _disk_error(e: OSError) -> str | None:
+    """One line for a file system that refuses a write (read-only, full, not permitted), else None."""
+    if e.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT):
+        return f"cannot write {e.filename or 'a file'}: {e.strerror}"
+    return None
+
+
 def main(argv=None) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     try:
         status = cli.main(args=argv, prog_name="deploycmp", standalone_mode=False)
+    except Interrupted as e:
+        click.echo(_interrupted(e), err=True)
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("deploycmp: aborted", err=True)
         sys.exit(130)
@@ -401,7 +467,9 @@ def main(argv=None) -> None:
     except Exception as e:  # a bug or an unforeseen failure: still one line unless --verbose
         if _VERBOSE["on"]:
             traceback.print_exc()
-        click.echo(f"deploycmp: unexpected error: {type(e).__name__}: {e} (run with --verbose for the traceback)", err=True)
+        line = _disk_error(e) if isinstance(e, OSError) else None
+        click.echo(f"deploycmp: error: {line}" if line else
+                   f"deploycmp: unexpected error: {type(e).__name__}: {e} (run with --verbose for the traceback)", err=True)
         sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)
 

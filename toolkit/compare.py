@@ -18,12 +18,14 @@ def load_baseline(path) -> dict:
     from deploycmp.results import load_results
     from deploycmp.rundir import read_results_file
 
+    from deploycmp.merge import check_schema
+
     path = Path(path)
     if path.is_dir():
-        return load_results(path)
+        return check_schema(load_results(path), f"--baseline {path}")
     if not path.is_file():
         raise UsageError(f"--baseline {path}: no such run directory or results.json file")
-    return read_results_file(path, f"--baseline {path}")
+    return check_schema(read_results_file(path, f"--baseline {path}"), f"--baseline {path}")
 
 
 def _pct(now, base):
@@ -63,6 +65,10 @@ def compare_row(row: dict, base: dict) -> dict:
 
 
 def compare(results: dict, baseline: dict, baseline_name: str) -> dict:
+    models, base_models = ({r.get("model") for r in rs["rows"]} for rs in (results, baseline))
+    if models and base_models and not models & base_models:
+        raise UsageError(f"--baseline {baseline_name} is of model {', '.join(map(repr, sorted(base_models, key=str)))}, "
+                         f"this run of {', '.join(map(repr, sorted(models, key=str)))}: compare runs of the same model")
     base = {r["id"]: r for r in baseline["rows"]}
     ids = {r["id"] for r in results["rows"]}
     rows = [compare_row(r, base[r["id"]]) for r in results["rows"] if r["id"] in base]

@@ -4,6 +4,9 @@ the way the model expects (ImageNet mean/std for torchvision, keras.applications
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, prepr
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, not {samples}")
     per_sample = {s.name: s.resolve({**dims, "batch": 1})[1:] for s in inputs}
+    check_memory(inputs, per_sample, samples)
     if data == "random":
         rng = np.random.default_rng(seed)
         feed = {s.name: random_input(s, per_sample[s.name], samples, rng) for s in inputs}
@@ -41,8 +45,69 @@ def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, prepr
         feed = {image.name: x}
     else:
         raise UsageError(f"--data {data!r}: expected 'random', 'digits', an image folder or a .npz file")
-    info.update(samples=samples_in(feed), sha256=feed_sha256(feed), labeled=y is not None)
+    found = samples_in(feed)
+    if found < samples:
+        _warn(info, f"--data {data} holds {found} samples, fewer than the {samples} asked (--samples + "
+                    f"--calibration-samples): the split uses the {found} there are")
+    info.update(samples=found, sha256=feed_sha256(feed), labeled=y is not None)
     return feed, y, info
+
+
+_SHOWN: set[str] = set()
+
+
+def _warn(info: dict, text: str) -> None:
+    """A warning about the data: on stderr now (once per process), and in the manifest's data record (reports show it)."""
+    info.setdefault("warnings", []).append(text)
+    if text not in _SHOWN:
+        _SHOWN.add(text)
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation: /proc/meminfo's MemAvailable, else free physical pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def check_memory(inputs: list, per_sample: dict, samples: int) -> None:
+    """Refuse, before allocating anything, inputs that need more memory than this machine has available."""
+    from deploycmp.specs import describe, numpy_dtype
+
+    need = samples * sum(numpy_dtype(s.dtype).itemsize * math.prod(per_sample[s.name]) for s in inputs)
+    available = available_memory()
+    if available is not None and need > available:
+        raise UsageError(f"{samples} samples (--samples + --calibration-samples) of {describe(inputs)} at "
+                         f"{', '.join(f'{s.name}:{list(per_sample[s.name])}' for s in inputs)} per sample need "
+                         f"{_size(need)} of memory, this machine has {_size(available)} available: use fewer samples "
+                         f"or smaller inputs")
+
+
+def check_labels(labels, outputs: dict, data: str) -> None:
+    """Labels are class indices into the model's logits ([batch, classes] output): refuse any outside [0, classes)."""
+    logits = [a for a in outputs.values() if a.ndim == 2 and a.shape[1] > 1]
+    if labels is None or len(labels) == 0 or len(logits) != 1:
+        return
+    classes = logits[0].shape[1]
+    if labels.min() < 0 or labels.max() >= classes:
+        raise UsageError(f"--data {data}: labels run from {labels.min()} to {labels.max()}, the model has {classes} "
+                         f"classes (labels 0 to {classes - 1})")
 
 
 def samples_in(feed: dict) -> int:
@@ -101,8 +166,13 @@ def _npz(path: str, inputs: list, per_sample: dict, samples: int):
                 feed[s.name] = np.asarray(f[key])[:samples]
             label_key = next((k for k in ("labels", "y") if k in files), None)
             y = np.asarray(f[label_key])[:samples] if label_key else None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise UsageError(f"{path} is not a readable .npz file: {e}") from e
+    if y is not None:
+        if y.ndim != 1 or y.dtype.kind not in "iuf" or not np.all(np.isfinite(y) & (y == np.round(y)) & (y >= 0)):
+            raise UsageError(f"{path}: {label_key} must hold one class index per sample (integers >= 0), not "
+                             f"{y.dtype}{list(y.shape)}" + (f" from {y.min()} to {y.max()}" if y.size and y.dtype.kind in "iuf" else ""))
+        y = y.astype(np.int64)
     for s in inputs:
         a = feed[s.name]
         if tuple(a.shape[1:]) != tuple(per_sample[s.name]):
@@ -112,7 +182,11 @@ def _npz(path: str, inputs: list, per_sample: dict, samples: int):
             kinds = {a.dtype.kind, numpy_dtype(s.dtype).kind}
             if not (kinds <= {"f"} or kinds <= {"i", "u", "b"}):
                 raise UsageError(f"{path}: {s.name} is {a.dtype}, the model takes {s.dtype}")
-            feed[s.name] = a.astype(numpy_dtype(s.dtype))
+            feed[s.name] = a = a.astype(numpy_dtype(s.dtype))
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = int(a.size - np.isfinite(a).sum())
+            raise UsageError(f"{path}: {s.name} holds {bad} NaN or infinite value(s): drift cannot be measured on "
+                             f"them; give finite inputs")
     if len({len(a) for a in feed.values()} | ({len(y)} if y is not None else set())) != 1:
         raise UsageError(f"{path}: the input arrays (and labels) hold different numbers of samples")
     return feed, y, {"kind": "npz", "path": str(path)}
@@ -168,7 +242,8 @@ def _digits(per_sample: tuple, samples: int, layout: str | None, preprocess: dic
 
 
 def _image_folder(root: Path, per_sample: tuple, samples: int, layout: str | None, preprocess: dict | None):
-    """Images resized to the model's input and preprocessed; sub-folders are classes (as torchvision's ImageFolder)."""
+    """Images resized to the model's input and preprocessed; sub-folders are classes (as torchvision's ImageFolder).
+    An image that cannot be read, or a link to a file outside the folder, is skipped with a warning and counted."""
     from PIL import Image
 
     _geometry(per_sample, layout)
@@ -176,11 +251,32 @@ def _image_folder(root: Path, per_sample: tuple, samples: int, layout: str | Non
     if not files:
         raise UsageError(f"--data {root}: no images found ({', '.join(IMAGE_SUFFIXES)})")
     classes = sorted({p.parent.name for p in files if p.parent != root})
-    rng = np.random.default_rng(0)
-    files = [files[i] for i in sorted(rng.permutation(len(files))[:samples])]
-    x = to_model_input([Image.open(p) for p in files], per_sample, layout, preprocess)
+    inside = root.resolve()
+    images, skipped = [], []
+    for i in np.random.default_rng(0).permutation(len(files)):  # drawn at random, in a fixed order
+        if len(images) == samples:
+            break
+        p = files[i]
+        if not p.resolve().is_relative_to(inside):
+            skipped.append({"file": str(p.relative_to(root)), "reason": f"a link to {p.resolve()}, outside the folder"})
+            continue
+        try:
+            with Image.open(p) as img:
+                img.load()
+                images.append((i, img.copy()))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            skipped.append({"file": str(p.relative_to(root)), "reason": f"not a readable image ({str(e) or type(e).__name__})"})
+    info = {"kind": "image-folder", "path": str(root), "classes": classes, "preprocess": preprocess, "skipped": skipped}
+    if skipped:
+        shown = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+        _warn(info, f"--data {root}: skipped {len(skipped)} image(s): {shown}")
+    if not images:
+        raise UsageError(f"--data {root}: none of its {len(files)} image(s) could be used ({skipped[0]['reason']} ...)")
+    images.sort(key=lambda t: t[0])
+    files = [files[i] for i, _ in images]
+    x = to_model_input([img for _, img in images], per_sample, layout, preprocess)
     y = np.array([classes.index(p.parent.name) for p in files]) if classes and all(p.parent != root for p in files) else None
-    return x, y, {"kind": "image-folder", "path": str(root), "classes": classes, "preprocess": preprocess}
+    return x, y, info
 
 
 IMAGENET = {"kind": "mean_std", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "source": "ImageNet"}

@@ -16,3 +16,13 @@ class UsageError(DeployError):
 class Unavailable(Exception):
     """Raised inside a worker when its row cannot be measured here (no GPU provider, ...): the row becomes
     'unavailable' with this reason instead of 'failed'."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached deploycmp. A BaseException, so that no `except Exception` on the way turns it into
+    a failed row: it unwinds to the command line, killing the running worker on its way. Exit status 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum

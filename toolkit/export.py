@@ -8,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
+from deploycmp.data import feed_sha256
 from deploycmp.exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
 from deploycmp.runtimes import missing
 from deploycmp import SCHEMA, __version__, degenerate
-from deploycmp.environment import environment
+from deploycmp.cache import ExportCache, code_digest, digest
+from deploycmp.environment import environment, versions
 from deploycmp.errors import UsageError
 from deploycmp.isolation import run_isolated
-from deploycmp.rundir import CALIBRATION, MANIFEST, REFERENCE, describe_files, save_feed, write_json
+from deploycmp.lock import LOCK
+from deploycmp.rundir import (CALIBRATION, IDENTITY, MANIFEST, REFERENCE, changed_files, describe_files, read_json,
+                              save_feed, sha256_file, write_json)
 from deploycmp.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from_dicts, output_kind, parse_input, point_id, served_by,
                              point_key, points, split_list, to_dicts, with_batch)
 
@@ -66,6 +70,7 @@ class ExportOptions:
     layout: str | None = None
     threads: int = 1
     timeout: float = 900.0
+    cache: Path | None = None  # the export cache's folder; None: no cache (--no-cache)
 
 
 def given_inputs(inputs: list[str], input_shape: str | None) -> list[InputSpec]:
@@ -81,22 +86,73 @@ def given_inputs(inputs: list[str], input_shape: str | None) -> list[InputSpec]:
     return specs
 
 
-def _prepare_dir(out: Path, force: bool) -> None:
+def identity(opts: ExportOptions) -> dict:
+    """What makes a run directory's results what they are, short of the formats asked for: model, weights, data,
+    input specs and versions. A run directory is resumed only with the same identity."""
+    def content(spec: str) -> str | None:
+        p = Path(spec)
+        if p.is_file():
+            return sha256_file(p)
+        if p.is_dir():  # a SavedModel or image folder: its files' names and sizes
+            return digest(sorted((str(q.relative_to(p)), q.stat().st_size) for q in p.rglob("*") if q.is_file()))
+        return None
+
+    return {"model": opts.model, "model_content": content(opts.model), "weights": opts.weights,
+            "weights_content": content(opts.weights), "inputs": to_dicts(opts.inputs), "value_ranges": opts.value_ranges,
+            "data": opts.data, "data_content": None if opts.data in ("random", "digits") else content(opts.data),
+            "samples": opts.samples, "calibration_samples": opts.calibration_samples, "num_classes": opts.num_classes,
+            "preprocess": opts.preprocess, "layout": opts.layout, "versions": versions()}
+
+
+_IDENTITY_WORDS = {"model": "model", "model_content": "model file", "weights": "weights", "weights_content": "weights file",
+                   "data_content": "data file", "versions": "framework versions"}
+
+
+def check_out(out: Path) -> bool:
+    """Whether `out` holds a run already (False: it is new or empty); refuses a file or another kind of folder."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MANIFEST).is_file() and not (out / "artifacts").is_dir():
-            raise UsageError(f"--out {out} is a non-empty directory that is not a run directory; choose another")
-        if not force:
-            raise UsageError(f"--out {out} already holds a run; pass --force to replace it")
-        (out / MANIFEST).unlink(missing_ok=True)  # first, so a half-replaced run never looks complete
-        for sub in ("artifacts", "results", "logs"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        for f in ("results.json", "report.md", "report.csv", "report.json", "report.html"):
-            (out / f).unlink(missing_ok=True)
-        for f in [*out.glob("reference*.npz"), *out.glob("calibration*.npz")]:
-            f.unlink()
+    if not out.is_dir() or all(p.name == LOCK for p in out.iterdir()):
+        return False
+    if not any((out / f).exists() for f in (MANIFEST, IDENTITY, "artifacts")):
+        raise UsageError(f"--out {out} is a non-empty directory that is not a run directory; choose another")
+    return True
+
+
+def _prepare_dir(out: Path, force: bool, ident: dict) -> None:
+    """Make `out` ready: new, replaced (--force), or resumed when it holds an earlier export of the same identity."""
+    if check_out(out):
+        if force:
+            (out / MANIFEST).unlink(missing_ok=True)  # first, so a half-replaced run never looks complete
+            for sub in ("artifacts", "results", "logs"):
+                shutil.rmtree(out / sub, ignore_errors=True)
+            for f in ("results.json", "report.md", "report.csv", "report.json", "report.html", IDENTITY):
+                (out / f).unlink(missing_ok=True)
+            for f in [*out.glob("reference*.npz"), *out.glob("calibration*.npz")]:
+                f.unlink()
+        elif (out / MANIFEST).exists() or any((out / "artifacts").glob("*.json")):  # something finished to resume
+            _check_identity(out, ident)
+            (out / MANIFEST).unlink(missing_ok=True)  # written again when the resumed export is complete
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / IDENTITY, ident)
+
+
+def _check_identity(out: Path, ident: dict) -> None:
+    try:
+        before = read_json(out / IDENTITY)
+    except (OSError, ValueError):
+        raise UsageError(f"--out {out} holds a run this deploycmp cannot resume (no readable {IDENTITY}); pass --force "
+                         f"to replace it or choose another --out") from None
+    for key, now in ident.items():
+        if before.get(key) != now:
+            what = _IDENTITY_WORDS.get(key, "--" + key.replace("_", "-"))
+            shown = "" if key.endswith("_content") or key == "versions" else f" ({before.get(key)!r} there, {now!r} now)"
+            if key == "versions":
+                changed = sorted(k for k in {*now, *(before.get(key) or {})} if now.get(k) != (before.get(key) or {}).get(k))
+                shown = f" ({', '.join(changed)} changed)"
+            raise UsageError(f"--out {out} holds a run of another {what}{shown}; pass --force to replace it or "
+                             f"choose another --out")
 
 
 def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> dict:
@@ -106,7 +162,8 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
 
     fmts, modes = parse_formats(opts.formats), parse_quantize(opts.quantize)
     out = Path(out)
-    _prepare_dir(out, force)
+    _prepare_dir(out, force, identity(opts))
+    cache = ExportCache(opts.cache)
 
     framework = models.framework_of(opts.model)
     src = models.get(framework)
@@ -139,14 +196,18 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
     record["input_shape"] = list(inputs[0].resolve({**entry["dims"], BATCH: 1}))
     record["layout"] = inputs[0].layout
     record["gflops_per_sample"] = src.count_gflops(model, src.example(_take(feed, 1), inputs))
-    source = _source_artifact(out, src, model, record, inputs, feed, entry["dims"], opts.sweeps[BATCH][0])
+    # everything an artifact of this run depends on besides its format, quantization and shape
+    fingerprint = digest({"record": record, "weights": src.weights_sha256(model, record), "code": code_digest(),
+                          "versions": versions(), "references": [(r["sha256"], r["calibration_sha256"]) for r in references]})
+    source = _source_artifact(out, src, model, record, inputs, feed, entry["dims"], opts.sweeps[BATCH][0], fingerprint)
     artifacts = [source]
     jobs = [(f, q) for f in fmts for q in modes]
+    export = Exporting(out, record, source["main_file"], opts, fingerprint, cache)
     for i, (fmt, quant) in enumerate(jobs):
         if progress:
             progress(i, len(jobs), f"export {fmt} {quant}")
         first_dims = {BATCH: opts.sweeps[BATCH][0], **points[0]}
-        made = _export_one(out, record, source["main_file"], fmt, quant, opts, first_dims, references[0])
+        made = export.one(fmt, quant, first_dims, references[0])
         artifacts.append(made)
         if made["status"] != "ok":
             continue
@@ -157,15 +218,18 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
                     continue
                 if progress:
                     progress(i, len(jobs), f"export {fmt} {quant} {point_id(dims)}")
-                artifacts.append(_export_one(out, record, source["main_file"], fmt, quant, opts, dims, ref_entry, True))
+                artifacts.append(export.one(fmt, quant, dims, ref_entry, per_point=True))
     if progress:
         progress(len(jobs), len(jobs), "export done")
+    warnings.extend(cache.warnings)
 
     manifest = {
         "schema": SCHEMA, "tool": {"name": "deploycmp", "version": __version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": record, "warnings": warnings,
         "data": references[0]["data"], "shapes": opts.sweeps, "references": references,
         "reference": REFERENCE, "calibration": CALIBRATION, "artifacts": artifacts, "environment": environment(),
+        "identity": read_json(out / IDENTITY), "cache": str(cache.root) if cache.root else None,
+        "reuse": {where: sum(a.get("reused") == where for a in artifacts[1:]) for where in ("run directory", "cache")},
     }
     write_json(out / MANIFEST, manifest)
     return manifest
@@ -187,19 +251,27 @@ def _take(feed: dict, n: int) -> dict:
 def write_reference(out: Path, src, model, record: dict, inputs: list, dims: dict, opts: ExportOptions, first: bool):
     """Inputs and golden outputs at one shape point (reference.npz for the first, reference.KEY.npz for others),
     and its calibration split. Returns (its manifest entry, (evaluation feed, outputs))."""
+    from deploycmp import data as data_mod
+
     calibration, feed, y, data_info = load_split(opts, record, inputs, dims)
     try:
         outputs = src.reference_outputs(model, feed, inputs)
     except Exception as e:  # the usual cause is an input the model does not take
         raise UsageError(f"{record['spec']} fails on inputs {describe(inputs)}{f' at {dims}' if dims else ''}: "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    data_mod.check_labels(y, outputs, opts.data)
     key = point_key(dims)
     names = (REFERENCE, CALIBRATION) if first else (f"reference.{key}.npz", f"calibration.{key}.npz")
     save_feed(out / names[0], feed, outputs, y)
     save_feed(out / names[1], calibration)
     kinds = {name: output_kind(a.shape, inputs, dims) for name, a in outputs.items()}
     entry = {"dims": dims, "file": names[0], "calibration": names[1], "data": data_info,
-             "degenerate": degenerate.check_outputs(outputs, kinds)}
+             "degenerate": degenerate.check_outputs(outputs, kinds),
+             # content digests (the .npz files themselves carry timestamps): what a kept artifact or row is checked on
+             "sha256": feed_sha256({**{f"input/{k}": a for k, a in feed.items()},
+                                    **{f"output/{k}": a for k, a in outputs.items()},
+                                    **({"labels": y} if y is not None else {})}),
+             "calibration_sha256": feed_sha256(calibration)}
     return entry, (feed, outputs)
 
 
@@ -214,9 +286,14 @@ def load_split(opts: ExportOptions, record: dict, inputs: list, dims: dict):
     return calibration, feed, y, data_info
 
 
-def _source_artifact(out: Path, src, model, record: dict, inputs: list, feed: dict, dims: dict, batch: int) -> dict:
+def _source_artifact(out: Path, src, model, record: dict, inputs: list, feed: dict, dims: dict, batch: int,
+                     fingerprint: str) -> dict:
     from deploycmp.export_worker import other_feeds
 
+    key = digest({"fingerprint": fingerprint, "batch": batch})
+    if (kept := _kept(out, "eager-none", key)):
+        return kept
+    shutil.rmtree(out / "artifacts" / "eager-none", ignore_errors=True)
     source_file = src.save_source(model, record, out / "artifacts" / "eager-none")
     example = _take(feed, batch)
     free = [d for d, other in other_feeds(example, inputs, {**dims, BATCH: batch}).items()
@@ -228,7 +305,26 @@ def _source_artifact(out: Path, src, model, record: dict, inputs: list, feed: di
               "exporter": {"name": "source model", "weights": record["weights"]}, "export_seconds": 0.0}
     source["batch_strategy"] = batch_strategy(free)
     source.update(describe_files(out, out / "artifacts" / "eager-none"))
-    return source
+    return _keep(out, source, key)
+
+
+def _kept(out: Path, artifact_id: str, key: str) -> dict | None:
+    """The entry of an artifact this run directory already holds for `key` (an interrupted or earlier export of
+    the same thing), its files unchanged since; None otherwise."""
+    try:
+        entry = read_json(out / "artifacts" / f"{artifact_id}.json")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key or (entry.get("status") == "ok" and changed_files(out, entry)):
+        return None
+    return {**entry, "reused": "run directory"}
+
+
+def _keep(out: Path, entry: dict, key: str) -> dict:
+    """Record a finished artifact (its entry next to its folder, written last): what a resumed export keeps."""
+    entry = {**entry, "key": key}
+    write_json(out / "artifacts" / f"{entry['id']}.json", {k: v for k, v in entry.items() if k != "reused"})
+    return entry
 
 
 def describe_outputs(outputs: dict, inputs: list, dims: dict) -> list[OutputSpec]:
@@ -243,35 +339,72 @@ def describe_outputs(outputs: dict, inputs: list, dims: dict) -> list[OutputSpec
     return specs
 
 
-def _export_one(out: Path, record: dict, source_file: str, fmt: str, quant: str, opts: ExportOptions, dims: dict,
-                reference: dict, per_point: bool = False) -> dict:
-    path = f"{fmt}-{quant}"
-    artifact_id = f"{path}-{point_id(dims)}" if per_point else path
-    folder = Path("artifacts") / artifact_id
-    entry = {"id": artifact_id, "path": path, "format": fmt, "quantization": quant, "status": "ok", "error": None,
-             "export_batch": dims[BATCH], "export_dims": dims}
-    reason = unsupported_reason(fmt, record["framework"], quant)
-    absent = missing(requirements(fmt, record["framework"], quant))
-    if reason is None and absent:
-        reason = f"{fmt}: {', '.join(absent)} not installed ({install_hint(fmt, absent)})"
-    if reason:
-        return {**entry, "status": "unavailable", "error": reason}
-    (out / folder).mkdir(parents=True, exist_ok=True)
-    spec = {"run_dir": str(out), "model": record, "source_file": source_file, "format": fmt, "quantization": quant,
-            "folder": str(folder), "threads": opts.threads, "dims": dims, "reference": reference["file"],
-            "calibration": reference["calibration"]}
-    outcome = run_isolated("deploycmp.export_worker", spec, opts.timeout, out / "logs" / f"export-{artifact_id}.log")
-    if outcome.status != "ok":
-        shutil.rmtree(out / folder, ignore_errors=True)
-        return {**entry, "status": "export_failed", "error": f"{outcome.status}: {outcome.error}",
-                "export_seconds": round(outcome.seconds, 3)}
-    details = outcome.result
-    entry.update(details)
-    entry["main_file"] = str(folder / details["main_file"])
-    entry.update(describe_files(out, out / folder))
-    entry["dynamic_batch"] = BATCH in entry["dynamic_dims"]
-    entry["batch_strategy"] = details.get("batch_strategy") or batch_strategy(entry["dynamic_dims"])
-    return entry
+@dataclass
+class Exporting:
+    """Makes the artifacts of one run: kept from an earlier try in this run directory, copied from the export cache,
+    or exported in a worker process (then kept and cached)."""
+
+    out: Path
+    record: dict
+    source_file: str
+    opts: ExportOptions
+    fingerprint: str
+    cache: ExportCache
+
+    def one(self, fmt: str, quant: str, dims: dict, reference: dict, per_point: bool = False) -> dict:
+        path = f"{fmt}-{quant}"
+        artifact_id = f"{path}-{point_id(dims)}" if per_point else path
+        folder = Path("artifacts") / artifact_id
+        entry = {"id": artifact_id, "path": path, "format": fmt, "quantization": quant, "status": "ok", "error": None,
+                 "export_batch": dims[BATCH], "export_dims": dims}
+        reason = unsupported_reason(fmt, self.record["framework"], quant)
+        absent = missing(requirements(fmt, self.record["framework"], quant))
+        if reason is None and absent:
+            reason = f"{fmt}: {', '.join(absent)} not installed ({install_hint(fmt, absent)})"
+        if reason:
+            return {**entry, "status": "unavailable", "error": reason}
+        key = digest({"fingerprint": self.fingerprint, "format": fmt, "quantization": quant, "dims": dims,
+                      "reference": reference["sha256"], "calibration": reference["calibration_sha256"]})
+        if (kept := _kept(self.out, artifact_id, key)):
+            return kept
+        shutil.rmtree(self.out / folder, ignore_errors=True)  # what an interrupted try left
+        if (cached := self.cache.fetch(key, self.out / folder)):
+            entry.update({k: v for k, v in cached.items() if k not in ("id", "key", "files", "main_file")})
+            entry["main_file"] = str(folder / cached["main_file"])
+            entry["files"] = [{**f, "path": str(folder / f["path"])} for f in cached["files"]]
+            return {**_keep(self.out, entry, key), "reused": "cache"}
+        entry = self._export(entry, folder, fmt, quant, dims, reference)
+        _keep(self.out, entry, key)
+        if entry["status"] == "ok":
+            relative = {**entry, "main_file": str(Path(entry["main_file"]).relative_to(folder))}
+            files = [{**f, "path": str(Path(f["path"]).relative_to(folder))} for f in entry["files"]]
+            self.cache.store(key, self.out / folder, {k: v for k, v in relative.items() if k != "files"}, files)
+        return {**entry, "key": key}
+
+    def _export(self, entry: dict, folder: Path, fmt: str, quant: str, dims: dict, reference: dict) -> dict:
+        out = self.out
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        spec = {"run_dir": str(out), "model": self.record, "source_file": self.source_file, "format": fmt,
+                "quantization": quant, "folder": str(folder), "threads": self.opts.threads, "dims": dims,
+                "reference": reference["file"], "calibration": reference["calibration"]}
+        log = out / "logs" / f"export-{entry['id']}.log"
+        try:
+            outcome = run_isolated("deploycmp.export_worker", spec, self.opts.timeout, log)
+        except BaseException:  # interrupted: no half-made artifact stays behind
+            shutil.rmtree(out / folder, ignore_errors=True)
+            raise
+        if outcome.status != "ok":
+            shutil.rmtree(out / folder, ignore_errors=True)
+            return {**entry, "status": "export_failed", "error": f"{outcome.status}: {outcome.error}",
+                    "diagnosis": outcome.diagnosis, "log": str(log.relative_to(out)),
+                    "export_seconds": round(outcome.seconds, 3)}
+        details = outcome.result
+        entry.update(details)
+        entry["main_file"] = str(folder / details["main_file"])
+        entry.update(describe_files(out, out / folder))
+        entry["dynamic_batch"] = BATCH in entry["dynamic_dims"]
+        entry["batch_strategy"] = details.get("batch_strategy") or batch_strategy(entry["dynamic_dims"])
+        return entry
 
 
 def batch_strategy(free: list[str]) -> str:

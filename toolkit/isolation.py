@@ -1,11 +1,16 @@
 """Run one job (an export, a measured row) in a fresh Python process with a timeout and its own log.
 
 The child reads a JSON spec and writes a JSON result; a raise, a segfault or a hang there spoils only its job.
+The child lives in its own process group, which goes when its job does: after a timeout, when deploycmp is
+interrupted (the exception unwinds through run_isolated, which kills the group), and when deploycmp itself dies
+(a watchdog forked into the group reads a pipe whose other end only deploycmp holds: end of file kills the group,
+the converters a worker started included).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +28,11 @@ class Outcome:
     error: str | None
     returncode: int | None
     seconds: float
+    diagnosis: list | None = None  # the telling lines of the native libraries' own log, for a job that failed
+
+    def __post_init__(self):
+        if self.diagnosis:  # the one most telling line goes with the error wherever it is shown
+            self.error = f"{self.error} (log: {self.diagnosis[0]})"
 
 
 def _last_line(log_path: Path) -> str:
@@ -33,8 +43,51 @@ def _last_line(log_path: Path) -> str:
     return lines[-1][:200] if lines else ""
 
 
+# lines of a worker's log that a native library wrote about a failure (glog E/F lines, C++ file:line, "Failed to")
+_TELLING = re.compile(r"\b(error|fatal|failed|failure|abort(ed)?|invalid|unsupported|not supported|cannot|"
+                      r"segmentation fault|out of memory)\b", re.I)
+_NATIVE = re.compile(r"^[EF]\d{4} |\.(cc|cpp|cxx|c|h|hpp):\d+|\b[A-Z][A-Za-z]+\.(cc|cpp)\b|\bxnn_status_|^\[?(E|F|ERROR|FATAL)\]? ")
+# what TensorFlow and CUDA libraries print on every start of a machine without a GPU: never the reason
+_NOISE = re.compile(r"cuInit|cuda_diagnostics|Unable to register cu|computation_placer|TF-TRT Warning|cuda drivers", re.I)
+
+
+def diagnosis(log_path: Path, error: str | None = None, most: int = 3) -> list[str]:
+    """The most telling lines of a failed job's log, first the first: the native libraries' own error and fatal
+    lines (the first is usually the cause, later ones its consequences), else the last other error lines that
+    are not part of the Python traceback (which `error` sums up already)."""
+    try:
+        lines = Path(log_path).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found, in_traceback = [], False
+    for line in lines:
+        text = line.strip()
+        if text.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+            continue
+        if in_traceback:
+            if line.startswith((" ", "\t")) or not text or text.startswith(("During handling", "The above exception")):
+                continue
+            in_traceback = False  # the exception's own line ends the traceback: it is `error` already
+            continue
+        if (text and _TELLING.search(text) and not _NOISE.search(text) and (not error or text not in error)
+                and text[:300] not in found):
+            found.append(text[:300])
+    native = [t for t in found if _NATIVE.search(t)]
+    return native[:most] if native else found[-most:]
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: dict | None = None) -> Outcome:
-    """Run `python -m module SPEC RESULT` in a new session (so a timeout kills its whole process group)."""
+    """Run `python -m module SPEC RESULT` in a new session (so a timeout or an interruption kills its whole
+    process group)."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="deploycmp-") as tmp:
@@ -42,17 +95,28 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
         spec_path.write_text(json.dumps(spec, default=str))
         child_env = {**os.environ, **(env or {})}
         child_env["DEPLOYCMP_SPAWN_T"] = repr(time.monotonic())
+        alive_r, alive_w = os.pipe()  # deploycmp holds the write end for as long as the worker may live
+        child_env["DEPLOYCMP_ALIVE_FD"] = str(alive_r)
         start = time.monotonic()
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(result_path)],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=child_env, start_new_session=True)
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return Outcome("timeout", None, f"no result after {timeout:g} s (killed)", None, time.monotonic() - start)
+        try:
+            with open(log_path, "wb") as log:
+                try:
+                    proc = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(result_path)],
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=child_env, start_new_session=True, pass_fds=(alive_r,))
+                finally:
+                    os.close(alive_r)
+                try:
+                    rc = proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                    return Outcome("timeout", None, f"no result after {timeout:g} s (killed)", None,
+                                   time.monotonic() - start, diagnosis(log_path))
+                except BaseException:  # interrupted (SIGINT, SIGTERM): the worker and what it started go first
+                    _kill_group(proc)
+                    raise
+        finally:
+            os.close(alive_w)  # the watchdog kills what the worker left behind (a converter it started)
         seconds = time.monotonic() - start
         result = None
         if result_path.is_file():
@@ -62,18 +126,37 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
                 result = None
     if rc < 0:
         name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else f"signal {-rc}"
-        return Outcome("crashed", None, f"worker killed by {name}", rc, seconds)
+        return Outcome("crashed", None, f"worker killed by {name}", rc, seconds, diagnosis(log_path))
     if rc == 0 and result is not None and "error" not in result:
         return Outcome("ok", result, None, rc, seconds)
     if result and "unavailable" in result:
         return Outcome("unavailable", None, result["unavailable"], rc, seconds)
     error = (result or {}).get("error") or _last_line(log_path) or f"worker exited with status {rc}"
-    return Outcome("failed", result, error, rc, seconds)
+    return Outcome("failed", result, error, rc, seconds, diagnosis(log_path, error))
+
+
+def _watch_parent() -> None:
+    """In a worker: fork a watchdog into the worker's process group that blocks on the read end of deploycmp's pipe.
+    End of file (deploycmp died or is done with this worker) kills the whole group, what the worker started too."""
+    fd = os.environ.pop("DEPLOYCMP_ALIVE_FD", None)
+    if fd is None:  # run by hand, not by deploycmp
+        return
+    fd = int(fd)
+    if os.fork() == 0:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        os.killpg(0, signal.SIGKILL)
+        os._exit(0)
+    os.close(fd)
 
 
 def child_main(job) -> None:
     """Entry point of a worker module: job(spec) -> result dict; an exception becomes {'error': ...}, exit 1."""
     spec_path, result_path = sys.argv[1], sys.argv[2]
+    _watch_parent()
     with open(spec_path) as f:
         spec = json.load(f)
     from deploycmp.errors import Unavailable

@@ -200,9 +200,21 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
         except UsageError:
             raise
         except Exception as e:
-            raise UsageError(f"{spec} could not be loaded as a Keras model: {str(e).splitlines()[0][:160]}") from e
+            raise UsageError(_load_error(spec, e)) from e
     record["inputs"] = describe_inputs(model, given, spec, layout, value_ranges or {})
     return model, record, warnings
+
+
+def _load_error(spec: str, e: Exception) -> str:
+    """One line for a Keras model file or SavedModel directory that does not load."""
+    text = str(e)
+    if "safe_mode" in text or "arbitrary code execution" in text:  # a Lambda layer (or other Python code) in the file
+        return (f"{spec} holds Python code (a Lambda layer) that Keras' safe mode refuses to load, and deploycmp does "
+                "not run code from model files: rebuild the model without Lambda layers")
+    if not spec.endswith(".keras") and not (Path(spec) / "variables").is_dir():
+        return f"{spec} is a SavedModel directory without its variables/ folder: copy the whole directory"
+    first = (text.strip().splitlines() or [type(e).__name__])[0]
+    return f"{spec} could not be loaded as a Keras model: {first[:160]}"
 
 
 def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
@@ -253,6 +265,24 @@ def save_source(model, record: dict, folder: Path) -> str:
         return "savedmodel"
     model.save(folder / "model.keras")
     return "model.keras"
+
+
+def weights_sha256(model, record: dict) -> str:
+    """A digest of the model's weights (every variable by path), or of the SavedModel directory's files."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if record["kind"] == "savedmodel-dir":
+        from deploycmp.rundir import sha256_file
+
+        root = Path(record["spec"])
+        for p in sorted(q for q in root.rglob("*") if q.is_file()):
+            h.update(f"{p.relative_to(root)}:{sha256_file(p)}".encode())
+        return h.hexdigest()
+    for w in model.weights:
+        a = np.ascontiguousarray(np.asarray(w))
+        h.update(f"{getattr(w, 'path', w.name)}:{a.dtype}:{a.shape}".encode() + a.tobytes())
+    return h.hexdigest()
 
 
 def load_source(run_dir: Path, record: dict, source_file: str):

@@ -19,7 +19,17 @@ def read_other(path) -> tuple[Path, list[dict]]:
     file = path / RESULTS if path.is_dir() else path
     if not file.is_file():
         raise UsageError(f"{path}: no such results file (give another machine's {RESULTS} or its run directory)")
-    return file, read_results_file(file, str(file))["rows"]
+    return file, check_schema(read_results_file(file, str(file)), str(file))["rows"]
+
+
+def check_schema(results: dict, label: str) -> dict:
+    """A results file of a run directory schema this deploycmp reads."""
+    from deploycmp import READABLE_SCHEMAS
+
+    if results.get("schema") not in READABLE_SCHEMAS:
+        raise UsageError(f"{label} is of results schema {results.get('schema', '?')!r}; this deploycmp reads schemas "
+                         f"{', '.join(map(str, READABLE_SCHEMAS))}")
+    return results
 
 
 def check_row(row: dict, manifest: dict, digests: dict, file: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from deploycmp import SCHEMA
 from deploycmp.environment import environment
 from deploycmp.errors import UsageError
-from deploycmp.rundir import RESULTS, load_manifest, load_rows, read_json, write_json
+from deploycmp.rundir import RESULTS, load_manifest, load_rows, read_results_file, write_json
 
 FAILED = ("failed", "crashed", "timeout", "export_failed")
 
@@ -26,10 +26,7 @@ def load_results(run_dir) -> dict:
     path = run_dir / RESULTS
     if not path.is_file():
         raise UsageError(f"{run_dir} has no {RESULTS} yet: run 'deploycmp bench {run_dir}' first")
-    try:
-        return read_json(path)
-    except ValueError as e:
-        raise UsageError(f"{path} is not readable JSON: {e}") from e
+    return read_results_file(path, str(path))
 
 
 def exit_status(rows: list[dict]) -> int:

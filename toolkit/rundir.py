@@ -18,6 +18,7 @@ MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
 CALIBRATION = "calibration.npz"
 RESULTS = "results.json"
+IDENTITY = "identity.json"  # what an export was asked for, with which versions: a resumed run must match it
 
 
 _UMASK = os.umask(0)

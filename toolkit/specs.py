@@ -64,13 +64,16 @@ def to_dicts(specs) -> list[dict]:
 
 
 def split_list(text: str, what: str, cast=str) -> list:
-    """A comma-separated option value as a list (blank items dropped): the one parser for every list option."""
+    """A comma-separated option value as a list (repeats dropped): the one parser for every list option."""
+    parts = [s.strip() for s in str(text).split(",")]
+    if not any(parts):
+        raise UsageError(f"{what}: empty list")
+    if not all(parts):
+        raise UsageError(f"{what} {text!r}: an empty item between commas; expected a comma-separated list, e.g. 1,8,32")
     try:
-        items = [cast(s.strip()) for s in str(text).split(",") if s.strip()]
+        items = [cast(s) for s in parts]
     except ValueError:
         raise UsageError(f"{what} {text!r}: expected a comma-separated list") from None
-    if not items:
-        raise UsageError(f"{what}: empty list")
     return list(dict.fromkeys(items))
 
 

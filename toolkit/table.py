@@ -53,7 +53,7 @@ def cells(row: dict) -> list[str]:
 
 def warnings_of(manifest: dict, rows: list[dict]) -> list[str]:
     """The run's warnings: the manifest's (random weights ...) and a count of rows that are not ok."""
-    out = list(manifest.get("warnings", []))
+    out = list(manifest.get("warnings", [])) + list((manifest.get("data") or {}).get("warnings", []))
     unavailable = sum(r["status"] == "unavailable" for r in rows)
     failed = sum(r["status"] not in ("ok", "unavailable") for r in rows)
     if failed:

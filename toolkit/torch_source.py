@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 import os
 import sys
 import shutil
@@ -65,15 +66,26 @@ def _load_state_dict_file(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"weights file not found: {path}")
+    if p.stat().st_size == 0:
+        raise UsageError(f"weights file {path} is empty")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a bad file
-        raise UsageError(f"weights file {path} could not be read as a state_dict: {str(e).splitlines()[0]}") from e
+        if "Weights only load failed" in str(e):  # the unpickler met something that is no tensor, dict or number
+            raise UsageError(f"weights file {path} holds Python objects besides tensors, which could run code when "
+                             "loaded; deploycmp loads weights with weights_only=True: save a plain state_dict "
+                             "(torch.save(model.state_dict(), PATH))") from e
+        raise UsageError(f"weights file {path} could not be read as a state_dict: {_first_line(e)}") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UsageError(f"weights file {path} holds {type(state).__name__}, not a state_dict")
     return state
+
+
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def _apply_state_dict(model, state: dict, source: str) -> None:
@@ -391,13 +403,18 @@ def _eval(model):
 def _load_file(path: str, kind: str):
     import torch
 
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.ERROR)  # torch.export.load logs a bad file's traceback as a warning, then raises
     try:
         if kind == "torch-export-file":
             return torch.export.load(path).module()
         return torch.jit.load(path, map_location="cpu")
     except Exception as e:
         what = "a torch.export .pt2 file" if kind == "torch-export-file" else "a TorchScript file (for a state_dict use --weights FILE)"
-        raise UsageError(f"{path} could not be loaded as {what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise UsageError(f"{path} could not be loaded as {what}: {_first_line(e)}") from e
+    finally:
+        export_log.setLevel(level)
 
 
 def save_source(model, record: dict, folder: Path) -> str:
@@ -412,6 +429,24 @@ def save_source(model, record: dict, folder: Path) -> str:
         name = "weights.pt"
         torch.save(model.state_dict(), folder / name)
     return name
+
+
+def weights_sha256(model, record: dict) -> str:
+    """A digest of the model's weights (every parameter and buffer by name), or of the model file it came from."""
+    import hashlib
+
+    import torch
+
+    if record["kind"] in ("torchscript-file", "torch-export-file"):
+        from deploycmp.rundir import sha256_file
+
+        return sha256_file(record["spec"])
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{t.numel()}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_source(run_dir: Path, record: dict, source_file: str):

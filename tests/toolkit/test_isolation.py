@@ -55,7 +55,7 @@ def test_rerun_measures_only_missing_rows(tmp_path):
 
 def test_crashing_converter_spoils_only_its_artifact(tmp_path):
     out = tmp_path / "run"
-    proc = deploycmp("run", *MISBEHAVING, "--formats", "torchscript,onnx", "--out", out, *FAST,
+    proc = deploycmp("run", *MISBEHAVING, "--formats", "torchscript,onnx", "--out", out, *FAST, "--no-cache",
                      env={"DEPLOYCMP_TEST_MISBEHAVE": "segfault-trace"})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     artifacts = {a["id"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}

@@ -57,7 +57,7 @@ def test_force_replaces_every_file_of_the_old_run(tmp_path):
         (tmp_path / name).write_text("old")
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "row.json").write_text("{}")
-    with pytest.raises(UsageError, match="--force"):
-        _prepare_dir(tmp_path, force=False)
-    _prepare_dir(tmp_path, force=True)
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UsageError, match="--force"):  # no identity.json: not a run this deploycmp can resume
+        _prepare_dir(tmp_path, False, {"model": "m"})
+    _prepare_dir(tmp_path, True, {"model": "m"})
+    assert [p.name for p in tmp_path.iterdir()] == ["identity.json"]  # the new run's, written first
