@@ -189,24 +189,31 @@ def test_a_failed_row_quotes_the_native_library(tmp_path):
 
 
 def test_diagnosis_prefers_native_lines_and_skips_the_python_traceback(tmp_path):
-    from deploycmp.isolation import diagnosis
+    from deploycmp.isolation import Outcome, diagnosis
 
+    # the log of swin_t's ExecuTorch int8 row on this x86 machine (deploycmp run --model swin_t --formats executorch
+    # --quantize int8), with TensorFlow's usual start-up line added: the XNNPACK line is the answer
     log = tmp_path / "w.log"
     log.write_text("\n".join([
         "E0000 00:00:1 cuda_executor.cc:1309] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)",
-        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
-        "W0000 some warning: nothing failed here",
+        "[cpuinfo_utils.cpp:87] Failed to open midr file /sys/devices/soc0/image_version",
+        "[cpuinfo_utils.cpp:125] CPU info and manual query on # of cpus dont match.",
+        "[threadpool.cpp:66] Resetting threadpool to 2 threads.",
         "error: a Python-side error line",
-        "E1126 10:00:00 1 XNNCompiler.cpp:412] Failed to create StaticConstantPad node 178",
-        "E1126 10:00:00 1 method.cpp:80] Init failed for backend XnnpackBackend: 0x1",
+        "[XNNCompiler.cpp:1262] Failed to create StaticConstantPad node 178 with code: xnn_status_invalid_parameter",
+        "[XNNPACKBackend.cpp:143] XNNCompiler::compileModel failed: 0x1",
+        "[method.cpp:128] Init failed for backend XnnpackBackend: 0x1",
         "Traceback (most recent call last):",
         '  File "x.py", line 1, in <module>',
-        "    raise RuntimeError('Failed to load method forward')",
-        "RuntimeError: Failed to load method forward",
+        "    raise RuntimeError('Failed to load method forward, error: 0x:1')",
+        "RuntimeError: Failed to load method forward, error: 0x:1",
     ]))
-    assert diagnosis(log, "RuntimeError: Failed to load method forward") == [
-        "E1126 10:00:00 1 XNNCompiler.cpp:412] Failed to create StaticConstantPad node 178",
-        "E1126 10:00:00 1 method.cpp:80] Init failed for backend XnnpackBackend: 0x1"]
+    error = "RuntimeError: Failed to load method forward, error: 0x:1"
+    found = diagnosis(log, error)
+    assert found == ["[XNNCompiler.cpp:1262] Failed to create StaticConstantPad node 178 with code: "
+                     "xnn_status_invalid_parameter", "[XNNPACKBackend.cpp:143] XNNCompiler::compileModel failed: 0x1",
+                     "[method.cpp:128] Init failed for backend XnnpackBackend: 0x1"]
+    assert Outcome("failed", None, error, 1, 0.0, found).error == f"{error} (log: {found[0]})"
     log.write_text("error: only a plain line\nTraceback (most recent call last):\n  File 'x'\nValueError: bad\n")
     assert diagnosis(log, "ValueError: bad") == ["error: only a plain line"]
     assert diagnosis(tmp_path / "missing.log") == []

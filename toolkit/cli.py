@@ -432,7 +432,7 @@ def _interrupted(e: Interrupted) -> str:
     artifacts = len([p for p in (run_dir / "artifacts").glob("*.json") if p.stem != "eager-none"])
     rows = len(list((run_dir / "results").glob("*.json")))
     return (f"{text}. {run_dir} keeps {artifacts} finished artifact(s) and {rows} measured row(s); run the same "
-            f"command again to go on from there (--force starts over)")
+            f"command again, without --force, to go on from there")
 
 
 def _disk_error(e: OSError) -> str | None:

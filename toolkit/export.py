@@ -1,6 +1,7 @@
 """deploycmp export: pin the source model, write reference inputs/outputs, make every requested artifact."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -97,11 +98,12 @@ def identity(opts: ExportOptions) -> dict:
             return digest(sorted((str(q.relative_to(p)), q.stat().st_size) for q in p.rglob("*") if q.is_file()))
         return None
 
-    return {"model": opts.model, "model_content": content(opts.model), "weights": opts.weights,
-            "weights_content": content(opts.weights), "inputs": to_dicts(opts.inputs), "value_ranges": opts.value_ranges,
-            "data": opts.data, "data_content": None if opts.data in ("random", "digits") else content(opts.data),
-            "samples": opts.samples, "calibration_samples": opts.calibration_samples, "num_classes": opts.num_classes,
-            "preprocess": opts.preprocess, "layout": opts.layout, "versions": versions()}
+    ident = {"model": opts.model, "model_content": content(opts.model), "weights": opts.weights,
+             "weights_content": content(opts.weights), "inputs": to_dicts(opts.inputs), "value_ranges": opts.value_ranges,
+             "data": opts.data, "data_content": None if opts.data in ("random", "digits") else content(opts.data),
+             "samples": opts.samples, "calibration_samples": opts.calibration_samples, "num_classes": opts.num_classes,
+             "preprocess": opts.preprocess, "layout": opts.layout, "versions": versions()}
+    return json.loads(json.dumps(ident, default=str))  # as identity.json holds it (tuples as lists), to compare
 
 
 _IDENTITY_WORDS = {"model": "model", "model_content": "model file", "weights": "weights", "weights_content": "weights file",
@@ -162,7 +164,8 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
 
     fmts, modes = parse_formats(opts.formats), parse_quantize(opts.quantize)
     out = Path(out)
-    _prepare_dir(out, force, identity(opts))
+    ident = identity(opts)
+    _prepare_dir(out, force, ident)
     cache = ExportCache(opts.cache)
 
     framework = models.framework_of(opts.model)
@@ -228,7 +231,7 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": record, "warnings": warnings,
         "data": references[0]["data"], "shapes": opts.sweeps, "references": references,
         "reference": REFERENCE, "calibration": CALIBRATION, "artifacts": artifacts, "environment": environment(),
-        "identity": read_json(out / IDENTITY), "cache": str(cache.root) if cache.root else None,
+        "identity": ident, "cache": str(cache.root) if cache.root else None,
         "reuse": {where: sum(a.get("reused") == where for a in artifacts[1:]) for where in ("run directory", "cache")},
     }
     write_json(out / MANIFEST, manifest)

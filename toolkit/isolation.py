@@ -48,13 +48,15 @@ _TELLING = re.compile(r"\b(error|fatal|failed|failure|abort(ed)?|invalid|unsuppo
                       r"segmentation fault|out of memory)\b", re.I)
 _NATIVE = re.compile(r"^[EF]\d{4} |\.(cc|cpp|cxx|c|h|hpp):\d+|\b[A-Z][A-Za-z]+\.(cc|cpp)\b|\bxnn_status_|^\[?(E|F|ERROR|FATAL)\]? ")
 # what TensorFlow and CUDA libraries print on every start of a machine without a GPU: never the reason
-_NOISE = re.compile(r"cuInit|cuda_diagnostics|Unable to register cu|computation_placer|TF-TRT Warning|cuda drivers", re.I)
+# and what ExecuTorch's cpuinfo prints on every load on x86 (it looks for ARM's MIDR registers)
+_NOISE = re.compile(r"cuInit|cuda_diagnostics|Unable to register cu|computation_placer|TF-TRT Warning|cuda drivers|"
+                    r"midr file|CPU info and manual query", re.I)
 
 
 def diagnosis(log_path: Path, error: str | None = None, most: int = 3) -> list[str]:
-    """The most telling lines of a failed job's log, first the first: the native libraries' own error and fatal
-    lines (the first is usually the cause, later ones its consequences), else the last other error lines that
-    are not part of the Python traceback (which `error` sums up already)."""
+    """The most telling lines of a failed job's log: the last native error lines (the chain that led to the
+    failure: its first line is usually the cause, the later ones its consequences), else the last other error
+    lines that are not part of the Python traceback (which `error` sums up already)."""
     try:
         lines = Path(log_path).read_text(errors="replace").splitlines()
     except OSError:
@@ -74,7 +76,7 @@ def diagnosis(log_path: Path, error: str | None = None, most: int = 3) -> list[s
                 and text[:300] not in found):
             found.append(text[:300])
     native = [t for t in found if _NATIVE.search(t)]
-    return native[:most] if native else found[-most:]
+    return (native or found)[-most:]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
