@@ -196,6 +196,8 @@ def test_diagnosis_prefers_native_lines_and_skips_the_python_traceback(tmp_path)
     log = tmp_path / "w.log"
     log.write_text("\n".join([
         "E0000 00:00:1 cuda_executor.cc:1309] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)",
+        "W1126 11:49:03.669000 19078 torch/utils/_pytree.py:630] <enum 'KernelPreference'> is an Enum subclass ... "
+        "Calling register_constant() on Enum subclasses is deprecated and will be an error in a future release.",
         "[cpuinfo_utils.cpp:87] Failed to open midr file /sys/devices/soc0/image_version",
         "[cpuinfo_utils.cpp:125] CPU info and manual query on # of cpus dont match.",
         "[threadpool.cpp:66] Resetting threadpool to 2 threads.",
@@ -214,6 +216,16 @@ def test_diagnosis_prefers_native_lines_and_skips_the_python_traceback(tmp_path)
                      "xnn_status_invalid_parameter", "[XNNPACKBackend.cpp:143] XNNCompiler::compileModel failed: 0x1",
                      "[method.cpp:128] Init failed for backend XnnpackBackend: 0x1"]
     assert Outcome("failed", None, error, 1, 0.0, found).error == f"{error} (log: {found[0]})"
-    log.write_text("error: only a plain line\nTraceback (most recent call last):\n  File 'x'\nValueError: bad\n")
+    log.write_text("W1126 1 _pytree.py:630] register_constant() is deprecated and will be an error\n"
+                   "error: only a plain line\nTraceback (most recent call last):\n  File 'x'\nValueError: bad\n")
     assert diagnosis(log, "ValueError: bad") == ["error: only a plain line"]
     assert diagnosis(tmp_path / "missing.log") == []
+    # a library that logs its own traceback as a warning (torch.export loading a program whose outputs are a
+    # transformers ModelOutput): its exception line is the answer, the latest line first, glog's prefix cut
+    log.write_text("W1126 11:51:08.251000 19443 torch/export/__init__.py:403] Ran into the following error when "
+                   "deserializing\nW1126 11:51:08.251000 19443 torch/export/__init__.py:403] NotImplementedError: "
+                   "Deserializing SequenceClassifierOutput in pytree is not registered.\nTraceback (most recent call "
+                   "last):\n  File 'x'\nRuntimeError: We ran into an error when deserializing the saved file.\n")
+    assert diagnosis(log, "RuntimeError: We ran into an error when deserializing the saved file.") == [
+        "__init__.py:403] NotImplementedError: Deserializing SequenceClassifierOutput in pytree is not registered.",
+        "__init__.py:403] Ran into the following error when deserializing"]

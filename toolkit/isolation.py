@@ -43,25 +43,28 @@ def _last_line(log_path: Path) -> str:
     return lines[-1][:200] if lines else ""
 
 
-# lines of a worker's log that a native library wrote about a failure (glog E/F lines, C++ file:line, "Failed to")
+# lines of a worker's log that a library wrote about a failure (glog E/F lines, C++ file:line, "Failed to", a
+# logged exception such as NotImplementedError: ...)
 _TELLING = re.compile(r"\b(error|fatal|failed|failure|abort(ed)?|invalid|unsupported|not supported|cannot|"
-                      r"segmentation fault|out of memory)\b", re.I)
+                      r"segmentation fault|out of memory)\b|[a-z](Error|Exception):", re.I)
 _NATIVE = re.compile(r"^[EF]\d{4} |\.(cc|cpp|cxx|c|h|hpp):\d+|\b[A-Z][A-Za-z]+\.(cc|cpp)\b|\bxnn_status_|^\[?(E|F|ERROR|FATAL)\]? ")
-# what TensorFlow and CUDA libraries print on every start of a machine without a GPU: never the reason
-# and what ExecuTorch's cpuinfo prints on every load on x86 (it looks for ARM's MIDR registers)
+# never the reason: what TensorFlow and CUDA print on every start of a machine without a GPU, what ExecuTorch's
+# cpuinfo prints on every load on x86 (it looks for ARM's MIDR registers), deprecation notices
 _NOISE = re.compile(r"cuInit|cuda_diagnostics|Unable to register cu|computation_placer|TF-TRT Warning|cuda drivers|"
-                    r"midr file|CPU info and manual query", re.I)
+                    r"midr file|CPU info and manual query|deprecat", re.I)
+_GLOG = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ (?:\S*/)?(\S+:\d+\]) ")  # W1126 11:49:03.6 19078 dir/file.py:630] ...
 
 
 def diagnosis(log_path: Path, error: str | None = None, most: int = 3) -> list[str]:
-    """The most telling lines of a failed job's log: the last native error lines (the chain that led to the
-    failure: its first line is usually the cause, the later ones its consequences), else the last other error
-    lines that are not part of the Python traceback (which `error` sums up already)."""
+    """The most telling lines of a failed job's log, the most telling first: the last native error lines (the
+    chain that led to the failure, in order: its first line is usually the cause, the later ones consequences),
+    else the last other error lines, latest first. The worker's own Python traceback is left out (`error` sums it
+    up); glog's time and thread prefix is cut to the file and line."""
     try:
         lines = Path(log_path).read_text(errors="replace").splitlines()
     except OSError:
         return []
-    found, in_traceback = [], False
+    found, native, in_traceback = [], [], False
     for line in lines:
         text = line.strip()
         if text.startswith("Traceback (most recent call last)"):
@@ -72,11 +75,14 @@ def diagnosis(log_path: Path, error: str | None = None, most: int = 3) -> list[s
                 continue
             in_traceback = False  # the exception's own line ends the traceback: it is `error` already
             continue
-        if (text and _TELLING.search(text) and not _NOISE.search(text) and (not error or text not in error)
-                and text[:300] not in found):
-            found.append(text[:300])
-    native = [t for t in found if _NATIVE.search(t)]
-    return (native or found)[-most:]
+        if not text or not _TELLING.search(text) or _NOISE.search(text) or (error and text in error):
+            continue
+        short = _GLOG.sub(r"\1 ", text)[:300]
+        if short not in found:
+            found.append(short)
+            if _NATIVE.search(text):
+                native.append(short)
+    return native[-most:] if native else found[-most:][::-1]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
