@@ -21,7 +21,8 @@ def export(source, out_dir, quantization: str) -> dict:
         if isinstance(source.model, torch.jit.ScriptModule):
             module, how = source.model, "scripted source"
         else:
-            module, how = torch.jit.trace(source.model, source.example, check_trace=False), "torch.jit.trace"
+            # strict=False records a dict of outputs (a Hugging Face model's logits ...) instead of refusing it
+            module, how = torch.jit.trace(source.model, source.example, check_trace=False, strict=False), "torch.jit.trace"
         module.save(str(path))
     return {"main_file": path.name, "layout": source.layout, "dynamic_dims": source.free_dims(module),
             "exporter": {"name": how, "torch": torch.__version__}}

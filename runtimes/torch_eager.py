@@ -13,4 +13,4 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TorchSes
     check_device(device)
     from deploycmp.torch_source import load_source
 
-    return TorchSession(load_source(run_dir, artifact["model"], artifact["files"][0]["path"]), NAME, artifact["model"]["inputs"], device)
+    return TorchSession(load_source(run_dir, artifact["model"], artifact["main_file"]), NAME, artifact["model"]["inputs"], device)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from deploycmp.errors import DeployError, Interrupted, UsageError
+from deploycmp.hf_source import TASKS as HF_TASKS
 
 _VERBOSE = {"on": False}
 
@@ -33,8 +34,11 @@ def _stack(*decorators):
 
 export_options = _stack(
     click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 "
-                 "file, package.module:factory (a torch.nn.Module), keras:NAME (keras.applications), a .keras file or a "
-                 "SavedModel directory. 'deploycmp list' shows an example of each."),
+                 "file, package.module:factory (a torch.nn.Module), a Hugging Face save_pretrained directory or hf:ID "
+                 "(from the local cache), keras:NAME (keras.applications), a .keras file or a SavedModel directory. "
+                 "'deploycmp list' shows an example of each."),
+    click.option("--task", type=click.Choice(list(HF_TASKS)), default=None,
+                 help="The head of a Hugging Face model (default: the one its config's architecture names)."),
     click.option("--weights", default="auto", show_default=True, help="auto | imagenet | random (well-conditioned: "
                  "constant layers re-initialised, BatchNorm recalibrated) | random-raw (the plain init) | FILE (a state_dict)."),
     click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE",
@@ -129,7 +133,7 @@ def _do_export(run_dir, opts: dict, force, threads, batch):
         calibration_samples=opts["calibration_samples"], num_classes=opts["num_classes"],
         preprocess=parse_preprocess(opts["mean"], opts["std"]), layout=opts["layout"],
         threads=threads or len(usable_cpus()), timeout=opts["export_timeout"],
-        cache=None if opts["no_cache"] else (opts["cache_dir"] or default_dir()))
+        cache=None if opts["no_cache"] else (opts["cache_dir"] or default_dir()), task=opts["task"])
     bar, update = _progress("export")
     with bar:
         manifest = export_run(options, Path(run_dir), force, update)
@@ -401,6 +405,10 @@ def list_(targets_file):
                "                               --input, checked against forward(): --input ids:int64:1,16 "
                "--input feats:float32:1,8 --value-range ids:0,1000\n"
                "  model.pt / model.pt2         a TorchScript file or a torch.export program (give --input)\n"
+               "  my-bert/ (config.json)       a Hugging Face save_pretrained directory; --task text-classification,\n"
+               "                               token-classification, feature-extraction or image-classification\n"
+               "                               (default: its config's architecture); inputs from its config\n"
+               "  hf:prajjwal1/bert-tiny       a Hugging Face model id, from the local cache only (no download)\n"
                "  keras:MobileNetV2            a keras.applications model by name\n"
                "  model.keras / saved_model/   a Keras file (inputs read from it) or a SavedModel directory\n"
                "torchvision models:")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ class ExportOptions:
     threads: int = 1
     timeout: float = 900.0
     cache: Path | None = None  # the export cache's folder; None: no cache (--no-cache)
+    task: str | None = None  # a Hugging Face model's head (text-classification ...); None: from its config
 
 
 def given_inputs(inputs: list[str], input_shape: str | None) -> list[InputSpec]:
@@ -102,7 +103,7 @@ def identity(opts: ExportOptions) -> dict:
              "weights_content": content(opts.weights), "inputs": to_dicts(opts.inputs), "value_ranges": opts.value_ranges,
              "data": opts.data, "data_content": None if opts.data in ("random", "digits") else content(opts.data),
              "samples": opts.samples, "calibration_samples": opts.calibration_samples, "num_classes": opts.num_classes,
-             "preprocess": opts.preprocess, "layout": opts.layout, "versions": versions()}
+             "preprocess": opts.preprocess, "layout": opts.layout, "task": opts.task, "versions": versions()}
     return json.loads(json.dumps(ident, default=str))  # as identity.json holds it (tuples as lists), to compare
 
 
@@ -171,10 +172,13 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
     framework = models.framework_of(opts.model)
     src = models.get(framework)
     model, record, warnings = src.build(opts.model, opts.weights, opts.inputs, seed=0, num_classes=opts.num_classes,
-                                        layout=opts.layout, value_ranges=opts.value_ranges)
+                                        layout=opts.layout, value_ranges=opts.value_ranges, task=opts.task)
     if opts.preprocess:
         record["preprocess"] = opts.preprocess
     inputs = inputs_from_dicts(record["inputs"])
+    named = {d for s in inputs for d in s.dims()}  # the model's own default sizes of dimensions no --shape gives
+    defaults = {d: [v] for d, v in record.pop("default_sizes", {}).items() if d in named and d not in opts.sweeps}
+    opts = replace(opts, sweeps={**opts.sweeps, **defaults})
     points = shape_points(opts.sweeps, inputs)
     if len(points) > 1 and opts.data != "random":
         raise UsageError(f"--shape sweeps need --data random (a file's inputs have one shape): {opts.data}")

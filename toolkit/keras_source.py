@@ -164,9 +164,11 @@ def _savedmodel_as_keras(path: str, input_shape):
 
 
 def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int | None = None, layout: str | None = None,
-          value_ranges: dict | None = None):
+          value_ranges: dict | None = None, task: str | None = None):
     """Load the user's Keras model. `given`: input specs from --input/--input-shape (may be empty).
     Returns (model, record for the manifest, warnings)."""
+    if task is not None:
+        raise UsageError("--task applies to Hugging Face models (a save_pretrained directory or hf:ID)")
     import keras
 
     given = list(given or [])

@@ -18,6 +18,10 @@ DEFAULT_IMAGE_SIZE = 224
 
 def classify_spec(spec: str) -> str:
     """Which kind of source a --model value names, decided without importing any framework."""
+    from deploycmp.hf_source import is_hf
+
+    if is_hf(spec):
+        return "hf-hub" if spec.startswith("hf:") else "hf-dir"
     if spec.endswith(".pt2"):
         return "torch-export-file"
     if spec.endswith(TORCHSCRIPT_SUFFIXES) or Path(spec).is_file():
@@ -127,7 +131,7 @@ def default_input_shape(name: str) -> list[int]:
 
 
 def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int | None = None, layout: str | None = None,
-          value_ranges: dict | None = None):
+          value_ranges: dict | None = None, task: str | None = None):
     """Load the user's model as asked. `given`: the input specs from --input/--input-shape (may be empty).
     Returns (model in eval mode, record for the manifest, warnings)."""
     import torch
@@ -141,6 +145,10 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     torch.manual_seed(seed)
     if num_classes is not None and kind != "torchvision":
         raise UsageError("--num-classes applies to torchvision models (a file or factory brings its own head)")
+    if task is not None and kind not in HF_KINDS:
+        raise UsageError("--task applies to Hugging Face models (a save_pretrained directory or hf:ID)")
+    if kind in HF_KINDS:
+        return _build_hf(spec, weights, given, seed, layout, value_ranges or {}, task, record, warnings)
     if kind in ("torchscript-file", "torch-export-file"):
         if not Path(spec).is_file():
             raise UsageError(f"model file not found: {spec}")
@@ -197,6 +205,34 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     _eval(model)
     record["forward_params"] = forward_params(model)
     record["inputs"] = describe_inputs(model, record["forward_params"], given, spec, layout, value_ranges or {})
+    return model, record, warnings
+
+
+HF_KINDS = ("hf-dir", "hf-hub")
+
+
+def _build_hf(spec, weights, given, seed, layout, value_ranges, task, record, warnings):
+    """A transformers model with the head of its task, wrapped to take its inputs by position and return a dict."""
+    from deploycmp import hf_source
+
+    config = hf_source.load_config(spec)
+    task = hf_source.task_of(config, task, spec)
+    inner, used, more = hf_source.build_model(config, task, spec, weights, seed)
+    warnings.extend(more)
+    if used not in ("random", "random-raw", "pretrained"):
+        _apply_state_dict(inner, _load_state_dict_file(weights), weights)
+        record["weights_file"], used = str(weights), "file"
+    if used.startswith("random"):
+        warnings.append(f"{spec} has random weights (--weights {used}): drift and accuracy say little about a trained model")
+    _eval(inner)
+    record.update(name=spec[3:] if spec.startswith("hf:") else Path(spec).resolve().name, weights=used, task=task,
+                  hf={"architecture": type(inner).__name__, "model_type": getattr(inner.config, "model_type", None),
+                      "outputs": list(hf_source.TASKS[task][1])})
+    record["forward_params"] = forward_params(inner)
+    record["inputs"] = describe_inputs(inner, record["forward_params"], given or hf_source.input_specs(config, inner, task),
+                                       spec, layout, value_ranges)
+    record["default_sizes"] = hf_source.default_sizes(config)
+    model = hf_source.wrap(inner, [i["name"] for i in record["inputs"]], hf_source.TASKS[task][1])
     return model, record, warnings
 
 
@@ -426,6 +462,10 @@ def save_source(model, record: dict, folder: Path) -> str:
         name = "model" + Path(record["spec"]).suffix
         shutil.copyfile(record["spec"], folder / name)
     else:
+        if record["kind"] in HF_KINDS:
+            from deploycmp import hf_source
+
+            hf_source.save(model, folder)
         name = "weights.pt"
         torch.save(model.state_dict(), folder / name)
     return name
@@ -457,6 +497,12 @@ def load_source(run_dir: Path, record: dict, source_file: str):
     kind = record["kind"]
     if kind in ("torchscript-file", "torch-export-file"):
         model = _load_file(str(path), kind)
+    elif kind in HF_KINDS:  # the wrapper takes its inputs by position already
+        from deploycmp import hf_source
+
+        model = hf_source.rebuild(path.parent, record)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return _eval(model)
     else:
         if kind == "factory":
             model = _call_factory(record["spec"])

@@ -1,0 +1,107 @@
+"""Hugging Face transformers models from a save_pretrained directory: the task's head, inputs read from the config,
+every PyTorch path at two sequence lengths, and a vision transformer. Tiny configs, random weights, no network."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import FAST, deploycmp, rows_by_id
+
+transformers = pytest.importorskip("transformers")
+
+TINY_BERT = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=64, num_labels=3)
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    """A BERT classifier's directory with its config only (architectures: BertForSequenceClassification)."""
+    out = tmp_path_factory.mktemp("bert") / "tiny-bert"
+    config = transformers.BertConfig(**TINY_BERT, architectures=["BertForSequenceClassification"])
+    config.save_pretrained(out)
+    return out
+
+
+def test_inputs_task_and_sizes_come_from_the_config(bert_dir):
+    from deploycmp.torch_source import build
+
+    model, record, warnings = build(str(bert_dir), "random", [])
+    assert record["kind"] == "hf-dir" and record["task"] == "text-classification"
+    assert record["hf"]["architecture"] == "BertForSequenceClassification" and record["hf"]["outputs"] == ["logits"]
+    assert [(i["name"], i["dtype"], i["shape"]) for i in record["inputs"]] == [
+        ("input_ids", "int64", ["batch", "sequence"]), ("attention_mask", "int64", ["batch", "sequence"]),
+        ("token_type_ids", "int64", ["batch", "sequence"])]
+    assert record["inputs"][0]["value_range"] == [0, 100] and record["inputs"][2]["value_range"] == [0, 2]
+    assert record["default_sizes"] == {"sequence": 64}  # 128, at most max_position_embeddings
+    assert any("random weights" in w for w in warnings)
+    import torch
+
+    ids = torch.randint(0, 100, (2, 8))
+    out = model(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    assert list(out) == ["logits"] and out["logits"].shape == (2, 3)
+
+
+def test_bert_directory_through_every_pytorch_path_at_two_sequence_lengths(bert_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = deploycmp("run", "--model", bert_dir, "--task", "text-classification", "--weights", "random",
+                     "--formats", "torchscript,torch-export,onnx", "--quantize", "none,dynamic",
+                     "--shape", "sequence=8,16", "--samples", "8", "--calibration-samples", "8", "--out", out, *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = rows_by_id(out)
+    ok = {(r["format"], r["quantization"], r["shape"]["sequence"]) for r in rows.values() if r["status"] == "ok"}
+    for fmt in ("eager", "torchscript", "torch-export", "onnx"):
+        assert {(fmt, "none", 8), (fmt, "none", 16)} <= ok, (fmt, sorted(ok))
+    assert {("onnx", "dynamic", 8), ("onnx", "dynamic", 16)} <= ok
+    onnx = rows["onnx-none-onnxruntime-server-cpu-b1-sequence16"]
+    assert onnx["drift"]["output"] == "logits" and onnx["drift"]["max_abs"] < 1e-4 and onnx["throughput_per_s"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["outputs"][0]["name"] == "logits" and manifest["shapes"]["sequence"] == [8, 16]
+    with np.load(out / "reference.npz") as ref:
+        mask = ref["input/attention_mask"]
+        assert mask.shape == (8, 8) and set(np.unique(mask)) == {0, 1}  # realistic padding
+
+
+def test_saved_weights_are_loaded_and_a_vision_transformer_works(tmp_path):
+    config = transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=5,
+                                    architectures=["ViTForImageClassification"])
+    model = transformers.ViTForImageClassification(config).eval()
+    model.save_pretrained(tmp_path / "tiny-vit")
+    out = tmp_path / "run"
+    proc = deploycmp("run", "--model", tmp_path / "tiny-vit", "--formats", "onnx", "--samples", "8",
+                     "--calibration-samples", "8", "--out", out, *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["task"] == "image-classification" and manifest["model"]["weights"] == "pretrained"
+    assert manifest["model"]["inputs"][0]["shape"] == ["batch", 3, 16, 16]
+    import torch
+
+    with np.load(out / "reference.npz") as ref:  # the saved weights, not a new random init
+        expected = model(pixel_values=torch.from_numpy(ref["input/pixel_values"][:2])).logits.detach().numpy()
+        np.testing.assert_allclose(ref["output/logits"][:2], expected, rtol=1e-4, atol=1e-5)
+    assert {r["status"] for r in rows_by_id(out).values()} == {"ok"}
+
+
+def test_a_hub_id_comes_from_the_local_cache(bert_dir, tmp_path):
+    """hf:ID is read from the Hugging Face cache layout (hub/models--ORG--NAME/snapshots/REV), never downloaded."""
+    snapshot = tmp_path / "hf" / "hub" / "models--tiny--bert" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    model = transformers.BertForSequenceClassification(transformers.BertConfig.from_pretrained(bert_dir)).eval()
+    model.save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    out = tmp_path / "r"
+    proc = deploycmp("export", "--model", "hf:tiny/bert", "--formats", "onnx", "--shape", "sequence=8", "--samples", "4",
+                     "--out", out, env={"HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 0 and "Loading weights" not in proc.stderr, proc.stderr
+    record = json.loads((out / "manifest.json").read_text())["model"]
+    assert (record["name"], record["weights"], record["task"]) == ("tiny/bert", "pretrained", "text-classification")
+
+
+def test_a_hub_id_that_is_not_cached_is_one_line(tmp_path):
+    proc = deploycmp("export", "--model", "hf:nobody/not-cached", "--out", tmp_path / "r",
+                     env={"HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "not in the local Hugging Face cache" in proc.stderr, proc.stderr
+    proc = deploycmp("export", "--model", "resnet18", "--task", "text-classification", "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "--task applies to Hugging Face models" in proc.stderr
