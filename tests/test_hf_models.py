@@ -1,6 +1,7 @@
 """Hugging Face transformers models from a save_pretrained directory: the task's head, inputs read from the config,
 every PyTorch path at two sequence lengths, and a vision transformer. Tiny configs, random weights, no network."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,3 +106,48 @@ def test_a_hub_id_that_is_not_cached_is_one_line(tmp_path):
     assert "not in the local Hugging Face cache" in proc.stderr, proc.stderr
     proc = deploycmp("export", "--model", "resnet18", "--task", "text-classification", "--out", tmp_path / "r")
     assert proc.returncode == 2 and "--task applies to Hugging Face models" in proc.stderr
+
+
+WORDS = ["good", "bad", "fine", "great", "awful", "ok", "movie", "plot", "the", "was", "very", "not"]
+
+
+def _with_tokenizer(bert_dir, tmp_path):
+    """A copy of the tiny BERT directory with a WordPiece tokenizer of a few words."""
+    out = tmp_path / "bert-with-tokenizer"
+    shutil.copytree(bert_dir, out)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    transformers.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(out)
+    return out
+
+
+def test_texts_are_tokenized_with_the_models_tokenizer(bert_dir, tmp_path):
+    model = _with_tokenizer(bert_dir, tmp_path)
+    rng = np.random.default_rng(0)
+    texts = tmp_path / "reviews.jsonl"
+    texts.write_text("".join(json.dumps({"text": " ".join(rng.choice(WORDS, rng.integers(2, 12))), "label": i % 3}) + "\n"
+                             for i in range(16)))
+    out = tmp_path / "run"
+    proc = deploycmp("run", "--model", model, "--data", texts, "--shape", "sequence=8", "--formats", "onnx",
+                     "--samples", "8", "--calibration-samples", "8", "--out", out, *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((out / "manifest.json").read_text())["data"]
+    assert data["kind"] == "text" and data["tokenizer"].startswith("BertTokenizer") and data["labeled"]
+    assert data["sequence"] == 8 and data["truncated"] > 0
+    with np.load(out / "reference.npz") as ref:
+        ids, mask = ref["input/input_ids"], ref["input/attention_mask"]
+        assert ids.shape == (8, 8) and (ids[:, 0] == 2).all()  # [CLS] first
+        assert (ids >= 5).any() and not (ids == 1).any()  # the words' own ids, no [UNK]
+        assert ((ids == 0) == (mask == 0)).all()  # padding is masked
+        assert set(ref["labels"]) <= {0, 1, 2}
+    assert rows_by_id(out)["onnx-none-onnxruntime-server-cpu-b1-sequence8"]["drift"]["accuracy"] is not None
+
+
+def test_texts_need_a_tokenizer(bert_dir, tmp_path):
+    texts = tmp_path / "t.txt"
+    texts.write_text("good movie\nbad plot\n" * 8)
+    proc = deploycmp("export", "--model", bert_dir, "--data", texts, "--shape", "sequence=8", "--formats", "onnx",
+                     "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "has no tokenizer deploycmp can load" in proc.stderr, proc.stderr
+    proc = deploycmp("export", "--model", "tests.tiny_models:tiny_cnn", "--input-shape", "1,3,16,16", "--data", texts,
+                     "--out", tmp_path / "r2")
+    assert proc.returncode == 2 and "texts need the model's tokenizer" in proc.stderr, proc.stderr

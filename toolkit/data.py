@@ -21,10 +21,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_HELD_OUT = 500  # --data digits draws from the last 500 of the 1,797 digits; the rest is for training
 
 
-def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, preprocess: dict | None = None
-         ) -> tuple[dict, np.ndarray | None, dict]:
+def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, preprocess: dict | None = None,
+         tokenizer=None) -> tuple[dict, np.ndarray | None, dict]:
     """(feed: input name -> samples-first array, labels or None, record for the manifest) at the named-dimension
-    values `dims` (batch excluded: arrays hold `samples` samples)."""
+    values `dims` (batch excluded: arrays hold `samples` samples). `tokenizer` (a Hugging Face model's) turns a
+    text file into token ids."""
+    from deploycmp import text_data
+
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, not {samples}")
     per_sample = {s.name: s.resolve({**dims, "batch": 1})[1:] for s in inputs}
@@ -36,6 +39,8 @@ def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, prepr
                          "distribution": "floats standard normal; integers uniform in their value range; masks ones then zeros"}
     elif data.endswith(".npz"):
         feed, y, info = _npz(data, inputs, per_sample, samples)
+    elif text_data.is_text(data) and Path(data).is_file():
+        feed, y, info = text_data.load(data, tokenizer, inputs, per_sample, samples)
     elif data == "digits" or Path(data).is_dir():
         image = _image_input(inputs, data)
         if data == "digits":
@@ -44,7 +49,8 @@ def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, prepr
             x, y, info = _image_folder(Path(data), per_sample[image.name], samples, image.layout, preprocess)
         feed = {image.name: x}
     else:
-        raise UsageError(f"--data {data!r}: expected 'random', 'digits', an image folder or a .npz file")
+        raise UsageError(f"--data {data!r}: expected 'random', 'digits', an image folder, a .npz file or a text file "
+                         f"({', '.join(text_data.SUFFIXES)})")
     found = samples_in(feed)
     if found < samples:
         _warn(info, f"--data {data} holds {found} samples, fewer than the {samples} asked (--samples + "

@@ -287,10 +287,19 @@ def load_split(opts: ExportOptions, record: dict, inputs: list, dims: dict):
     from deploycmp import data as data_mod
 
     feed_all, y_all, data_info = data_mod.load(opts.data, inputs, dims, opts.samples + opts.calibration_samples,
-                                               preprocess=record.get("preprocess"))
+                                               preprocess=record.get("preprocess"), tokenizer=_tokenizer(opts, record))
     calibration, feed, y, data_info["split"] = data_mod.split(feed_all, y_all, opts.calibration_samples)
     data_info["samples"] = data_mod.samples_in(feed)
     return calibration, feed, y, data_info
+
+
+def _tokenizer(opts: ExportOptions, record: dict):
+    """A Hugging Face model's own tokenizer, for --data given as texts (None otherwise)."""
+    from deploycmp import hf_source, text_data
+
+    if not text_data.is_text(opts.data) or record.get("kind") not in ("hf-dir", "hf-hub"):
+        return None
+    return hf_source.load_tokenizer(record["spec"])
 
 
 def _source_artifact(out: Path, src, model, record: dict, inputs: list, feed: dict, dims: dict, batch: int,

@@ -48,6 +48,20 @@ def load_config(spec: str):
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
+def load_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    missing = (f"--model {spec} has no tokenizer deploycmp can load (tokenizer.json, vocab.txt ...) to turn --data "
+               f"texts into token ids")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(_location(spec), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{missing}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):  # transformers builds an empty one from a config
+        raise UsageError(f"{missing}: it would know only its special tokens, every word [UNK]")
+    return tokenizer
+
+
 def task_of(config, task: str | None, spec: str) -> str:
     """--task, else the one the config's architecture names (BertForSequenceClassification: text-classification)."""
     if task:

@@ -12,7 +12,7 @@ IMAGE = [InputSpec("", "float32", ["batch", 3, 16, 16])]
 
 def _roundtrip(tmp_path, model, record):
     name = models.save_source(model, record, tmp_path / "src")
-    artifact = {"model": record, "files": [{"path": f"src/{name}"}]}
+    artifact = {"model": record, "main_file": f"src/{name}", "files": [{"path": f"src/{name}"}]}
     session = runtimes.get("torch").load(artifact, tmp_path, threads=1)
     x = np.random.default_rng(1).standard_normal((2, 3, 16, 16), dtype=np.float32)
     with torch.no_grad():
@@ -48,7 +48,7 @@ def test_a_pt2_file_tells_its_own_inputs(tmp_path):
     assert [(i["name"], i["dtype"], i["shape"], i["value_range"]) for i in record["inputs"]] == [
         ("ids", "int64", ["batch", 16], [0, 1000]), ("feats", "float32", ["batch", 8], None)]
     name = models.save_source(loaded, record, tmp_path / "src")
-    session = runtimes.get("torch").load({"model": record, "files": [{"path": f"src/{name}"}]}, tmp_path, threads=1)
+    session = runtimes.get("torch").load({"model": record, "main_file": f"src/{name}"}, tmp_path, threads=1)
     with torch.no_grad():
         expected = model(*args).numpy()
     np.testing.assert_allclose(session.infer({"ids": args[0].numpy(), "feats": args[1].numpy()})["output"], expected,
