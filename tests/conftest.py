@@ -13,16 +13,19 @@ FAST = ["--min-runs", "5", "--min-time", "0.05", "--warmup-runs", "1", "--warmup
 
 def pytest_configure(config):
     """One export cache for the whole test session (not the user's): a test that needs an artifact but does not test
-    its exporter gets it from there when an earlier test made the same one. Tests of exporting itself pass --no-cache."""
+    its exporter gets it from there when an earlier test made the same one. Tests of exporting itself pass --no-cache.
+    DEPLOYCMP_CACHE=off runs the suite without it (to measure what it saves)."""
     import tempfile
 
-    os.environ["DEPLOYCMP_CACHE"] = tempfile.mkdtemp(prefix="deploycmp-test-cache-")
+    if os.environ.get("DEPLOYCMP_CACHE") != "off":
+        os.environ["DEPLOYCMP_CACHE"] = tempfile.mkdtemp(prefix="deploycmp-test-cache-")
 
 
 def pytest_unconfigure(config):
     import shutil
 
-    shutil.rmtree(os.environ.pop("DEPLOYCMP_CACHE", ""), ignore_errors=True)
+    if os.environ.get("DEPLOYCMP_CACHE") != "off":
+        shutil.rmtree(os.environ.pop("DEPLOYCMP_CACHE", ""), ignore_errors=True)
 
 
 def deploycmp(*args, env=None, timeout=900):

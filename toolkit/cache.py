@@ -18,8 +18,10 @@ from deploycmp.rundir import read_json, sha256_file, write_json
 _CODE_DIGEST: dict = {}
 
 
-def default_dir() -> Path:
-    """$DEPLOYCMP_CACHE, else $XDG_CACHE_HOME/deploycmp, else ~/.cache/deploycmp."""
+def default_dir() -> Path | None:
+    """$DEPLOYCMP_CACHE (`off`: no cache), else $XDG_CACHE_HOME/deploycmp, else ~/.cache/deploycmp."""
+    if os.environ.get("DEPLOYCMP_CACHE") == "off":
+        return None
     if os.environ.get("DEPLOYCMP_CACHE"):
         return Path(os.environ["DEPLOYCMP_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deploycmp"
