@@ -112,14 +112,15 @@ def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
     return None
 
 
-def row_key(row: dict, manifest: dict, settings: Settings) -> str:
-    """Everything a row's measurement depends on: a row file with this key is kept when a run is resumed."""
+def row_key(row: dict, manifest: dict, settings: Settings, installed: dict) -> str:
+    """Everything a row's measurement depends on (`installed`: the framework versions, read once per bench): a row
+    file with this key is kept when a run is resumed."""
     target = row["_target"]
     return digest({"artifact": row["artifact_sha256"], "artifact_id": row["artifact"], "runtime": row["runtime"],
                    "target": asdict(target), "cpus": target.resolved_cpus(), "threads": row["threads"],
                    "shape": row["shape"], "reference": reference_for(manifest, row["shape"]).get("sha256"),
                    "settings": {k: v for k, v in asdict(settings).items() if k != "timeout"},
-                   "code": code_digest(), "versions": versions()})
+                   "code": code_digest(), "versions": installed})
 
 
 def kept(row: dict, run_dir: Path) -> bool:
@@ -210,8 +211,9 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, for_measuring=True)
     rows = plan(manifest, targets, batch_sizes, settings.threads)
+    installed = versions()
     for row in rows:
-        row["key"] = row_key(row, manifest, settings)
+        row["key"] = row_key(row, manifest, settings, installed)
     todo = [r for r in rows if force or not kept(r, run_dir)]
     env = environment()
     peaks = measure_peaks(run_dir, targets, settings.threads, settings.timeout) if todo else {}

@@ -7,6 +7,7 @@ sha256 is checked before it is used, and a damaged entry is dropped.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,9 +15,6 @@ import shutil
 from pathlib import Path
 
 from deploycmp.rundir import read_json, sha256_file, write_json
-
-_CODE_DIGEST: dict = {}
-
 
 def default_dir() -> Path | None:
     """$DEPLOYCMP_CACHE (`off`: no cache), else $XDG_CACHE_HOME/deploycmp, else ~/.cache/deploycmp."""
@@ -32,17 +30,16 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@functools.cache
 def code_digest() -> str:
     """sha256 of deploycmp's own code (toolkit, exporters, runtimes): a change to it may change what it makes."""
-    if not _CODE_DIGEST:
-        from deploycmp import exporters, runtimes
+    from deploycmp import exporters, runtimes
 
-        h = hashlib.sha256()
-        for pkg in (Path(__file__).parent, Path(exporters.__file__).parent, Path(runtimes.__file__).parent):
-            for p in sorted(pkg.glob("*.py")):
-                h.update(p.name.encode() + p.read_bytes())
-        _CODE_DIGEST["sha256"] = h.hexdigest()
-    return _CODE_DIGEST["sha256"]
+    h = hashlib.sha256()
+    for pkg in (Path(__file__).parent, Path(exporters.__file__).parent, Path(runtimes.__file__).parent):
+        for p in sorted(pkg.glob("*.py")):
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
 
 
 class ExportCache:
