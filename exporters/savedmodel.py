@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,19 @@ def _batch_is_free(path: Path) -> bool:
     return spec.shape.rank is not None and spec.shape[0] is None
 
 
+def onnx2tf_reason(log: str) -> str:
+    """The ONNX node onnx2tf stopped at and its exception, not the generic advice it prints last."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines() if ln.strip()]
+    node = next((ln.split("onnx_op_name:", 1)[1].strip() for ln in lines if ln.startswith("ERROR: onnx_op_name:")), None)
+    errors = [i for i, ln in enumerate(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
+    if not errors:
+        return lines[-1][:300] if lines else ""
+    first = errors[0]  # the exception, then its message's next line (the reason TensorFlow gives)
+    detail = " ".join(lines[first:first + 2]) if first + 1 < len(lines) and not lines[first + 1].startswith(
+        ("ERROR:", "Call arguments", "File ")) else lines[first]
+    return (f"at ONNX node {node}: " if node else "") + detail[:400]
+
+
 def _from_torch(source, out: Path) -> dict:
     """ONNX (as the onnx exporter makes it), then onnx2tf's SavedModel with signatures; its .tflite side files dropped."""
     from deploycmp.exporters.onnx import _from_torch as to_onnx
@@ -38,8 +52,7 @@ def _from_torch(source, out: Path) -> dict:
         proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_dir / "model.onnx"), "-o", str(tf_dir),
                                "-osd", "-n"], capture_output=True, text=True)
         if proc.returncode != 0 or not (tf_dir / "saved_model.pb").is_file():
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-            raise RuntimeError(f"onnx2tf failed: {lines[-1][:200] if lines else proc.returncode}")
+            raise RuntimeError(f"onnx2tf failed: {onnx2tf_reason(proc.stdout + proc.stderr) or proc.returncode}")
         out.mkdir()
         for part in SAVEDMODEL_PARTS:
             if (tf_dir / part).is_dir():

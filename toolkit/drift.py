@@ -24,11 +24,19 @@ def _keep(a: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return a * m.reshape(*m.shape, *([1] * (a.ndim - m.ndim)))
 
 
+def _cosine(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row; 1 where both rows are zero, 0 where only one is."""
+    ref_norm, out_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(out, axis=1)
+    denom = ref_norm * out_norm
+    return np.where(denom > 0, np.sum(ref * out, axis=1) / np.where(denom > 0, denom, 1.0),
+                    np.where(ref_norm == out_norm, 1.0, 0.0))
+
+
 def metrics(reference: np.ndarray, actual: np.ndarray, kind: str = "other", labels: np.ndarray | None = None,
             mask: np.ndarray | None = None) -> dict:
     """Drift of one output (samples first). sqnr_db is None when the outputs are bit-identical (infinite SQNR);
-    `identical` says so. top-1/top-5 and accuracy only for a `logits` output; a `sequence` output with a mask
-    ([batch, sequence]) leaves out padded positions."""
+    `identical` says so. top-1/top-5 and accuracy only for a `logits` output; a `sequence` output ([batch, sequence,
+    hidden]) has its cosine per token, and with a mask ([batch, sequence]) leaves out padded positions."""
     if np.shape(reference) != np.shape(actual):
         raise ValueError(f"shape differs: reference {np.shape(reference)}, artifact {np.shape(actual)}")
     ref, out = _per_sample([reference]), _per_sample([actual])
@@ -41,9 +49,13 @@ def metrics(reference: np.ndarray, actual: np.ndarray, kind: str = "other", labe
         kept = int(np.asarray(mask).astype(bool).sum()) * (ref.size // max(1, np.asarray(mask).size))
     err = out - ref
     signal, noise = float(np.sum(ref ** 2)), float(np.sum(err ** 2))
-    ref_norm, out_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(out, axis=1)
-    denom = ref_norm * out_norm
-    cos = np.where(denom > 0, np.sum(ref * out, axis=1) / np.where(denom > 0, denom, 1.0), np.where(ref_norm == out_norm, 1.0, 0.0))
+    per_token = kind == "sequence" and np.ndim(reference) >= 3
+    if per_token:  # one vector per token: [batch * sequence, hidden], padded tokens left out
+        tokens = np.ones(np.shape(reference)[:2], bool) if mask is None or np.shape(mask)[:2] != np.shape(reference)[:2] \
+            else np.asarray(mask).astype(bool)
+        cos = _cosine(ref.reshape(tokens.size, -1)[tokens.reshape(-1)], out.reshape(tokens.size, -1)[tokens.reshape(-1)])
+    else:
+        cos = _cosine(ref, out)
     result = {
         "max_abs": float(np.max(np.abs(err))) if err.size else 0.0,
         "mean_abs": float(np.sum(np.abs(err)) / kept) if kept else 0.0,
@@ -57,6 +69,8 @@ def metrics(reference: np.ndarray, actual: np.ndarray, kind: str = "other", labe
         "samples": int(ref.shape[0]),
         "kind": kind,
     }
+    if per_token:
+        result["cosine_per"] = "token"
     if kind == "sequence" and mask is not None and kept != ref.size:
         result["padding_excluded"] = True
     if kind == "logits":

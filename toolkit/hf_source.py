@@ -33,8 +33,18 @@ def _location(spec: str) -> str:
     return spec
 
 
+def _quiet_imports() -> None:
+    """transformers' model classes import torchao, whose pytree registrations log deprecation warnings through
+    torch's logger on every command line; they say nothing about the user's model."""
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
 def load_config(spec: str):
     from transformers import AutoConfig
+
+    _quiet_imports()
 
     where = _location(spec)
     try:
@@ -154,6 +164,7 @@ def rebuild(folder: Path, record: dict):
     import transformers
     from transformers import AutoConfig
 
+    _quiet_imports()
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     task = record["task"]
     inner = getattr(transformers, TASKS[task][0]).from_config(config)

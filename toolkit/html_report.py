@@ -99,6 +99,11 @@ def _box_caption(rows: list[dict]) -> str:
     return escape(text)
 
 
+def _scaling_caption(rows: list[dict]) -> str:
+    items = "".join(f"<li>{escape(line)}</li>" for line in plots.scaling_lines(rows))
+    return f"Where each path stops scaling (its rate falls by more than 10% from one step to the next):<ul>{items}</ul>"
+
+
 def _batch_missing(rows: list[dict]) -> str:
     batches = sorted({r["batch"] for r in plots.ok_rows(rows)})
     if len(batches) == 1:
@@ -125,6 +130,11 @@ def plots_section(rows: list[dict]) -> str:
         "<h3>Batch-size scaling</h3>",
         _figure(plots.batch_scaling(ok), "p50 latency per item against batch size, for each path measured at more "
                 "than one batch size (lower is better: batching pays where the line falls).", _batch_missing(ok)),
+        *(part for dim in plots.swept_dims(ok) for part in (
+            f"<h3>{escape(dim.capitalize())} scaling</h3>",
+            _figure(plots.dim_scaling(ok, dim), escape(
+                f"p50 latency per call (left) and {'sequences' if dim == 'sequence' else 'items'} per second (right) "
+                f"against {dim}, one line per path measured at several values of it. ") + _scaling_caption(ok), ""))),
         "<h3>Drift</h3>",
         _figure(plots.drift_bars(ok), "Signal-to-quantization-noise ratio of each row's outputs against the source "
                 "model's fp32 outputs on the same inputs; bars coloured by quantization mode; exact: bit-identical.",

@@ -193,12 +193,99 @@ def latency_boxes(rows: list[dict]) -> str | None:
         return _svg(fig)
 
 
+def _dims(row: dict) -> dict:
+    """The row's named dimensions other than batch (sequence=64 ...)."""
+    return {k: v for k, v in (row.get("shape") or {}).items() if k != "batch"}
+
+
 def batch_paths(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """(host, format, quantization, runtime, target) -> its ok rows by batch, for paths with several batch sizes."""
+    """(host, format, quantization, runtime, target, other dims) -> its ok rows by batch, for paths with several
+    batch sizes."""
     paths: dict[tuple, list[dict]] = {}
     for r in ok_rows(rows):
-        paths.setdefault((hostname(r), r["format"], r["quantization"], r["runtime"], r["target"]), []).append(r)
+        dims = tuple(sorted(_dims(r).items()))
+        paths.setdefault((hostname(r), r["format"], r["quantization"], r["runtime"], r["target"], dims), []).append(r)
     return {k: sorted(v, key=lambda r: r["batch"]) for k, v in paths.items() if len({r["batch"] for r in v}) > 1}
+
+
+def dim_paths(rows: list[dict], dim: str) -> dict[tuple, list[dict]]:
+    """(host, format, quantization, runtime, target, batch) -> its ok rows by the named dimension `dim`
+    (sequence ...), for paths measured at more than one value of it."""
+    paths: dict[tuple, list[dict]] = {}
+    for r in ok_rows(rows):
+        if dim in _dims(r):
+            paths.setdefault((hostname(r), r["format"], r["quantization"], r["runtime"], r["target"], r["batch"]),
+                             []).append(r)
+    return {k: sorted(v, key=lambda r: r["shape"][dim]) for k, v in paths.items()
+            if len({r["shape"][dim] for r in v}) > 1}
+
+
+def swept_dims(rows: list[dict]) -> list[str]:
+    """Named dimensions (not batch) that some path was measured at several values of."""
+    names = dict.fromkeys(k for r in ok_rows(rows) for k in _dims(r))
+    return [d for d in names if dim_paths(rows, d)]
+
+
+def scaling(path: list[dict], dim: str) -> list[dict]:
+    """Each step of a path along `dim`: how much the dimension and the p50 latency grew, and the items of `dim`
+    per second (batch x dim / p50; tokens/s for a sequence). A path stops scaling at the first step where that
+    rate falls by more than 10%: the latency grows faster than the work."""
+    steps = []
+    for a, b in zip(path, path[1:]):
+        rate_a = a["batch"] * a["shape"][dim] / a["latency_ms"]["p50"] * 1e3
+        rate_b = b["batch"] * b["shape"][dim] / b["latency_ms"]["p50"] * 1e3
+        steps.append({"from": a["shape"][dim], "to": b["shape"][dim], "dim_ratio": b["shape"][dim] / a["shape"][dim],
+                      "latency_ratio": b["latency_ms"]["p50"] / a["latency_ms"]["p50"], "rate_from": rate_a,
+                      "rate_to": rate_b, "stops_scaling": rate_b < 0.9 * rate_a})
+    return steps
+
+
+def scaling_lines(rows: list[dict]) -> list[str]:
+    """One line per path swept along a named dimension: each step's growth, and where the path stops scaling."""
+    lines = []
+    with_host = _many_hosts(ok_rows(rows))
+    for dim in swept_dims(rows):
+        unit = {"sequence": "tokens"}.get(dim, f"{dim} items")
+        for (host, fmt, quant, runtime, target, batch), path in dim_paths(rows, dim).items():
+            steps = scaling(path, dim)
+            parts = [f"{s['from']}->{s['to']}: {dim} x{s['dim_ratio']:.3g}, latency x{s['latency_ratio']:.3g}"
+                     for s in steps]
+            stop = next((s for s in steps if s["stops_scaling"]), None)
+            verdict = (f"stops scaling at {dim} {stop['to']} ({unit}/s {stop['rate_from']:,.0f} -> {stop['rate_to']:,.0f})"
+                       if stop else f"scales to {dim} {steps[-1]['to']} ({unit}/s never falls by more than 10%)")
+            name = f"{fmt} {quant} · {runtime} · {target} · b{batch}" + (f" @ {host}" if with_host else "")
+            lines.append(f"{name}: {'; '.join(parts)}; {verdict}")
+    return lines
+
+
+def dim_scaling(rows: list[dict], dim: str) -> str | None:
+    """Two panels against the named dimension `dim` (sequence ...): p50 latency per call, and batches/s
+    (sequences/s for a sequence), one line per path measured at several values of it; None when there is none."""
+    paths = dim_paths(rows, dim)
+    if not paths:
+        return None
+    with_host = _many_hosts(ok_rows(rows))
+    item = {"sequence": "sequences"}.get(dim, "items")
+    with _figure(f"{dim}-scaling", 4.8) as fig:
+        lat_ax, rate_ax = fig.subplots(1, 2)
+        for i, (key, path) in enumerate(paths.items()):
+            host, fmt, quant, runtime, target, batch = key
+            name = f"{fmt} {quant} · {runtime} · {target} · b{batch}" + (f" @ {host}" if with_host else "")
+            xs, marker = [r["shape"][dim] for r in path], MARKERS[i % len(MARKERS)]
+            gid = f"{dim}-scaling:{host}:{fmt}-{quant}-{runtime}-{target}-b{batch}"
+            lat_ax.plot(xs, [r["latency_ms"]["p50"] for r in path], marker=marker, label=name, gid=gid)
+            rate_ax.plot(xs, [r["batch"] / r["latency_ms"]["p50"] * 1e3 for r in path], marker=marker, gid=gid + ":rate")
+        values = sorted({r["shape"][dim] for path in paths.values() for r in path})
+        for ax in (lat_ax, rate_ax):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(values, [str(v) for v in values])
+            ax.minorticks_off()
+            ax.set_xlabel(dim)
+        _log_if_wide(lat_ax, "y", [r["latency_ms"]["p50"] for path in paths.values() for r in path])
+        lat_ax.set_ylabel("p50 latency, ms per call")
+        rate_ax.set_ylabel(f"{item} per second (batch / p50)")
+        fig.legend(fontsize=8, loc="outside lower center", ncols=2)
+        return _svg(fig)
 
 
 def batch_scaling(rows: list[dict]) -> str | None:
@@ -210,10 +297,11 @@ def batch_scaling(rows: list[dict]) -> str | None:
     with _figure("batch-scaling", 4.8) as fig:
         ax = fig.subplots()
         for i, (key, path) in enumerate(paths.items()):
-            host, fmt, quant, runtime, target = key
-            name = f"{fmt} {quant} · {runtime} · {target}" + (f" @ {host}" if with_host else "")
+            host, fmt, quant, runtime, target, dims = key
+            name = " ".join([f"{fmt} {quant} · {runtime} · {target}", *(f"{k}={v}" for k, v in dims)])
+            name += f" @ {host}" if with_host else ""
             ax.plot([r["batch"] for r in path], [per_item_ms(r) for r in path], marker=MARKERS[i % len(MARKERS)],
-                    label=name, gid=f"batch-scaling:{host}:{fmt}-{quant}-{runtime}-{target}")
+                    label=name, gid=f"batch-scaling:{host}:{fmt}-{quant}-{runtime}-{target}" + "".join(f"-{k}{v}" for k, v in dims))
         batches = sorted({r["batch"] for path in paths.values() for r in path})
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])

@@ -10,6 +10,7 @@ from pathlib import Path
 from deploycmp import compare
 from deploycmp.errors import UsageError
 from deploycmp.hosts import describe_host, hosts_of, targets_of
+from deploycmp.plots import scaling_lines
 from deploycmp.rundir import load_manifest, write_atomic, write_json
 from deploycmp.specs import split_list
 from deploycmp.table import COLUMNS, LEFT, cells, heading, markdown_table, warnings_of
@@ -60,6 +61,9 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
               "cold: process start to first result (import + load + first inference); RSS: the worker's peak "
               "resident memory.", ""]
     lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
+    if scaling := scaling_lines(rows):
+        lines += ["", "Scaling along the swept dimensions (p50; a path stops scaling where its rate falls by more "
+                  "than 10%):", ""] + [f"- {line}" for line in scaling]
     return "\n".join(lines) + "\n"
 
 
@@ -96,6 +100,8 @@ def print_table(manifest: dict, rows: list[dict], console=None) -> None:
         console.print(table)
     for name, desc in targets_of(rows).items():
         console.print(f"{name}: {desc}", highlight=False)
+    for line in scaling_lines(rows):
+        console.print(f"scaling: {line}", markup=False, highlight=False)
 
 
 def write_reports(run_dir, formats: list[str], results: dict, comparison: dict | None = None) -> list[Path]:
@@ -115,6 +121,7 @@ def write_reports(run_dir, formats: list[str], results: dict, comparison: dict |
             write_atomic(path, html(manifest, results, comparison))
         else:
             write_json(path, {"schema": results["schema"], "model": manifest["model"],
-                              "warnings": warnings_of(manifest, rows), "rows": rows, "baseline": comparison})
+                              "warnings": warnings_of(manifest, rows), "scaling": scaling_lines(rows), "rows": rows,
+                              "baseline": comparison})
         written.append(path)
     return written

@@ -111,3 +111,22 @@ def test_unsupported_modes_say_why():
         "torchscript: no int8 export in this version (eager-mode quantization is deprecated)"
     assert exporters.unsupported_reason("onnx", "tensorflow", "none") == "onnx: no maintained converter from a tensorflow model"
     assert exporters.unsupported_reason("torch-export", "torch", "none") is None
+
+
+def test_an_onnx2tf_failure_names_the_node_and_the_exception_not_its_generic_advice():
+    """onnx2tf's last lines are advice it prints for every failure; the row must say where and why it stopped
+    (this excerpt is its real output on a Hugging Face BERT, colours included)."""
+    from deploycmp.exporters.savedmodel import onnx2tf_reason
+
+    log = "\n".join([
+        "\x1b[31mERROR:\x1b[0m The trace log is below.", "Traceback (most recent call last):",
+        '  File "onnx2tf/ops/Expand.py", line 335, in make_node', "    expanded_tensor = input_tensor * ones",
+        'TypeError: Exception encountered when calling layer "tf.math.multiply_606" (type TFOpLambda).', "",
+        "Value passed to parameter 'x' has DataType bool not in list of allowed values: float32, int64",
+        "Call arguments received by layer \"tf.math.multiply_606\" (type TFOpLambda):",
+        "\x1b[31mERROR:\x1b[0m onnx_op_name: wa/inner/bert/Expand",
+        "\x1b[31mERROR:\x1b[0m Also, for models that include NonMaxSuppression in the post-processing, try the -onwdt option."])
+    assert onnx2tf_reason(log) == (
+        'at ONNX node wa/inner/bert/Expand: TypeError: Exception encountered when calling layer "tf.math.multiply_606" '
+        "(type TFOpLambda). Value passed to parameter 'x' has DataType bool not in list of allowed values: float32, int64")
+    assert onnx2tf_reason("converting\nsomething odd happened") == "something odd happened"

@@ -163,3 +163,19 @@ def test_degenerate_references_are_found_and_named():
     assert hides(d, "sqnr_db") and hides(d, "top1_agreement")
     top1_only = {"degenerate": {"reason": "x", "scope": "top1"}}
     assert hides(top1_only, "top1_agreement") and not hides(top1_only, "sqnr_db")
+
+
+def test_hidden_states_have_their_cosine_per_token():
+    """One token turned around is a cosine of -1 for that token, whatever the rest of its sample says; a padded
+    token turned around counts for nothing."""
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((2, 5, 8))
+    out = ref.copy()
+    out[0, 1] *= -1
+    m = metrics(ref, out, "sequence")
+    assert m["cosine_per"] == "token" and m["cosine_min"] == pytest.approx(-1.0)
+    assert m["cosine_mean"] == pytest.approx(1 - 2 / 10)  # 9 tokens at 1, one at -1
+    assert metrics(ref, out, "other")["cosine_min"] > -0.5  # per sample the turned token is diluted
+    mask = np.ones((2, 5), np.int64)
+    mask[0, 1] = 0
+    assert metrics(ref, out, "sequence", mask=mask)["cosine_min"] == pytest.approx(1.0)

@@ -200,10 +200,38 @@ def test_per_call_boxes_and_batch_scaling():
     assert "1 row(s) have no per-call timings" in page
     b1, b4 = _row("b1", 1, 2.0, batch=1), _row("b4", 1, 4.0, batch=4)
     assert list(plots.batch_paths([b1, b4, _row("x", 1, 1.0, fmt="tflite")])) == [
-        ("vm", "onnx", "none", "onnxruntime", "server-cpu")]
+        ("vm", "onnx", "none", "onnxruntime", "server-cpu", ())]
     assert plots.batch_scaling([b1, b4]).startswith("<svg") and plots.batch_scaling([b1]) is None
     page = html(MANIFEST, {"schema": 1, "rows": [b1, b4, _row("t", 1, 1.0, fmt="tflite", batch=2)]})
     assert page.count("<svg") == 4
+
+
+def _seq(id, sequence, p50, batch=1, fmt="onnx"):
+    return {**_row(id, 1, p50, batch=batch, fmt=fmt), "shape": {"sequence": sequence}}
+
+
+def test_sequence_sweep_plots_latency_and_sequences_per_second_and_says_where_a_path_stops_scaling():
+    # onnx: 4x the tokens for 2x the time, then 4x for 8x (tokens/s halves): it stops scaling at 256
+    onnx = [_seq("o16", 16, 1.0), _seq("o64", 64, 2.0), _seq("o256", 256, 16.0)]
+    tflite = [_seq("t16", 16, 1.0, fmt="tflite"), _seq("t64", 64, 3.0, fmt="tflite")]
+    rows = onnx + tflite + [_seq("b2", 16, 1.5, batch=2)]  # batch 2 at one sequence only: no line
+    assert plots.swept_dims(rows) == ["sequence"]
+    assert list(plots.dim_paths(rows, "sequence")) == [("vm", "onnx", "none", "onnxruntime", "server-cpu", 1),
+                                                        ("vm", "tflite", "none", "onnxruntime", "server-cpu", 1)]
+    steps = plots.scaling(onnx, "sequence")
+    assert [(s["dim_ratio"], s["latency_ratio"], s["stops_scaling"]) for s in steps] == [(4, 2, False), (4, 8, True)]
+    assert steps[1]["rate_from"] == pytest.approx(32_000) and steps[1]["rate_to"] == pytest.approx(16_000)
+    lines = plots.scaling_lines(rows)
+    assert lines[0] == ("onnx none · onnxruntime · server-cpu · b1: 16->64: sequence x4, latency x2; 64->256: "
+                        "sequence x4, latency x8; stops scaling at sequence 256 (tokens/s 32,000 -> 16,000)")
+    assert lines[1].endswith("scales to sequence 64 (tokens/s never falls by more than 10%)")
+    svg = plots.dim_scaling(rows, "sequence")
+    assert 'id="sequence-scaling:vm:onnx-none-onnxruntime-server-cpu-b1"' in svg
+    assert 'id="sequence-scaling:vm:tflite-none-onnxruntime-server-cpu-b1:rate"' in svg
+    page = html(MANIFEST, {"schema": 1, "rows": rows})
+    assert "<h3>Sequence scaling</h3>" in page and escape(lines[0]) in page
+    assert "sequences per second (right)" in page
+    assert plots.swept_dims(onnx[:1] + tflite[:1]) == [] and plots.dim_scaling(onnx[:1], "sequence") is None
 
 
 def test_nothing_to_plot_when_no_row_is_ok():
