@@ -20,6 +20,7 @@ BUILTIN = {
     "torchscript": "deploycmp.exporters.torchscript",
     "torch-export": "deploycmp.exporters.torch_export",
     "onnx": "deploycmp.exporters.onnx",
+    "onnx-fused": "deploycmp.exporters.onnx_fused",
     "savedmodel": "deploycmp.exporters.savedmodel",
     "tflite": "deploycmp.exporters.tflite",
     "executorch": "deploycmp.exporters.executorch",

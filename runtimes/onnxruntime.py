@@ -9,7 +9,7 @@ from deploycmp.runtimes.base import Session, TensorMeta
 from deploycmp.errors import Unavailable
 
 NAME = "onnxruntime"
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "onnx-fused")
 REQUIRES = ("onnxruntime",)
 DEVICES = ("cpu", "cuda")
 ON_DEVICE = True  # ONNX Runtime Mobile runs the same files on phones

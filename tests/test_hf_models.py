@@ -57,6 +57,9 @@ def test_bert_directory_through_every_pytorch_path_at_two_sequence_lengths(bert_
     assert onnx["drift"]["output"] == "logits" and onnx["drift"]["max_abs"] < 1e-4 and onnx["throughput_per_s"] > 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["outputs"][0]["name"] == "logits" and manifest["shapes"]["sequence"] == [8, 16]
+    trace = json.loads((out / "artifacts" / "torchscript-none.json").read_text())
+    assert trace["dynamic_dims"] == ["batch", "sequence"], trace["exporter"]  # BERT's trace generalises
+    assert trace["exporter"]["shape_specialisation"].startswith("none: at other sizes of batch, sequence")
     with np.load(out / "reference.npz") as ref:
         mask = ref["input/attention_mask"]
         assert mask.shape == (8, 8) and set(np.unique(mask)) == {0, 1}  # realistic padding

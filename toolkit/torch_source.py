@@ -545,6 +545,23 @@ def batch_works(module, args) -> bool:
         return False
 
 
+def same_outputs(module, reference, args) -> bool:
+    """Whether `module` (a trace) gives what `reference` (the eager model) gives on `args`: a trace can bake a size
+    into its graph and still run at another one, with wrong results."""
+    import numpy as np
+    import torch
+
+    from deploycmp.outputs import flatten
+
+    try:
+        with torch.no_grad():
+            got, want = flatten(module(*args)), flatten(reference(*args))
+        return set(got) == set(want) and all(
+            got[k].shape == want[k].shape and np.allclose(got[k], want[k], rtol=1e-3, atol=1e-4) for k in want)
+    except Exception:
+        return False
+
+
 def example(feed: dict, inputs: list) -> tuple:
     """A feed as the model's positional arguments, each a tensor of its spec's dtype (bf16 and fp16 too)."""
     import numpy as np

@@ -130,3 +130,22 @@ def test_an_onnx2tf_failure_names_the_node_and_the_exception_not_its_generic_adv
         'at ONNX node wa/inner/bert/Expand: TypeError: Exception encountered when calling layer "tf.math.multiply_606" '
         "(type TFOpLambda). Value passed to parameter 'x' has DataType bool not in list of allowed values: float32, int64")
     assert onnx2tf_reason("converting\nsomething odd happened") == "something odd happened"
+
+
+class _MeanOverSequence(torch.nn.Module):
+    """Divides by the sequence length as a Python int: a trace bakes it in and still runs at other lengths."""
+
+    def forward(self, x):
+        return x.sum(1, keepdim=True) / int(x.shape[1]) + x[:, :1]
+
+
+def test_a_trace_that_baked_in_a_size_is_specialised_to_it(source, tmp_path):
+    inputs = [InputSpec("x", "float32", ["batch", "sequence"])]
+    feed = {"x": np.random.default_rng(0).standard_normal((4, 8), dtype=np.float32)}
+    mean = Source(_MeanOverSequence().eval(), "torch", inputs, {"x": feed["x"][:1]}, {"batch": 1, "sequence": 8}, None,
+                  feed, outputs=["output"])
+    details = exporters.get("torchscript").export(mean, tmp_path, "none")
+    assert details["dynamic_dims"] == ["batch"]  # the sequence runs at 9 too, with 8 baked in: wrong outputs
+    assert details["exporter"]["shape_specialisation"].startswith("traced at sequence=8")
+    details = exporters.get("torchscript").export(source, tmp_path, "none")
+    assert details["exporter"]["shape_specialisation"] == "none: at other sizes of batch the trace gives the eager model's outputs"
