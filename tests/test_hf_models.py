@@ -60,6 +60,8 @@ def test_bert_directory_through_every_pytorch_path_at_two_sequence_lengths(bert_
     trace = json.loads((out / "artifacts" / "torchscript-none.json").read_text())
     assert trace["dynamic_dims"] == ["batch", "sequence"], trace["exporter"]  # BERT's trace generalises
     assert trace["exporter"]["shape_specialisation"].startswith("none: at other sizes of batch, sequence")
+    onnx_info = json.loads((out / "artifacts" / "onnx-none.json").read_text())["exporter"]
+    assert onnx_info["dynamo"] is True, onnx_info  # forward takes the inputs by name, so dynamic_shapes match
     with np.load(out / "reference.npz") as ref:
         mask = ref["input/attention_mask"]
         assert mask.shape == (8, 8) and set(np.unique(mask)) == {0, 1}  # realistic padding

@@ -93,10 +93,19 @@ def wrap(inner, inputs: list[str], outputs: tuple[str, ...]):
             super().__init__()
             self.inner = inner
 
-        def forward(self, *args):
+        def call(self, *args):
             out = self.inner(**dict(zip(inputs, args)))
             return {name: out[name] for name in outputs}
 
+    # forward takes the inputs by name (forward(self, input_ids, attention_mask, ...)), not *args: exporters match
+    # dynamic_shapes and input names against forward's own parameters
+    if all(name.isidentifier() for name in inputs):
+        params = ", ".join(inputs)
+        scope: dict = {}
+        exec(f"def forward(self, {params}):\n    return self.call({params})\n", scope)
+        HFTask.forward = scope["forward"]
+    else:
+        HFTask.forward = HFTask.call
     return HFTask().eval()
 
 
