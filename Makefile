@@ -15,6 +15,9 @@ $(STAMP): setup.cfg constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,test]'
 	# onnx2tf pins old releases of everything (TensorFlow 2.19, numpy 1.26 ...): installed without its pins, it works on this stack
 	$(BIN)/pip install --quiet --no-deps onnx2tf==1.29.24 tf-keras==2.21.0
+	# keras-hub requires tensorflow-text, which brings the full tensorflow wheel beside tensorflow-cpu (twice the disk);
+	# deploycmp feeds KerasHub models token ids, not texts, so it runs without it; its other requirements are in the stack
+	$(BIN)/pip install --quiet --no-deps keras-hub==0.32.0
 	touch $(STAMP)
 
 demo: install

@@ -332,6 +332,14 @@ def test_savedmodel_without_its_variables(tmp_path, keras_files):
     assert not (out / "manifest.json").exists()
 
 
+def test_a_kerashub_preset_that_is_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty"))
+    # a Kaggle handle is looked up in the local cache before TensorFlow is imported, so in this process
+    export_refused(tmp_path, 2, ["not in the local KerasHub cache", "does not download"], "--model",
+                   "keras-hub:kaggle://keras/bert/keras/bert_tiny_en_uncased/3")
+    assert "tensorflow" not in sys.modules
+
+
 def test_savedmodel_with_a_link_outside_it_is_refused(tmp_path, keras_files):
     model = tmp_path / "savedmodel"
     shutil.copytree(keras_files["savedmodel"], model)

@@ -35,10 +35,12 @@ def _stack(*decorators):
 export_options = _stack(
     click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 "
                  "file, package.module:factory (a torch.nn.Module), a Hugging Face save_pretrained directory or hf:ID "
-                 "(from the local cache), keras:NAME (keras.applications), a .keras file or a SavedModel directory. "
+                 "(from the local cache), keras:NAME (keras.applications), keras-hub:PRESET (KerasHub, from the local cache), "
+                 "a .keras file or a SavedModel directory. "
                  "'deploycmp list' shows an example of each."),
     click.option("--task", type=click.Choice(list(HF_TASKS)), default=None,
-                 help="The head of a Hugging Face model (default: the one its config's architecture names)."),
+                 help="The head of a Hugging Face or KerasHub model (default: the one its config's architecture or "
+                 "the preset's task names)."),
     click.option("--weights", default="auto", show_default=True, help="auto | imagenet | random (well-conditioned: "
                  "constant layers re-initialised, BatchNorm recalibrated) | random-raw (the plain init) | FILE (a state_dict)."),
     click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE",
@@ -410,6 +412,8 @@ def list_(targets_file):
                "                               (default: its config's architecture); inputs from its config\n"
                "  hf:prajjwal1/bert-tiny       a Hugging Face model id, from the local cache only (no download)\n"
                "  keras:MobileNetV2            a keras.applications model by name\n"
+               "  keras-hub:bert_tiny_en_uncased  a KerasHub preset (name, kaggle:// or hf:// handle, or directory),\n"
+               "                               from the local cache only; --task as for Hugging Face models\n"
                "  model.keras / saved_model/   a Keras file (inputs read from it) or a SavedModel directory\n"
                "torchvision models:")
     if not runtimes.missing(("torchvision",)):

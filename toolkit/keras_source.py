@@ -134,7 +134,9 @@ def _centre_head(model, args) -> str | None:
              and layer.activation in (None, keras.activations.linear)]
     if not dense or len(model.outputs) != 1 or model.outputs[0].shape[-1] != dense[-1].units:
         return None
-    out = np.asarray(model(args, training=False)).reshape(-1, dense[-1].units)
+    from deploycmp.outputs import flatten
+
+    out = next(iter(flatten(model(args, training=False)).values())).reshape(-1, dense[-1].units)  # a dict output too
     if len(out) < 2:
         return None
     mean, std = out.mean(0), np.maximum(out.std(0), 1e-6)
@@ -167,8 +169,13 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
           value_ranges: dict | None = None, task: str | None = None):
     """Load the user's Keras model. `given`: input specs from --input/--input-shape (may be empty).
     Returns (model, record for the manifest, warnings)."""
+    from deploycmp import kerashub_source
+
+    if kerashub_source.is_kerashub(spec):
+        return kerashub_source.build(spec, weights, given, seed, num_classes, layout, value_ranges, task)
     if task is not None:
-        raise UsageError("--task applies to Hugging Face models (a save_pretrained directory or hf:ID)")
+        raise UsageError("--task applies to Hugging Face and KerasHub models (a save_pretrained directory, hf:ID, "
+                         "keras-hub:PRESET or a KerasHub .keras file)")
     import keras
 
     given = list(given or [])
@@ -293,6 +300,8 @@ def load_source(run_dir: Path, record: dict, source_file: str):
     path = Path(run_dir) / source_file
     if record["kind"] == "savedmodel-dir":
         return _savedmodel_as_keras(str(path), record["inputs"][0]["shape"])
+    if record["kind"].startswith("keras-hub"):
+        import keras_hub  # noqa: F401  (registers its classes, which load_model looks up)
     return keras.models.load_model(path, compile=False)
 
 

@@ -18,10 +18,11 @@ def framework_of(spec: str) -> str:
     no source model (an .onnx, .tflite, .pte ...) and a SavedModel directory with a link to a file outside it."""
     p = Path(spec)
     what = NOT_SOURCES.get(p.suffix.lower())
-    if what and not spec.startswith("keras:"):
+    if what and not spec.startswith(("keras:", "keras-hub:")):
         raise UsageError(f"--model {spec} is {what}: not a model deploycmp can export from; give the PyTorch model "
                          "(a factory, TorchScript or .pt2 file) or Keras model (.keras, SavedModel) it was made from")
-    if spec.startswith("keras:") or spec.endswith(".keras") or (p.is_dir() and (p / "saved_model.pb").is_file()):
+    savedmodel = p.is_dir() and (p / "saved_model.pb").is_file()
+    if spec.startswith(("keras:", "keras-hub:")) or spec.endswith(".keras") or savedmodel:
         if p.is_dir():
             _check_links(p)
         return "keras"
