@@ -1,5 +1,6 @@
 """ONNX: from PyTorch through torch.onnx's dynamo exporter (the legacy exporter if it fails), from Keras through
-tf2onnx on the SavedModel; dynamic and static int8 through onnxruntime.quantization."""
+tf2onnx on the SavedModel; dynamic and static int8 through onnxruntime.quantization, fp16 (float32 I/O) through
+ONNX Runtime's float16 conversion."""
 from __future__ import annotations
 
 import subprocess
@@ -9,9 +10,8 @@ from pathlib import Path
 
 FORMAT = "onnx"
 SOURCES = ("torch", "keras")
-QUANTIZATIONS = ("none", "dynamic", "int8")
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
 REQUIRES = {"torch": ("torch", "onnx", "onnxscript", "onnxruntime"), "keras": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
-UNSUPPORTED = {"fp16": "onnx: no fp16 export in this version"}
 
 
 def _dynamo(source, path):
@@ -92,11 +92,12 @@ def inspect(path, source) -> dict:
 
 def export(source, out_dir, quantization: str) -> dict:
     from deploycmp.exporters import convert_then_quantize
-    from deploycmp.exporters.onnx_quantization import quantize
+    from deploycmp.exporters.onnx_quantization import quantize, to_fp16
 
     path = out_dir / "model.onnx"
     info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
-                                 lambda fp32, out, mode: quantize(fp32, out, mode, source.calibration_feeds()))
+                                 lambda fp32, out, mode: to_fp16(fp32, out) if mode == "fp16" else
+                                 quantize(fp32, out, mode, source.calibration_feeds()))
     graph = inspect(path, source)
     info["opset"] = graph["opset"]
     return {"main_file": path.name, "layout": source.layout, "dynamic_dims": graph["dynamic_dims"],

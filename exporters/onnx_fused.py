@@ -150,17 +150,11 @@ def _convert_and_fuse(source, path: Path) -> dict:
 
 def _quantize(source, fp32: Path, out: Path, mode: str) -> dict:
     import onnx
-    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    from deploycmp.exporters.onnx_quantization import to_fp16
 
     if mode == "fp16":
-        model = OnnxModel(onnx.load(str(fp32)))
-        model.convert_float_to_float16(keep_io_types=True)
-        # external data when the fp32 file had it (its .data beside it), as the fused fp32 artifact is saved
-        model.save_model_to_file(str(out), use_external_data_format=any(p != fp32 for p in fp32.parent.iterdir()))
-        return {"tool": "onnxruntime.transformers OnnxModel.convert_float_to_float16", "keep_io_types": True,
-                "weights": "float16", "activations": "float16 (float32 inputs and outputs)",
-                "note": "ONNX Runtime documents fp16 transformer graphs for GPU; on CPU, ops without an fp16 "
-                        "kernel run between Casts"}
+        return to_fp16(fp32, out)
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     from deploycmp.exporters.onnx_quantization import quantize

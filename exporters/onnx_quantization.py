@@ -1,5 +1,5 @@
 """ONNX Runtime's post-training quantization of an fp32 ONNX file: dynamic, or static QDQ calibrated on data,
-with the activation/weight types ONNX Runtime documents for the host's CPU."""
+with the activation/weight types ONNX Runtime documents for the host's CPU; and its fp16 conversion."""
 from __future__ import annotations
 
 import platform
@@ -66,3 +66,18 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
                 "weights": f"{recipe['weights']} per-channel", "activations": recipe["activations"],
                 "calibration_method": "MinMax", "pre_process": True,
                 "calibration_samples": sum(len(next(iter(f.values()))) for f in calibration)}
+
+
+def to_fp16(fp32_path: Path, out_path: Path) -> dict:
+    """fp16 weights and activations with float32 inputs and outputs (ONNX Runtime's
+    OnnxModel.convert_float_to_float16, keep_io_types), saved with external data when the fp32 file had it."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(fp32_path)))
+    model.convert_float_to_float16(keep_io_types=True)
+    model.save_model_to_file(str(out_path), use_external_data_format=any(
+        p != fp32_path for p in fp32_path.parent.iterdir()))
+    return {"tool": "onnxruntime.transformers OnnxModel.convert_float_to_float16", "keep_io_types": True,
+            "weights": "float16", "activations": "float16 (float32 inputs and outputs)",
+            "note": "ONNX Runtime documents fp16 graphs for GPU; on CPU, ops without an fp16 kernel run between Casts"}

@@ -13,7 +13,7 @@ MODES = "none,fp16,dynamic,int8"
 MIN_SQNR_DB = {"none": 80, "fp16": 40, "dynamic": 20, "int8": 5}
 MIN_TOP1 = {"none": 1.0, "fp16": 0.98, "dynamic": 0.9, "int8": 0.7}
 EXPECTED_OK = {("tflite", "none"), ("tflite", "fp16"), ("tflite", "dynamic"), ("tflite", "int8"),
-               ("onnx", "none"), ("onnx", "dynamic"), ("onnx", "int8"), ("savedmodel", "none")}
+               ("onnx", "none"), ("onnx", "fp16"), ("onnx", "dynamic"), ("onnx", "int8"), ("savedmodel", "none")}
 
 
 def _digits_npz(path, layout):
@@ -77,13 +77,15 @@ def _check(rows, manifest, eager_runtime, also_ok=()):
 def test_torch_source_every_mode(torch_run):
     rows, manifest = torch_run
     by_path, artifacts = _check(rows, manifest, "torch",
-                                also_ok={("torchscript", "none"), ("executorch", "none"), ("executorch", "int8")})
+                                also_ok={("torchscript", "none"), ("executorch", "none"), ("executorch", "dynamic"),
+                                         ("executorch", "int8")})
     et_int8 = artifacts["executorch-int8"]["exporter"]["quantization"]
     assert et_int8["tool"] == "XNNPACKQuantizer (PT2E)" and et_int8["calibration_samples"] == 32
     assert artifacts["savedmodel-none"]["layout"] == "NHWC"  # onnx2tf: the harness transposes NCHW inputs
     assert artifacts["tflite-none"]["layout"] == "NCHW"  # litert-torch keeps the source layout
     assert by_path[("torchscript", "int8")]["status"] == "unavailable"
-    assert by_path[("onnx", "fp16")]["error"].startswith("onnx: no fp16 export")
+    fp16 = artifacts["onnx-fp16"]["exporter"]["quantization"]
+    assert fp16["keep_io_types"] is True and artifacts["onnx-fp16"]["inputs"][0]["dtype"] == "float32"
 
 
 def test_keras_source_every_mode(keras_run):
