@@ -27,7 +27,7 @@ BUILTIN = {
 }
 EXPORTERS = {**BUILTIN, **plugins("deploycmp.exporters")}
 
-QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+QUANTIZATIONS = ("none", "bf16", "fp16", "dynamic", "int8")
 
 
 class Exporter(Protocol):

@@ -107,7 +107,8 @@ class Session:
         return flatten(raw)
 
     def info(self) -> dict:
-        """What the runtime knows about itself: version, threads, device, providers."""
+        """What the runtime knows about itself: version, threads, device, providers, the precision it computes in;
+        `notes`: things it did on its own that the row must say (a precision it chose), shown as row warnings."""
         return {}
 
     def synchronize(self) -> None:

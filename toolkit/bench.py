@@ -188,6 +188,8 @@ def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, pea
             if out["gflops"] and peak and p50 > 0:
                 out["peak_fraction"] = out["gflops"] / (p50 / 1e3) / peak
             check_memory_budget(out, row["_target"])
+            # what the runtime did on its own (OpenVINO computing in bf16 by default ...): said in the row
+            out["warnings"].extend((out.get("runtime_info") or {}).get("notes", []))
     out["peak_gflops"] = peak
     write_json(result_path(run_dir, row["id"]), out)
     return out

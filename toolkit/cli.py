@@ -54,7 +54,7 @@ export_options = _stack(
                  help="Values of an integer input, drawn from [LOW, HIGH), e.g. ids:0,1000 (default: the model's "
                       "vocabulary where it has one)."),
     click.option("--formats", default="all", show_default=True, help="Comma-separated formats, or all."),
-    click.option("--quantize", default="none", show_default=True, help="Comma-separated: none,fp16,dynamic,int8."),
+    click.option("--quantize", default="none", show_default=True, help="Comma-separated: none,bf16,fp16,dynamic,int8."),
     click.option("--data", default="random", show_default=True,
                  help="random | digits (scikit-learn's labeled digits) | an image folder | FILE.npz (x, optional y)."),
     click.option("--num-classes", type=int, default=None, help="Classes of a torchvision model's re-sized head "

@@ -152,7 +152,7 @@ def test_validate_applies_the_policy_per_row(tmp_path):
     ("[default]\nmin_sqnr = true\n", "min_sqnr must be a number, not True"),
     ("[default]\nmin_sqnr = nan\n", "min_sqnr must be a number, not nan"),
     ("[format.tflit]\nmin_sqnr = 1\n", "unknown format 'tflit'; formats: torchscript, torch-export, onnx"),
-    ("[quantization.int4]\nmin_sqnr = 1\n", "unknown quantization 'int4'; quantizations: none, fp16, dynamic, int8"),
+    ("[quantization.int4]\nmin_sqnr = 1\n", "unknown quantization 'int4'; quantizations: none, bf16, fp16, dynamic, int8"),
     ("[path.onnx]\nmin_sqnr = 1\n", "not of the form FORMAT-QUANT"),
     ("[path.\"onnx-int4\"]\nmin_sqnr = 1\n", "unknown quantization 'int4'"),
     ("[path.\"tflit-int8\"]\nmin_sqnr = 1\n", "unknown format 'tflit'"),
