@@ -3,7 +3,7 @@
 An exporter module declares (see Exporter) FORMAT, SOURCES (source frameworks it takes), QUANTIZATIONS (modes it
 makes), REQUIRES (import names it needs, or a dict of them per source framework), optional QUANTIZER (import names
 quantized modes also need), INSTALL_HINT (import name -> how to install it), UNSUPPORTED (mode -> reason, for modes
-users will ask about) and export(source, out_dir, quantization) -> dict of details (main_file, layout,
+users will ask about), optional DEPRECATED (what upstream says instead, shown by `deploycmp list`) and export(source, out_dir, quantization) -> dict of details (main_file, layout,
 dynamic_dims, the artifact's own inputs, exporter info). Adding a format = one module + one line here, or, from
 another package, an entry point in the group `deploycmp.exporters`.
 """

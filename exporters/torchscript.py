@@ -8,6 +8,8 @@ FORMAT = "torchscript"
 SOURCES = ("torch",)
 QUANTIZATIONS = ("none",)
 REQUIRES = ("torch",)
+# kept in the matrix because teams still ship TorchScript; `deploycmp list` says this
+DEPRECATED = "PyTorch says 'please use torch.export instead' (torch-export, aoti)"
 UNSUPPORTED = {"int8": "torchscript: no int8 export in this version (eager-mode quantization is deprecated)",
                "dynamic": "torchscript: no dynamic quantization export in this version",
                "fp16": "torchscript: fp16 on CPU is not a deployment path"}

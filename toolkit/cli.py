@@ -389,8 +389,10 @@ def list_(targets_file):
     for name in exporters.EXPORTERS:
         mod = exporters.get(name)
         for fw in mod.SOURCES:
+            deprecated = f"; deprecated upstream: {mod.DEPRECATED}" if getattr(mod, "DEPRECATED", None) else ""
             click.echo(f"  {name:14} from {fw:6} quantization {','.join(mod.QUANTIZATIONS):24} "
-                       f"{avail(exporters.requirements(name, fw, 'int8' if len(mod.QUANTIZATIONS) > 1 else 'none'))}")
+                       f"{avail(exporters.requirements(name, fw, 'int8' if len(mod.QUANTIZATIONS) > 1 else 'none'))}"
+                       f"{deprecated}")
     click.echo("runtimes:")
     for name in runtimes.RUNTIMES:
         mod = runtimes.get(name)

@@ -45,9 +45,11 @@ def test_the_shipped_example_target_runs_every_mode():
     assert all(target.runs(rt) for rt in ("torch", "torchscript", "onnxruntime", "keras", "tensorflow", "litert", *OPT_IN))
 
 
-def test_list_says_which_runtimes_are_opt_in():
+def test_list_says_which_runtimes_are_opt_in_and_which_formats_are_deprecated():
     proc = deploycmp("list")
     assert proc.returncode == 0, proc.stderr
+    formats = [line for line in proc.stdout.splitlines() if " from torch " in line or " from keras " in line]
+    assert [line.split()[0] for line in formats if "deprecated upstream" in line] == ["torchscript"]
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  ")}
     assert "opt-in" in lines["keras-predict"] and "opt-in" in lines["tf-function"] and "opt-in" not in lines["keras"]
     assert "every runtime that is not opt-in" in lines["server-cpu"]
