@@ -48,3 +48,19 @@ def test_thresholds_verdicts_and_junit(gate):
     suite = ET.parse(out / "strict.xml").getroot()
     assert int(suite.get("failures")) == len(failing) == len(suite.findall("testcase/failure"))
     assert int(suite.get("tests")) == len(rows_by_id(out))
+
+
+def test_the_report_answers_which_path_to_ship_under_the_thresholds_in_force(gate, tmp_path):
+    """A trained model: the report names a path per target and batch; under a thresholds file only outputs identical
+    to the source pass (the eager model itself), and the answer follows it."""
+    _, out = gate
+    proc = deploycmp("report", out, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    [answer] = json.loads((out / "report.json").read_text())["answer"]
+    assert answer["name"] == "server-cpu, batch 1" and answer["recommendation"] in rows_by_id(out)
+    assert "answer: server-cpu, batch 1: ship " in proc.stdout
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[default]\nmin_sqnr = 1000\n")
+    proc = deploycmp("report", out, "--format", "md", "--thresholds", strict)
+    assert "answer: server-cpu, batch 1: ship eager none · torch" in proc.stdout and "SQNR" in proc.stdout
+    assert "## Which path to ship" in (out / "report.md").read_text()

@@ -196,19 +196,24 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
     return results
 
 
-def _do_report(run_dir, report_formats, results=None, baseline=None):
+def _do_report(run_dir, report_formats, results=None, baseline=None, thresholds=None):
     from deploycmp.results import load_results
     from deploycmp.compare import compare, load_baseline, print_comparison
     from deploycmp.report import parse_formats, print_table, write_reports
     from deploycmp.rundir import load_manifest
 
     formats = parse_formats(report_formats)
+    policy = None
+    if thresholds is not None:
+        from deploycmp.validate import load_thresholds
+
+        policy = load_thresholds(thresholds)
     results = results or load_results(run_dir)
     comparison = compare(results, load_baseline(baseline), str(baseline)) if baseline else None
-    print_table(load_manifest(run_dir), results["rows"])
+    print_table(load_manifest(run_dir), results["rows"], policy=policy)
     if comparison:
         print_comparison(comparison)
-    for path in write_reports(run_dir, formats, results, comparison):
+    for path in write_reports(run_dir, formats, results, comparison, policy):
         click.echo(f"wrote {path}", err=True)
     return comparison
 
@@ -266,15 +271,18 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
               help="Another run directory (or its results.json) to compare with: p50/p99, size and drift per row.")
 @click.option("--fail-on-regression", "fail_pct", type=float, default=None,
               help="With --baseline: exit 1 when a row's p50 or p99 got more than PCT %% slower beyond noise.")
+@click.option("--thresholds", type=click.Path(path_type=Path), default=None,
+              help="TOML thresholds file (as for validate) the answer 'which path to ship' checks paths against "
+                   "(default: cosine >= 0.99 and, with labels, accuracy drop <= 1 pp).")
 @verbose_option
-def report(run_dir, report_formats, baseline, fail_pct):
+def report(run_dir, report_formats, baseline, fail_pct, thresholds):
     """Print the table and write report.{md,csv,json,html} into RUN_DIR."""
     from deploycmp.compare import regressions
 
     if fail_pct is not None and baseline is None:
         raise UsageError("--fail-on-regression needs --baseline OTHER_RUN_DIR")
     _check_positive("--fail-on-regression", fail_pct, allow_zero=True)
-    comparison = _do_report(run_dir, report_formats, baseline=baseline)
+    comparison = _do_report(run_dir, report_formats, baseline=baseline, thresholds=thresholds)
     if fail_pct is None:
         return 0
     slower = regressions(comparison, fail_pct)

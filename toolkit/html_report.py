@@ -171,7 +171,9 @@ def _env_tables(manifest: dict, results: dict, groups: dict[str, list[dict]]) ->
             f"<tbody>{''.join(rows)}</tbody></table></div><ul class=\"note\">{lines}</ul>")
 
 
-def html(manifest: dict, results: dict, comparison: dict | None = None) -> str:
+def html(manifest: dict, results: dict, comparison: dict | None = None, policy=None) -> str:
+    from deploycmp.answer import DEFAULT_POLICY, answer, lines as answer_lines
+
     rows = results["rows"]
     env = results.get("environment") or manifest.get("environment") or {}
     groups = hosts_of(rows, (env.get("host") or {}).get("hostname"))
@@ -191,6 +193,10 @@ def html(manifest: dict, results: dict, comparison: dict | None = None) -> str:
         parts.append(results_table(host_rows))
         parts.append('<ul class="note">' + "".join(f"<li><b>{escape(str(name))}</b>: {escape(str(desc or ''))}</li>"
                                                    for name, desc in targets_of(host_rows).items()) + "</ul>")
+    said = answer_lines(answer(manifest, rows, policy or DEFAULT_POLICY), rows)
+    if said:
+        parts.append('<h2>Which path to ship</h2><ul class="note">'
+                     + "".join(f"<li>{escape(line)}</li>" for line in said) + "</ul>")
     if comparison:
         parts.append(baseline_section(comparison))
     parts.append(plots_section(rows))

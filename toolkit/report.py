@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from deploycmp import compare
+from deploycmp.answer import DEFAULT_POLICY, answer, lines as answer_lines
 from deploycmp.errors import UsageError
 from deploycmp.hosts import describe_host, hosts_of, targets_of
 from deploycmp.plots import scaling_lines
@@ -45,7 +46,7 @@ def _get(row: dict, dotted: str):
     return value
 
 
-def markdown(manifest: dict, rows: list[dict]) -> str:
+def markdown(manifest: dict, rows: list[dict], policy=None) -> str:
     lines = [f"# deploycmp report: {manifest['model']['name']}", "", heading(manifest), ""]
     lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
     groups = hosts_of(rows)
@@ -61,6 +62,8 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
               "cold: process start to first result (import + load + first inference); RSS: the worker's peak "
               "resident memory.", ""]
     lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
+    if said := answer_lines(answer(manifest, rows, policy or DEFAULT_POLICY), rows):
+        lines += ["", "## Which path to ship", ""] + [f"- {line}" for line in said]
     if scaling := scaling_lines(rows):
         lines += ["", "Scaling along the swept dimensions (p50; a path stops scaling where its rate falls by more "
                   "than 10%):", ""] + [f"- {line}" for line in scaling]
@@ -76,7 +79,7 @@ def csv_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def print_table(manifest: dict, rows: list[dict], console=None) -> None:
+def print_table(manifest: dict, rows: list[dict], console=None, policy=None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -102,9 +105,12 @@ def print_table(manifest: dict, rows: list[dict], console=None) -> None:
         console.print(f"{name}: {desc}", highlight=False)
     for line in scaling_lines(rows):
         console.print(f"scaling: {line}", markup=False, highlight=False)
+    for line in answer_lines(answer(manifest, rows, policy or DEFAULT_POLICY), rows):
+        console.print(f"answer: {line}", markup=False, highlight=False)
 
 
-def write_reports(run_dir, formats: list[str], results: dict, comparison: dict | None = None) -> list[Path]:
+def write_reports(run_dir, formats: list[str], results: dict, comparison: dict | None = None,
+                  policy=None) -> list[Path]:
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     rows = results["rows"]
@@ -112,16 +118,17 @@ def write_reports(run_dir, formats: list[str], results: dict, comparison: dict |
     for fmt in formats:
         path = run_dir / f"report.{fmt}"
         if fmt == "md":
-            write_atomic(path, markdown(manifest, rows) + ("\n" + compare.markdown(comparison) if comparison else ""))
+            write_atomic(path, markdown(manifest, rows, policy) + ("\n" + compare.markdown(comparison) if comparison else ""))
         elif fmt == "csv":
             write_atomic(path, csv_text(rows))
         elif fmt == "html":
             from deploycmp.html_report import html
 
-            write_atomic(path, html(manifest, results, comparison))
+            write_atomic(path, html(manifest, results, comparison, policy))
         else:
             write_json(path, {"schema": results["schema"], "model": manifest["model"],
-                              "warnings": warnings_of(manifest, rows), "scaling": scaling_lines(rows), "rows": rows,
+                              "warnings": warnings_of(manifest, rows), "scaling": scaling_lines(rows),
+                              "answer": answer(manifest, rows, policy or DEFAULT_POLICY), "rows": rows,
                               "baseline": comparison})
         written.append(path)
     return written
