@@ -35,6 +35,10 @@ def test_tiny_run_files_and_keys(tiny_run):
         assert cold["total"] == pytest.approx(cold["import"] + cold["load"] + cold["first_inference"])
         assert row["drift"]["max_abs"] < 1e-4 and row["drift"]["top1_agreement"] == 1.0
         assert row["peak_rss_mb"] > 0 and 0 < row["peak_fraction"]
+        peak = row["peak"]  # the fastest GEMM here, the others it tried, and the bound from clock and SIMD width
+        assert peak["probe"] in peak["probes"] and row["peak_gflops"] == max(peak["probes"].values())
+        assert peak["theoretical"]["gflops"] > 0 and peak["threads"] == row["runtime_info"]["threads"]
+        assert (row["peak_fraction"] > 1) == any("not an upper bound" in w for w in row["warnings"])
         assert row["versions"]["torch"] and row["host"]["cpu_count"]
     eager = rows["eager-none-torch-server-cpu-b1"]
     assert eager["drift"]["identical"] is True  # the reference row is the source itself, at batch 1

@@ -142,9 +142,9 @@ def measure_peaks(run_dir: Path, targets: list[Target], threads: int | None, tim
         if target.unavailable_reason() or target.device != "cpu":  # a CPU matmul peak says nothing of a GPU
             continue
         n = target.resolved_threads(threads)
-        outcome = run_isolated("deploycmp.worker", {"job": "peak", "cpus": target.resolved_cpus()}, timeout,
-                               run_dir / "logs" / f"peak-{target.name}.log", env=worker_env(n))
-        peaks[target.name] = outcome.result["peak_gflops"] if outcome.status == "ok" else None
+        outcome = run_isolated("deploycmp.worker", {"job": "peak", "cpus": target.resolved_cpus(), "threads": n},
+                               timeout, run_dir / "logs" / f"peak-{target.name}.log", env=worker_env(n))
+        peaks[target.name] = outcome.result if outcome.status == "ok" else None
     return peaks
 
 
@@ -168,7 +168,7 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
     return run_isolated("deploycmp.worker", spec, settings.timeout, log, env=worker_env(row["threads"], target.device))
 
 
-def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, peak: float | None) -> dict:
+def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, peak: dict | None) -> dict:
     """The row's result from its precheck verdict or its worker outcomes (several with --repeat), written atomically."""
     out = _public(row)
     out.update(host=env["host"], versions=env["versions"], command=env["command"])
@@ -186,11 +186,17 @@ def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, pea
             out.update(outcomes[0].result if len(outcomes) == 1 else combine([o.result for o in outcomes], row["batch"]))
             p50 = out["latency_ms"]["p50"]
             if out["gflops"] and peak and p50 > 0:
-                out["peak_fraction"] = out["gflops"] / (p50 / 1e3) / peak
+                out["peak_fraction"] = out["gflops"] / (p50 / 1e3) / peak["peak_gflops"]
+                if out["peak_fraction"] > 1:  # the probe was no upper bound for this runtime's kernels
+                    out["warnings"].append(
+                        f"ran at {out['peak_fraction']:.2f}x the fp32 matmul peak measured with {peak['probe']} "
+                        f"({peak['peak_gflops']:.0f} GFLOP/s): that probe is not an upper bound here"
+                        + (" (lower precision or fewer FLOPs than counted)" if row["quantization"] != "none" else ""))
             check_memory_budget(out, row["_target"])
             # what the runtime did on its own (OpenVINO computing in bf16 by default ...): said in the row
             out["warnings"].extend((out.get("runtime_info") or {}).get("notes", []))
-    out["peak_gflops"] = peak
+    out["peak_gflops"] = peak and peak["peak_gflops"]
+    out["peak"] = peak and {k: peak[k] for k in ("probe", "probes", "threads", "theoretical") if k in peak}
     write_json(result_path(run_dir, row["id"]), out)
     return out
 

@@ -82,19 +82,63 @@ def environment() -> dict:
     return {"versions": versions(), "host": host(), "command": sys.argv[:]}
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul (numpy's BLAS, threads from the environment)."""
+def _best_gflops(matmul, a, b, n: int, repeats: int) -> float:
     import time
 
+    matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _clock_ghz() -> float | None:
+    """The CPU's highest clock where Linux tells it (cpufreq), else the clock /proc/cpuinfo reports."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            return int(f.read()) / 1e6
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":", 1)[1]) / 1e3
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def theoretical_gflops(threads: int) -> dict | None:
+    """An fp32 upper bound from the clock and the widest SIMD: threads x GHz x lanes x 2 (FMA) x 2 FMA units.
+    Two FMA units of full width is an assumption (some cores, e.g. AMD Zen 4 on AVX-512, have half that)."""
+    flags, ghz = isa_flags(), _clock_ghz()
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= set(flags) else 4 if flags else None
+    if not ghz or not lanes:
+        return None
+    return {"gflops": threads * ghz * lanes * 2 * 2, "clock_ghz": round(ghz, 3), "fp32_lanes": lanes,
+            "assumes": "2 FMA units of full SIMD width per core, at the clock shown"}
+
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """The best fp32 GFLOP/s of an n x n matmul among the GEMMs here (numpy's BLAS, torch's oneDNN/MKL) at
+    `threads`, which probe gave it, and the theoretical bound beside it."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+    probes = {"numpy": _best_gflops(np.matmul, a, b, n, repeats)}
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            probes["torch"] = _best_gflops(torch.mm, torch.from_numpy(a), torch.from_numpy(b), n, repeats)
+    except ImportError:
+        pass
+    best = max(probes, key=probes.get)
+    return {"peak_gflops": probes[best], "probe": best, "probes": probes, "threads": threads,
+            "theoretical": theoretical_gflops(threads)}

@@ -227,9 +227,9 @@ def measure_row(spec: dict) -> dict:
 
 
 def measure_peak(spec: dict) -> dict:
-    from deploycmp.environment import matmul_peak_gflops
+    from deploycmp.environment import matmul_peak
 
-    return {"peak_gflops": matmul_peak_gflops(), "affinity": sorted(os.sched_getaffinity(0))}
+    return {**matmul_peak(spec["threads"]), "affinity": sorted(os.sched_getaffinity(0))}
 
 
 def job(spec: dict) -> dict:
