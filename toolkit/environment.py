@@ -9,7 +9,7 @@ import sys
 FRAMEWORKS = (
     "deploycmp", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorflow",
     "tensorflow-cpu", "keras", "tf2onnx", "ai-edge-litert", "litert-torch", "ai-edge-quantizer", "executorch",
-    "onnx2tf", "keras-hub", "transformers", "numpy",
+    "onnx2tf", "keras-hub", "transformers", "openvino", "nncf", "numpy",
 )
 
 

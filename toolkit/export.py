@@ -411,6 +411,8 @@ class Exporting:
             raise
         if outcome.status != "ok":
             shutil.rmtree(out / folder, ignore_errors=True)
+            if outcome.status == "unavailable":  # the exporter found out it cannot run here (no bf16 on this CPU ...)
+                return {**entry, "status": "unavailable", "error": outcome.error}
             return {**entry, "status": "export_failed", "error": f"{outcome.status}: {outcome.error}",
                     "diagnosis": outcome.diagnosis, "log": str(log.relative_to(out)),
                     "export_seconds": round(outcome.seconds, 3)}

@@ -149,3 +149,21 @@ def test_a_trace_that_baked_in_a_size_is_specialised_to_it(source, tmp_path):
     assert details["exporter"]["shape_specialisation"].startswith("traced at sequence=8")
     details = exporters.get("torchscript").export(source, tmp_path, "none")
     assert details["exporter"]["shape_specialisation"] == "none: at other sizes of batch the trace gives the eager model's outputs"
+
+
+def test_an_exporter_that_finds_it_cannot_run_here_makes_an_unavailable_artifact(tmp_path):
+    """deploycmp.errors.Unavailable raised inside an export worker (OpenVINO's bf16 on a CPU without it ...) is an
+    honest 'unavailable' with its reason, not an export failure: the exit status stays 0."""
+    import json
+
+    from tests.conftest import deploycmp
+
+    out = tmp_path / "run"
+    proc = deploycmp("export", "--model", "tests.tiny_models:misbehaving", "--input-shape", "1,3,16,16", "--samples",
+                     "4", "--formats", "torchscript,onnx", "--out", out,
+                     env={"DEPLOYCMP_TEST_MISBEHAVE": "unavailable-trace"})
+    assert proc.returncode == 0, proc.stderr
+    artifacts = {a["id"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
+    assert artifacts["torchscript-none"]["status"] == "unavailable"
+    assert artifacts["torchscript-none"]["error"] == "tracing needs hardware this machine lacks (a test's pretence)"
+    assert artifacts["onnx-none"]["status"] == "ok"
