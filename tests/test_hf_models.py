@@ -148,7 +148,7 @@ def test_texts_are_tokenized_with_the_models_tokenizer(bert_dir, tmp_path):
     texts.write_text("".join(json.dumps({"text": " ".join(rng.choice(WORDS, rng.integers(2, 12))), "label": i % 3}) + "\n"
                              for i in range(16)))
     out = tmp_path / "run"
-    proc = deploycmp("run", "--model", model, "--data", texts, "--shape", "sequence=8", "--formats", "onnx",
+    proc = deploycmp("run", "--model", model, "--data", texts, "--shape", "sequence=8,12", "--formats", "onnx",
                      "--samples", "8", "--calibration-samples", "8", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "manifest.json").read_text())["data"]
@@ -160,7 +160,11 @@ def test_texts_are_tokenized_with_the_models_tokenizer(bert_dir, tmp_path):
         assert (ids >= 5).any() and not (ids == 1).any()  # the words' own ids, no [UNK]
         assert ((ids == 0) == (mask == 0)).all()  # padding is masked
         assert set(ref["labels"]) <= {0, 1, 2}
-    assert rows_by_id(out)["onnx-none-onnxruntime-server-cpu-b1-sequence8"]["drift"]["accuracy"] is not None
+    rows = rows_by_id(out)  # tokenized anew at each length of the sweep
+    assert rows["onnx-none-onnxruntime-server-cpu-b1-sequence8"]["drift"]["accuracy"] is not None
+    assert rows["onnx-none-onnxruntime-server-cpu-b1-sequence12"]["drift"]["accuracy"] is not None
+    with np.load(out / "reference.sequence12.npz") as ref:
+        assert ref["input/input_ids"].shape == (8, 12)
 
 
 def test_texts_need_a_tokenizer(bert_dir, tmp_path):

@@ -1,6 +1,8 @@
 """Input data for drift, accuracy and latency, as feeds (input name -> array): seeded random inputs of each
-input's dtype and range, a .npz with one array per input (and optional labels), an image folder, or scikit-learn's labeled handwritten digits. Images are resized to the model's input and preprocessed
-the way the model expects (ImageNet mean/std for torchvision, keras.applications' preprocess_input, or flags)."""
+input's dtype and range, a .npz with one array per input (and optional labels), an image folder, or scikit-learn's
+labeled handwritten digits (as images, or for a token-id model as 64 tokens of 17 grey levels read row by row).
+Images are resized to the model's input and preprocessed the way the model expects (ImageNet mean/std for
+torchvision, keras.applications' preprocess_input, or flags)."""
 from __future__ import annotations
 
 import hashlib
@@ -41,6 +43,8 @@ def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, prepr
         feed, y, info = _npz(data, inputs, per_sample, samples)
     elif text_data.is_text(data) and Path(data).is_file():
         feed, y, info = text_data.load(data, tokenizer, inputs, per_sample, samples)
+    elif data == "digits" and token_inputs(inputs):
+        feed, y, info = _digit_tokens(inputs, per_sample, samples)
     elif data == "digits" or Path(data).is_dir():
         image = _image_input(inputs, data)
         if data == "digits":
@@ -230,12 +234,8 @@ def digits(part: str, per_sample: tuple, layout: str | None, preprocess: dict | 
     """scikit-learn's handwritten digits as model inputs and labels. part "held_out": the last DIGITS_HELD_OUT
     images, where --data digits draws from; part "train": the others, for fine-tuning a model to test."""
     from PIL import Image
-    from sklearn.datasets import load_digits
 
-    d = load_digits()
-    cut = len(d.images) - DIGITS_HELD_OUT
-    images, labels = (d.images[cut:], d.target[cut:]) if part == "held_out" else (d.images[:cut], d.target[:cut])
-    images, labels = images[:samples], labels[:samples]
+    images, labels = _digits_part(part, samples)
     pil = [Image.fromarray(np.uint8(np.round(im * 255 / 16))) for im in images]  # 0..16 gray levels -> 8-bit
     return to_model_input(pil, per_sample, layout, preprocess), labels.astype(np.int64)
 
@@ -245,6 +245,93 @@ def _digits(per_sample: tuple, samples: int, layout: str | None, preprocess: dic
     info = {"kind": "digits", "source": "sklearn.datasets.load_digits", "held_out": DIGITS_HELD_OUT,
             "classes": list(range(10)), "preprocess": preprocess}
     return x, y, info
+
+
+# --data digits for a token-id model: each 8x8 digit read row by row, its 64 grey levels (0 to 16) as token ids
+DIGIT_TOKENS = 64
+DIGIT_TOKEN_OFFSET = 1  # token id = grey level + 1 (1 to 17), so that 0 stays the padding id ([PAD] in BERT)
+DIGIT_VOCABULARY = 17 + DIGIT_TOKEN_OFFSET  # a model needs at least token ids 0 to 17
+DIGITS_AS_TOKENS = "scikit-learn handwritten digits, 8x8 images read row by row as 64 tokens of 17 grey levels"
+
+
+def follows_shape(data: str, inputs: list) -> bool:
+    """Data made anew at each point of a --shape sweep: random inputs, and texts or the digits for a token-id model
+    (padded or truncated to each sequence length)."""
+    from deploycmp import text_data
+
+    return data == "random" or (token_inputs(inputs) and (data == "digits" or text_data.is_text(data)))
+
+
+def _digits_part(part: str, samples: int | None):
+    """(8x8 images with grey levels 0 to 16, labels) of scikit-learn's digits: part "held_out" is the last
+    DIGITS_HELD_OUT, part "train" the others."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    cut = len(d.images) - DIGITS_HELD_OUT
+    images, labels = (d.images[cut:], d.target[cut:]) if part == "held_out" else (d.images[:cut], d.target[:cut])
+    return images[:samples], labels[:samples]
+
+
+def token_inputs(inputs: list) -> bool:
+    """A token-id model: every input an integer one of shape [batch, a named dimension] (a sequence), e.g.
+    input_ids, attention_mask and token_type_ids."""
+    from deploycmp.specs import FLOAT_DTYPES
+
+    return bool(inputs) and all(s.dtype not in FLOAT_DTYPES and len(s.shape) == 2 and isinstance(s.shape[1], str)
+                                for s in inputs)
+
+
+def digit_tokens(part: str, length: int = DIGIT_TOKENS, samples: int | None = None):
+    """(token ids, attention mask, labels) of scikit-learn's digits as sequences of `length` tokens: the 64 grey
+    levels of each 8x8 image read row by row, as token ids grey level + DIGIT_TOKEN_OFFSET; a longer sequence is
+    padded with token id 0 under attention mask 0, a shorter one keeps the first `length` tokens (the top rows).
+    part "held_out": the last DIGITS_HELD_OUT digits, where --data digits draws from; part "train": the others."""
+    images, labels = _digits_part(part, samples)
+    keep = min(length, DIGIT_TOKENS)
+    ids = np.zeros((len(images), length), np.int64)
+    mask = np.zeros((len(images), length), np.int64)
+    ids[:, :keep] = np.rint(images.reshape(len(images), DIGIT_TOKENS)[:, :keep]).astype(np.int64) + DIGIT_TOKEN_OFFSET
+    mask[:, :keep] = 1
+    return ids, mask, labels.astype(np.int64)
+
+
+def _digit_tokens(inputs: list, per_sample: dict, samples: int):
+    """The feed of a token-id model: token ids, attention mask (ones over the digit's tokens) and token types
+    (zeros), from the held-out digits."""
+    from deploycmp.specs import numpy_dtype
+
+    lengths = {per_sample[s.name][0] for s in inputs}
+    if len(lengths) != 1:
+        raise UsageError(f"--data digits: token inputs of one sequence length, not {sorted(lengths)}")
+    length = lengths.pop()
+    masks = [s for s in inputs if s.is_mask()]
+    types = [s for s in inputs if not s.is_mask() and "type" in s.name.lower()]
+    ids = [s for s in inputs if s not in masks and s not in types]
+    if len(ids) != 1:
+        raise UsageError(f"--data digits: a token-id model takes one input of token ids (besides attention masks and "
+                         f"token types); this one takes {', '.join(s.name for s in ids) or 'none'}")
+    low, high = ids[0].value_range or (0, DIGIT_VOCABULARY)
+    if low > 0 or high < DIGIT_VOCABULARY:
+        raise UsageError(f"--data digits: the digits' tokens are ids 0 to {DIGIT_VOCABULARY - 1} (grey levels 0 to 16 "
+                         f"as ids 1 to 17, 0 for padding); {ids[0].name} takes ids {low} to {high - 1}")
+    x, mask, y = digit_tokens("held_out", length, samples)
+    feed = {}
+    for s in inputs:
+        a = x if s in ids else mask if s in masks else np.zeros_like(x)
+        feed[s.name] = a.astype(numpy_dtype(s.dtype))
+    info = {"kind": "digits", "source": "sklearn.datasets.load_digits", "held_out": DIGITS_HELD_OUT,
+            "classes": list(range(10)), "as": "tokens", "description": DIGITS_AS_TOKENS,
+            "token_ids": f"grey level + {DIGIT_TOKEN_OFFSET} (ids 1 to 17); 0 is padding",
+            "sequence": length, "tokens": min(length, DIGIT_TOKENS), "truncated": length < DIGIT_TOKENS,
+            "padding": (f"{length - DIGIT_TOKENS} tokens of id 0 under attention mask 0" if length > DIGIT_TOKENS
+                        else "none"),
+            "inputs": {s.name: "token ids" if s in ids else "attention mask: 1 over the digit's tokens" if s in masks
+                       else "token types: 0" for s in inputs}}
+    if length < DIGIT_TOKENS:
+        _warn(info, f"--data digits: sequence {length} keeps the first {length} of each digit's {DIGIT_TOKENS} tokens "
+                    f"(its top {length / 8:g} rows): truncated")
+    return feed, y, info
 
 
 def _image_folder(root: Path, per_sample: tuple, samples: int, layout: str | None, preprocess: dict | None):

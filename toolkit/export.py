@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploycmp.data import feed_sha256
+from deploycmp.data import feed_sha256, follows_shape
 from deploycmp.exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
 from deploycmp.runtimes import missing
 from deploycmp import SCHEMA, __version__, degenerate
@@ -180,8 +180,9 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
     defaults = {d: [v] for d, v in record.pop("default_sizes", {}).items() if d in named and d not in opts.sweeps}
     opts = replace(opts, sweeps={**opts.sweeps, **defaults})
     points = shape_points(opts.sweeps, inputs)
-    if len(points) > 1 and opts.data != "random":
-        raise UsageError(f"--shape sweeps need --data random (a file's inputs have one shape): {opts.data}")
+    if len(points) > 1 and not follows_shape(opts.data, inputs):
+        raise UsageError(f"--shape sweeps need --data random, texts or digits for a token-id model (a file's inputs "
+                         f"have one shape): {opts.data}")
     if record.get("weights") == "random":  # well-conditioned: needs the calibration split before any reference
         calibration = load_split(opts, record, inputs, points[0])[0]
         src.condition(model, record, calibration, inputs)
