@@ -24,6 +24,8 @@ BUILTIN = {
     "savedmodel": "deploycmp.exporters.savedmodel",
     "tflite": "deploycmp.exporters.tflite",
     "executorch": "deploycmp.exporters.executorch",
+    "aoti": "deploycmp.exporters.aoti",
+    "openvino": "deploycmp.exporters.openvino",
 }
 EXPORTERS = {**BUILTIN, **plugins("deploycmp.exporters")}
 

@@ -27,6 +27,9 @@ BUILTIN = {
     "tensorflow": "deploycmp.runtimes.tensorflow",
     "litert": "deploycmp.runtimes.litert",
     "executorch": "deploycmp.runtimes.executorch",
+    "aoti": "deploycmp.runtimes.aoti",
+    "torch-compile": "deploycmp.runtimes.torch_compile",
+    "openvino": "deploycmp.runtimes.openvino",
 }
 GROUP = "deploycmp.runtimes"
 

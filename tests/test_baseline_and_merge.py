@@ -101,6 +101,24 @@ def test_merge_joins_rows_from_another_host_and_the_report_groups_by_host(tiny_r
     assert "board-1" in proc.stdout
 
 
+def test_a_package_compiled_for_one_cpu_is_not_compared_with_another_cpu():
+    """AOTInductor packages are built with -march=native: a row measured on a host of other ISA extensions is not
+    compared with the baseline, and merge refuses it (the row says which extensions differ)."""
+    from deploycmp.hosts import compiled_for_another_cpu
+
+    def row(isa, built=("avx2", "avx512f")):
+        return {"id": "aoti-none-aoti-server-cpu-b1", "artifact": "aoti-none", "status": "ok", "size_bytes": 10,
+                "drift": {}, "latency_ms": {"p50": 1.0, "ci95_p50": [0.9, 1.1], "p99": 1.0, "ci95_p99": [0.9, 1.1]},
+                "host": {"isa": list(isa)}, "runtime_info": {"built_for": {"device": "cpu", "isa": list(built)}}}
+    same = compare({"rows": [row(["avx2", "avx512f"])]}, {"rows": [row(["avx512f", "avx2"])]}, "base")
+    assert verdict(same["rows"][0]) == "within noise"
+    other = compare({"rows": [row(["avx2", "avx512f"])]}, {"rows": [row(["avx2"], built=["avx2"])]}, "base")
+    assert verdict(other["rows"][0]) == ("not compared: aoti-none is compiled for a CPU with other ISA extensions "
+                                         "(differing: avx512f); export it on that host to compare")
+    assert compiled_for_another_cpu(row(["avx2", "avx512f", "amx_tile"])).startswith("aoti-none is compiled")
+    assert compiled_for_another_cpu({**row(["avx2"]), "runtime_info": {}}) is None  # a portable artifact
+
+
 def test_merge_refuses_rows_measured_on_other_files(tiny_run, tmp_path):
     run = _copy(tiny_run, tmp_path, "run")
     other, results = _other_machine(tiny_run, tmp_path, "gpu-box")

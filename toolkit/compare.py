@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 from deploycmp.errors import UsageError
+from deploycmp.hosts import compiled_for_another_cpu
 
 LATENCY = (("p50", "ci95_p50"), ("p99", "ci95_p99"))
 
@@ -55,6 +56,9 @@ def compare_row(row: dict, base: dict) -> dict:
              "same_artifact": bool(row.get("artifact_sha256")) and row.get("artifact_sha256") == base.get("artifact_sha256")}
     if row["status"] != "ok" or base["status"] != "ok":
         return entry
+    why = compiled_for_another_cpu(row, (base.get("host") or {}).get("isa"))
+    if why:  # a package compiled for one CPU: its speed on another says nothing about a change
+        return {**entry, "not_comparable": why}
     lat, base_lat = row["latency_ms"], base["latency_ms"]
     for key, ci_key in LATENCY:
         entry[key] = latency_change(lat, base_lat, key, ci_key)
@@ -90,6 +94,8 @@ def median_change(entries: list[dict]) -> float | None:
 
 def verdict(entry: dict) -> str:
     """slower / faster (beyond noise, by p50 or p99), within noise, or the status change."""
+    if entry.get("not_comparable"):
+        return f"not compared: {entry['not_comparable']}"
     if "p50" not in entry:
         return f"{entry['base_status']} → {entry['status']}"
     moved = [(k, entry[k]["change_pct"]) for k, _ in LATENCY if entry[k]["significant"] and entry[k]["change_pct"]]

@@ -30,3 +30,17 @@ def hosts_of(rows: list[dict], first: str | None = None) -> dict[str, list[dict]
     for row in rows:
         groups.setdefault(hostname(row), []).append(row)
     return {host: group for host, group in groups.items() if group}
+
+
+def compiled_for_another_cpu(row: dict, host_isa=None) -> str | None:
+    """Why a row of a package compiled for one CPU (AOTInductor: -march=native) does not compare with a host of other
+    ISA extensions (`host_isa`, default the row's own host), or None. Rows of portable artifacts give None."""
+    built = ((row.get("runtime_info") or {}).get("built_for") or {})
+    if built.get("device", "cpu") != "cpu" or built.get("isa") is None:
+        return None
+    host_isa = (row.get("host") or {}).get("isa") if host_isa is None else host_isa
+    if host_isa is None or set(host_isa) == set(built["isa"]):
+        return None
+    differ = sorted(set(host_isa) ^ set(built["isa"]))
+    return (f"{row.get('artifact', row.get('id'))} is compiled for a CPU with other ISA extensions (differing: "
+            f"{' '.join(differ)}); export it on that host to compare")

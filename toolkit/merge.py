@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploycmp.errors import UsageError
-from deploycmp.hosts import hostname
+from deploycmp.hosts import compiled_for_another_cpu, hostname
 from deploycmp.rundir import RESULTS, artifact_sha256, load_manifest, read_results_file, result_path, write_json
 
 
@@ -41,6 +41,8 @@ def check_row(row: dict, manifest: dict, digests: dict, file: Path) -> None:
     if not row.get("artifact_sha256"):
         raise UsageError(f"{where} records no artifact sha256 (measured by an older deploycmp): cannot tell "
                          "whether it ran on this run's files")
+    if (why := compiled_for_another_cpu(row)) and row.get("status") == "ok":
+        raise UsageError(f"{where}: {why}")
     if row["artifact_sha256"] != digests[row["artifact"]]:
         raise UsageError(f"{where} was measured on other files than this run's {row['artifact']} (sha256 differs): "
                          "bench a copy of this run directory on that machine")

@@ -436,9 +436,23 @@ def _eval(model):
     return model
 
 
+def _aoti_package(path: str) -> bool:
+    """An AOTInductor package (compiled code, as the aoti format writes) rather than a torch.export program."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/data/aotinductor/" in n for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _load_file(path: str, kind: str):
     import torch
 
+    if kind == "torch-export-file" and _aoti_package(path):
+        raise UsageError(f"{path} is an AOTInductor package (code compiled for one machine, what the aoti format "
+                         "writes), not a model deploycmp can export from; give the model it was compiled from")
     export_log = logging.getLogger("torch.export")
     level = export_log.level
     export_log.setLevel(logging.ERROR)  # torch.export.load logs a bad file's traceback as a warning, then raises

@@ -17,10 +17,11 @@ def _manifest(framework: str) -> dict:
     return {"model": {"name": "m", "framework": framework}, "artifacts": [eager, saved]}
 
 
-def test_registry_marks_the_keras_calls_opt_in():
-    assert {n for n in runtimes.RUNTIMES if runtimes.opt_in(n)} == OPT_IN
+def test_registry_marks_the_keras_calls_and_torch_compile_opt_in():
+    assert {n for n in runtimes.RUNTIMES if runtimes.opt_in(n)} == OPT_IN | {"torch-compile"}
     assert set(runtimes.for_format("eager", "keras")) == {"keras"} | OPT_IN
-    assert runtimes.for_format("eager", "torch") == ["torch"]  # Keras calls never run a PyTorch source
+    # Keras calls never run a PyTorch source; torch.compile runs it on targets that name it
+    assert set(runtimes.for_format("eager", "torch")) == {"torch", "torch-compile"}
 
 
 def test_builtin_targets_do_not_run_opt_in_runtimes():
