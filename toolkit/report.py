@@ -27,7 +27,7 @@ CSV_FIELDS = (
     "drift.max_abs",
     "drift.mean_abs", "drift.rel_l2", "drift.cosine_min", "drift.cosine_mean", "drift.sqnr_db",
     "drift.top1_agreement", "drift.top5_overlap", "drift.accuracy", "drift.accuracy_delta_pp",
-    "samples_to_look_at.flipped_count", "gflops", "peak_fraction", "host.hostname",
+    "samples_to_look_at.flipped_count", "gflops", "peak_fraction", "peak.probe", "peak_gflops", "host.hostname",
 )
 
 
