@@ -36,18 +36,21 @@ def _legacy(source, path):
     return {"name": "torch.onnx.export", "dynamo": False}
 
 
-def _from_torch(source, path: Path) -> dict:
+def _from_torch(source, path: Path, prefer: str = "dynamo") -> dict:
+    """The `prefer`red torch.onnx exporter ("dynamo" or "legacy", the TorchScript-based one), the other if it fails
+    (its error kept as `{prefer}_error`)."""
     import torch
 
+    first, then = (_dynamo, _legacy) if prefer == "dynamo" else (_legacy, _dynamo)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            info = _dynamo(source, path)
+            info = first(source, path)
         except Exception as e:
             for f in path.parent.iterdir():
                 f.unlink()
-            info = _legacy(source, path)
-            info["dynamo_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            info = then(source, path)
+            info[f"{prefer}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     info["torch"] = torch.__version__
     return info
 

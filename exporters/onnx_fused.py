@@ -24,7 +24,6 @@ quantizer leaves the fused Attention in fp32 (for a CNN, `onnx` int8 is the stat
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 
 FORMAT = "onnx-fused"
@@ -58,30 +57,10 @@ def _settings(source) -> dict:
             "hidden_size": hidden if isinstance(hidden, int) else 0, "from_config": config is not None}
 
 
-def _from_torch(source, path: Path) -> dict:
-    """torch.onnx's TorchScript-based exporter, whose graphs ONNX Runtime's fusion patterns are written for (on the
-    dynamo exporter's graph of the same BERT, attention and the embeddings do not fuse); the dynamo exporter if it
-    fails."""
-    import torch
-
-    from deploycmp.exporters import onnx as plain
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            info = plain._legacy(source, path)
-    except Exception as e:
-        for f in path.parent.iterdir():
-            f.unlink()
-        info = plain._from_torch(source, path)
-        info["legacy_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    info["torch"] = torch.__version__
-    return info
-
-
 def _convert(source, path: Path) -> dict:
-    """The model as ONNX (see _from_torch); a transformers model with its eager attention (see the module
-    docstring)."""
+    """The model as ONNX by torch.onnx's TorchScript-based exporter, whose graphs ONNX Runtime's fusion patterns are
+    written for (on the dynamo exporter's graph of the same BERT, attention and the embeddings do not fuse), the
+    dynamo exporter if it fails; a transformers model with its eager attention (see the module docstring)."""
     from deploycmp.exporters import onnx as plain
 
     if source.framework != "torch":
@@ -89,10 +68,10 @@ def _convert(source, path: Path) -> dict:
     inner = getattr(source.model, "inner", None)
     before = getattr(getattr(inner, "config", None), "_attn_implementation", None)
     if _hf_config(source) is None or before in (None, "eager") or not hasattr(inner, "set_attn_implementation"):
-        return _from_torch(source, path)
+        return plain._from_torch(source, path, prefer="legacy")
     inner.set_attn_implementation("eager")
     try:
-        info = _from_torch(source, path)
+        info = plain._from_torch(source, path, prefer="legacy")
     finally:
         inner.set_attn_implementation(before)
     info["attention"] = f"eager (the model's {before} attention exports to a graph ONNX Runtime does not fuse)"
