@@ -157,10 +157,14 @@ def input_specs(config, model, task: str, sequence: str = "sequence") -> list:
     return specs
 
 
+def default_sequence(most: int | None) -> int:
+    """The sequence length measured when no --shape gives one: 128 tokens, at most the model's `most` positions."""
+    return min(DEFAULT_SEQUENCE, int(most)) if most else DEFAULT_SEQUENCE
+
+
 def default_sizes(config) -> dict:
-    """Sizes of the named dimensions when no --shape gives them: 128 tokens, at most the model's positions."""
-    most = getattr(config, "max_position_embeddings", None)
-    return {"sequence": min(DEFAULT_SEQUENCE, most) if most else DEFAULT_SEQUENCE}
+    """Sizes of the named dimensions when no --shape gives them (see default_sequence)."""
+    return {"sequence": default_sequence(getattr(config, "max_position_embeddings", None))}
 
 
 def save(model, folder: Path) -> None:

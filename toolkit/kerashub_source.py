@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from deploycmp.errors import UsageError
-from deploycmp.hf_source import DEFAULT_SEQUENCE
+from deploycmp.hf_source import default_sequence
 
 PREFIX = "keras-hub:"
 # task (hf_source.TASKS' words, which the CLI's --task offers) -> (the keras_hub.models base class, the output used)
@@ -283,7 +283,7 @@ def build(spec: str, weights: str, given: list, seed: int, num_classes: int | No
 def default_sizes(backbone, inputs: list[dict]) -> dict:
     """Sizes of named dimensions no --shape gives: 128 tokens (at most the backbone's positions), images 224."""
     most = getattr(backbone, "max_sequence_length", None) or backbone.get_config().get("max_sequence_length")
-    sizes = {"sequence": min(DEFAULT_SEQUENCE, int(most)) if most else DEFAULT_SEQUENCE}
+    sizes = {"sequence": default_sequence(most)}
     for i in inputs:
         if i["dtype"] in ("float32", "float16", "bfloat16") and len(i["shape"]) == 4:
             sizes.update({d: DEFAULT_IMAGE_SIZE for d in i["shape"][1:3] if isinstance(d, str)})
