@@ -8,6 +8,10 @@ from pathlib import Path
 
 
 RECIPES = {"U8S8": {"activations": "uint8", "weights": "int8"}, "S8S8": {"activations": "int8", "weights": "int8"}}
+# the documented alternatives `bench --tune` tries on a static int8 file, one change at a time from the recipe used
+# (first value: this exporter's own choice where static_recipe does not set it)
+RECIPE_KNOBS = {"activations": ("uint8", "int8"), "format": ("QDQ", "QOperator"), "per_channel": (True, False),
+                "calibration_method": ("MinMax", "Entropy", "Percentile")}
 
 
 def static_recipe(isa: list[str], machine: str) -> dict:
@@ -56,16 +60,23 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
             def get_next(self):
                 return next(self._it, None)
 
-        recipe = recipe or static_recipe(isa_flags(), platform.machine())
+        host = static_recipe(isa_flags(), platform.machine())
+        recipe = {**host, **{k: v[0] for k, v in RECIPE_KNOBS.items() if k not in host}, **(recipe or {})}
+        changed = sorted(k for k in recipe if k in RECIPE_KNOBS and recipe[k] != host.get(k, RECIPE_KNOBS[k][0]))
+        name = {"uint8": "U8", "int8": "S8"}[recipe["activations"]] + {"uint8": "U8", "int8": "S8"}[recipe["weights"]]
         types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-        quantize_static(str(prepped), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=recipe["reduce_range"], activation_type=types[recipe["activations"]],
-                        weight_type=types[recipe["weights"]], calibrate_method=CalibrationMethod.MinMax)
-        return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "per_channel": True,
-                "recipe": recipe["name"], "why": recipe["why"], "reduce_range": recipe["reduce_range"],
-                "weights": f"{recipe['weights']} per-channel", "activations": recipe["activations"],
-                "calibration_method": "MinMax", "pre_process": True,
-                "calibration_samples": sum(len(next(iter(f.values()))) for f in calibration)}
+        per_channel = recipe["per_channel"]
+        quantize_static(str(prepped), str(out_path), Reader(), quant_format=getattr(QuantFormat, recipe["format"]),
+                        per_channel=per_channel, reduce_range=recipe["reduce_range"],
+                        activation_type=types[recipe["activations"]], weight_type=types[recipe["weights"]],
+                        calibrate_method=getattr(CalibrationMethod, recipe["calibration_method"]))
+        return {"tool": "onnxruntime.quantization.quantize_static", "format": recipe["format"],
+                "per_channel": per_channel, "recipe": name,
+                "why": recipe["why"] if not changed else f"tried by bench --tune (changed: {', '.join(changed)})",
+                "reduce_range": recipe["reduce_range"],
+                "weights": f"{recipe['weights']} {'per-channel' if per_channel else 'per-tensor'}",
+                "activations": recipe["activations"], "calibration_method": recipe["calibration_method"],
+                "pre_process": True, "calibration_samples": sum(len(next(iter(f.values()))) for f in calibration)}
 
 
 def to_fp16(fp32_path: Path, out_path: Path) -> dict:

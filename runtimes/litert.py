@@ -92,11 +92,18 @@ def _quantized(detail: dict) -> tuple | None:
     return (float(scale), int(zero)) if scale else None
 
 
-def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> LiteRTSession:
+# what `bench --tune` may change (first value: what deploycmp runs untuned): the XNNPACK delegate LiteRT applies by
+# default, or LiteRT's own built-in kernels without it
+TUNE = {"xnnpack": (True, False)}
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> LiteRTSession:
     import importlib.metadata as md
 
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(Path(run_dir) / artifact["main_file"]), num_threads=threads)
+    resolver = OpResolverType.AUTO if (options or {}).get("xnnpack", True) else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    it = Interpreter(model_path=str(Path(run_dir) / artifact["main_file"]), num_threads=threads,
+                     experimental_op_resolver_type=resolver)
     it.allocate_tensors()
     return LiteRTSession(it, threads, md.version("ai-edge-litert"))

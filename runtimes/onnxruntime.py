@@ -13,6 +13,9 @@ FORMATS = ("onnx", "onnx-fused")
 REQUIRES = ("onnxruntime",)
 DEVICES = ("cpu", "cuda")
 ON_DEVICE = True  # ONNX Runtime Mobile runs the same files on phones
+# what `bench --tune` may change (first value: what deploycmp runs untuned, ONNX Runtime's recommended settings for
+# latency): graph optimization level, and running independent nodes in parallel (inter-op threads = the row's)
+TUNE = {"graph_optimization": ("all", "extended", "basic"), "execution_mode": ("sequential", "parallel")}
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
              "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 
@@ -47,7 +50,7 @@ class OrtSession(Session):
     # run() returns host numpy arrays, so it has already waited for the device: nothing to synchronize
 
 
-def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> OrtSession:
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> OrtSession:
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
@@ -56,11 +59,14 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> OrtSessi
             raise Unavailable(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
         providers.insert(0, "CUDAExecutionProvider")
 
+    options = options or {}
+    parallel = options.get("execution_mode") == "parallel"
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.inter_op_num_threads = threads if parallel else 1
+    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                            "ORT_ENABLE_" + options.get("graph_optimization", "all").upper())
     sess = ort.InferenceSession(str(Path(run_dir) / artifact["main_file"]), opts, providers=providers)
     if device == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
         raise Unavailable(f"onnxruntime could not start its CUDA provider (providers: {sess.get_providers()})")

@@ -102,7 +102,19 @@ class OvSession(Session):
         return out
 
 
-def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> OvSession:
+# what `bench --tune` may change (first value: what deploycmp runs untuned): the performance hint, streams, and the
+# precision the CPU plugin computes in ("default": as OpenVINO comes, bf16 on CPUs that have it)
+TUNE = {"performance_hint": ("LATENCY", "THROUGHPUT"), "num_streams": ("default", 1),
+        "precision": ("default", "f32", "bf16")}
+
+
+def tune_space(artifact: dict, device: str) -> dict:
+    """A bf16 artifact is defined by its precision hint: only the hint and streams are tried on it."""
+    asks_bf16 = ((artifact.get("exporter") or {}).get("compile_properties") or {}).get("INFERENCE_PRECISION_HINT")
+    return {k: v for k, v in TUNE.items() if not (k == "precision" and asks_bf16)}
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> OvSession:
     import openvino as ov
 
     if device != "cpu":
@@ -115,8 +127,14 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> OvSessio
 
         if (reason := bf16_support(core)):
             raise Unavailable(reason)
-    requested = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY", **asked}
+    options = options or {}
+    requested = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": options.get("performance_hint", "LATENCY"),
+                 **asked}
+    if options.get("num_streams", "default") != "default":
+        requested["NUM_STREAMS"] = int(options["num_streams"])
+    if options.get("precision", "default") != "default":
+        requested["INFERENCE_PRECISION_HINT"] = options["precision"]
     model = core.read_model(str(Path(run_dir) / artifact["main_file"]))
     compiled = core.compile_model(model, "CPU", requested)
-    wanted = asked.get("INFERENCE_PRECISION_HINT", "f32")
+    wanted = requested.get("INFERENCE_PRECISION_HINT", "f32")
     return OvSession(compiled, threads, device, requested, wanted, artifact.get("quantization"))

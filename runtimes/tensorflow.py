@@ -39,10 +39,15 @@ class SavedModelSession(Session):
         synchronize(self.device)
 
 
-def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> SavedModelSession:
+# what `bench --tune` may change besides the intra-op threads (first value: what deploycmp runs untuned): threads
+# running independent ops side by side (never more than the row's threads)
+TUNE = {"inter_op_threads": (1, 2, 4)}
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> SavedModelSession:
     from deploycmp.keras_source import check_device, set_threads
 
-    set_threads(threads)
+    set_threads(threads, (options or {}).get("inter_op_threads", 1))
     check_device(device)
     import tensorflow as tf
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 from deploycmp.runtimes.base import Session, spec_metadata
 
 
-def set_threads(threads: int) -> None:
+# what `bench --tune` may change in the eager PyTorch runtimes (first value: what deploycmp runs untuned):
+# oneDNN (mkldnn) kernels for convolutions and linear layers, or PyTorch's own
+TUNE = {"onednn": (True, False)}
+
+
+def set_threads(threads: int, options: dict | None = None) -> None:
     import torch
 
+    torch.backends.mkldnn.enabled = (options or {}).get("onednn", True)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)

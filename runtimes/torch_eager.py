@@ -1,5 +1,5 @@
 """The source model called eagerly in PyTorch: the reference row every other path is compared with."""
-from deploycmp.runtimes.torch_common import TorchSession, check_device, set_threads
+from deploycmp.runtimes.torch_common import TUNE, TorchSession, check_device, set_threads  # noqa: F401 (TUNE: this runtime's knobs)
 
 NAME = "torch"
 FORMATS = ("eager",)
@@ -8,8 +8,8 @@ REQUIRES = ("torch",)
 DEVICES = ("cpu", "cuda")
 
 
-def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TorchSession:
-    set_threads(threads)
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> TorchSession:
+    set_threads(threads, options)
     check_device(device)
     from deploycmp.torch_source import load_source
 

@@ -1,7 +1,7 @@
 """TorchScript modules through torch.jit.load."""
 from pathlib import Path
 
-from deploycmp.runtimes.torch_common import TorchSession, check_device, set_threads
+from deploycmp.runtimes.torch_common import TUNE, TorchSession, check_device, set_threads  # noqa: F401 (TUNE: this runtime's knobs)
 
 NAME = "torchscript"
 FORMATS = ("torchscript",)
@@ -9,8 +9,8 @@ REQUIRES = ("torch",)
 DEVICES = ("cpu", "cuda")
 
 
-def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TorchSession:
-    set_threads(threads)
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> TorchSession:
+    set_threads(threads, options)
     check_device(device)
     import torch
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from deploycmp.hosts import hostname
 from deploycmp.results import FAILED
+from deploycmp.table import runtime_label
 from deploycmp.validate import Policy, Thresholds, check, resolve
 
 # what a team would accept without a thresholds file: outputs that point the same way, and (with labels) at most
@@ -13,7 +14,7 @@ DEFAULT_POLICY = Policy(default=Thresholds(min_cosine=0.99, max_accuracy_drop=1.
 
 
 def path_name(row: dict) -> str:
-    return f"{row['format']} {row['quantization']} · {row['runtime']}"
+    return f"{row['format']} {row['quantization']} · {runtime_label(row)}"
 
 
 def _group(row: dict) -> tuple:

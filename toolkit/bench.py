@@ -9,7 +9,8 @@ from deploycmp.cache import code_digest, digest
 from deploycmp.environment import environment, versions
 from deploycmp.isolation import run_isolated
 from deploycmp.results import write_results
-from deploycmp.rundir import REFERENCE, artifact_sha256, changed_files, load_manifest, read_json, result_path, write_json
+from deploycmp.rundir import (REFERENCE, artifact_sha256, changed_files, load_manifest, read_json, result_path, sha256_file,
+                              write_json)
 from deploycmp.specs import BATCH, parse_sweeps, point_id, served_by
 from deploycmp.targets import Target, worker_env
 
@@ -152,20 +153,31 @@ def log_path(row_id: str, round_: int = 0) -> Path:
     return Path("logs") / (f"{row_id}.log" if not round_ else f"{row_id}.{round_ + 1}.log")
 
 
-def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, round_: int = 0):
-    """One fresh worker process measuring one row: its Outcome (status, error, result)."""
+def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, round_: int = 0,
+                 trial: dict | None = None):
+    """One fresh worker process measuring one row: its Outcome (status, error, result). `trial` (bench --tune):
+    another `artifact`, runtime `options` and `threads` to measure the row with; a `name` for its log."""
     result_path(run_dir, row["id"]).parent.mkdir(parents=True, exist_ok=True)
-    target, artifact = row["_target"], dict(row["_artifact"])
+    trial = trial or {}
+    target, artifact = row["_target"], dict(trial.get("artifact") or row["_artifact"])
     artifact["model"] = manifest["model"]
+    threads = trial.get("threads", row["threads"])
     reference = reference_for(manifest, row["shape"])
+    samples = result_path(run_dir, row["id"]).with_suffix(".samples.npz")
+    if trial.get("name"):
+        samples = run_dir / "tuning" / f"{row['id']}.{trial['name']}.samples.npz"
+        samples.parent.mkdir(parents=True, exist_ok=True)
     spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
-            "batch": row["batch"], "threads": row["threads"], "cpus": target.resolved_cpus(), "device": target.device,
+            "batch": row["batch"], "threads": threads, "cpus": target.resolved_cpus(), "device": target.device,
             "inputs": manifest["model"]["inputs"], "outputs": manifest["model"]["outputs"],
             "reference": reference["file"], "degenerate": reference.get("degenerate", {}), "min_runs": settings.min_runs,
-            "samples_file": str(result_path(run_dir, row["id"]).with_suffix(".samples.npz")),
+            "samples_file": str(samples), "options": trial.get("options") or {},
             "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
-    log = run_dir / log_path(row["id"], round_)
-    return run_isolated("deploycmp.worker", spec, settings.timeout, log, env=worker_env(row["threads"], target.device))
+    log = run_dir / (Path("logs") / f"{row['id']}.{trial['name']}.log" if trial.get("name") else log_path(row["id"], round_))
+    outcome = run_isolated("deploycmp.worker", spec, settings.timeout, log, env=worker_env(threads, target.device))
+    if trial.get("name"):
+        samples.unlink(missing_ok=True)  # a trial's samples are not the row's
+    return outcome
 
 
 def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, peak: dict | None) -> dict:
@@ -212,16 +224,48 @@ def check_memory_budget(row: dict, target: Target) -> None:
         row["warnings"].append(f"load + inference added {used:.0f} MB, over the {target.name} budget of {limit:g} MB")
 
 
+def tune_first(row: dict, run_dir: Path, manifest: dict, settings: Settings, policy) -> tuple[str, str] | None:
+    """bench --tune: search the row's settings (its trials), then make the row the winner's: artifact, options,
+    threads, and the record of every trial. A verdict when even the untuned settings failed."""
+    from deploycmp import tune
+    from deploycmp.validate import check, resolve
+
+    def passes(result: dict) -> bool:
+        return check({**_public(row), **result}, resolve(row, policy), allow_degenerate=True).verdict == "pass"
+
+    found = tune.search(row, manifest, run_dir, settings, passes, measure_once)
+    row["tuning"] = {"method": f"one knob at a time from the untuned settings; kept when at least {tune.MARGIN:.0%} "
+                               "faster and within the thresholds in force; trials with short timing, the winner "
+                               "measured in full",
+                     "tried": found["tried"], "notes": found["notes"]}
+    if found.get("failed"):
+        return "failed", f"bench --tune: the untuned trial failed: {found['failed']}"
+    row["settings"] = found["settings"]
+    row["threads"] = found["settings"].get("threads", row["threads"])
+    if found["artifact"] is not row["_artifact"]:  # a re-quantized file won
+        row["_artifact"], row["size_bytes"] = found["artifact"], found["artifact"]["size_bytes"]
+        row["tuned_file"] = found["artifact"]["main_file"]
+        row["artifact_sha256"] = sha256_file(run_dir / row["tuned_file"])
+    row["_trial"] = {"artifact": found["artifact"], "options": tune._options(found["settings"]), "threads": row["threads"]}
+    tune.keep_winner_only(run_dir, row["artifact"], found["artifact"])
+    return None
+
+
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,
-              progress=None) -> dict:
+              progress=None, tune=None) -> dict:
     """Measure every planned row that the run directory does not hold yet with the same key (all with force);
-    the results carry how many rows were `measured` now and how many `kept`."""
+    the results carry how many rows were `measured` now and how many `kept`. `tune`: a validate.Policy; every
+    row also gets a tuned twin (bench --tune) whose settings must keep its drift within that policy."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, for_measuring=True)
     rows = plan(manifest, targets, batch_sizes, settings.threads)
     installed = versions()
     for row in rows:
         row["key"] = row_key(row, manifest, settings, installed)
+    if tune is not None:
+        from deploycmp.tune import tuned_row
+
+        rows = [x for r in rows for x in (r, tuned_row(r, digest({"untuned": r["key"], "policy": repr(tune)})))]
     todo = [r for r in rows if force or not kept(r, run_dir)]
     env = environment()
     peaks = measure_peaks(run_dir, targets, settings.threads, settings.timeout) if todo else {}
@@ -236,8 +280,10 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
                 progress(step, len(todo) * rounds, row["id"] + (f" ({round_ + 1}/{rounds})" if rounds > 1 else ""))
             step += 1
             done = outcomes[row["id"]]
+            if row.get("tuned") and round_ == 0 and not verdicts[row["id"]]:
+                verdicts[row["id"]] = tune_first(row, run_dir, manifest, settings, tune)
             if not verdicts[row["id"]] and all(o.status == "ok" for o in done):  # a row that failed is not retried
-                done.append(measure_once(row, run_dir, manifest, settings, round_))
+                done.append(measure_once(row, run_dir, manifest, settings, round_, row.get("_trial")))
             if round_ == rounds - 1:
                 finish_row(row, verdicts[row["id"]], done, run_dir, env, peaks.get(row["target"]))
     if progress:

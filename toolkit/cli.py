@@ -92,6 +92,13 @@ bench_options = _stack(
     click.option("--repeat", default=1, show_default=True, type=int,
                  help="Measure each row in N fresh processes, in rounds over all rows; CIs then include the scatter "
                       "between processes (use it for runs you compare with report --baseline)."),
+    click.option("--tune", is_flag=True,
+                 help="Also try each runtime's documented settings (threads up to the target's, graph optimisation, "
+                      "hints, int8 recipes ...) and add a tuned row per row with the fastest that stays within the "
+                      "thresholds."),
+    click.option("--thresholds", type=click.Path(path_type=Path), default=None,
+                 help="Thresholds TOML (as validate's) that tuned settings must keep and the report's answer uses "
+                      "(default: cosine >= 0.99, accuracy drop <= 1 pp)."),
 )
 
 report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
@@ -176,8 +183,17 @@ def _show_row_logs(run_dir, rows: list[dict]) -> None:
             _show_log(Path(run_dir) / row["log"])
 
 
+def _policy(thresholds):
+    """The thresholds file's policy, or None (the default policy) without one."""
+    if thresholds is None:
+        return None
+    from deploycmp.validate import load_thresholds
+
+    return load_thresholds(thresholds)
+
+
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
-              repeat, force):
+              repeat, force, tune=False, thresholds=None):
     from deploycmp.bench import Settings, bench_run, parse_batches
     from deploycmp.targets import parse_targets
 
@@ -189,7 +205,11 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
     target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
     bar, update = _progress("bench")
     with bar:
-        results = bench_run(run_dir, target_list, sizes, settings, force, update)
+        if tune:
+            from deploycmp.answer import DEFAULT_POLICY
+
+            tune = _policy(thresholds) or DEFAULT_POLICY
+        results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None)
     _show_row_logs(run_dir, results["rows"])
     click.echo(f"measured {results['measured']} row(s)" + (f", kept {results['kept']} measured before with the same "
                f"artifact, settings and versions" if results["kept"] else ""), err=True)
@@ -203,11 +223,7 @@ def _do_report(run_dir, report_formats, results=None, baseline=None, thresholds=
     from deploycmp.rundir import load_manifest
 
     formats = parse_formats(report_formats)
-    policy = None
-    if thresholds is not None:
-        from deploycmp.validate import load_thresholds
-
-        policy = load_thresholds(thresholds)
+    policy = _policy(thresholds)
     results = results or load_results(run_dir)
     comparison = compare(results, load_baseline(baseline), str(baseline)) if baseline else None
     print_table(load_manifest(run_dir), results["rows"], policy=policy)
@@ -249,7 +265,7 @@ def export(batch, run_dir, force, **opts):
 @click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
 @verbose_option
 def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-          force):
+          tune, thresholds, force):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
     from deploycmp.lock import locked
     from deploycmp.results import exit_status
@@ -259,8 +275,8 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
     load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
     with locked(run_dir):
         results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
-                            warmup_time, timeout, repeat, force)
-    print_table(load_manifest(run_dir), results["rows"])
+                            warmup_time, timeout, repeat, force, tune, thresholds)
+    print_table(load_manifest(run_dir), results["rows"], policy=_policy(thresholds))
     return exit_status(results["rows"])
 
 
@@ -361,7 +377,7 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
 def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-        report_formats, force, **opts):
+        tune, thresholds, report_formats, force, **opts):
     """export + bench + report in one go; run again on an interrupted run directory, it goes on where it stopped."""
     from deploycmp.export import check_out
     from deploycmp.lock import locked
@@ -375,8 +391,8 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
     with locked(run_dir):
         _do_export(run_dir, opts, force, threads, batch)
         results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
-                            warmup_time, timeout, repeat, False)
-        _do_report(run_dir, report_formats, results)
+                            warmup_time, timeout, repeat, False, tune, thresholds)
+        _do_report(run_dir, report_formats, results, thresholds=thresholds)
     return exit_status(results["rows"])
 
 

@@ -40,6 +40,14 @@ def other_feeds(feed: dict, inputs: list[InputSpec], dims: dict) -> dict[str, di
     return {d: at_dims(feed, inputs, {**dims, d: other_size(dims[d])}) for d in names if d in dims}
 
 
+def calibration_batches(calibration: dict, inputs: list, batch: int) -> list[dict]:
+    """A calibration split in feeds of `batch` samples; repeated to fill one batch when the split is smaller."""
+    n = len(next(iter(calibration.values())))
+    cal = calibration if n >= batch else at_dims(calibration, inputs, {BATCH: batch})
+    n = max(n, batch)
+    return [{k: np.ascontiguousarray(a[i:i + batch]) for k, a in cal.items()} for i in range(0, n - batch + 1, batch)]
+
+
 @dataclass
 class Source:
     """What an exporter gets: the source model, its framework, its inputs, an example feed at the export's shape
@@ -81,13 +89,8 @@ class Source:
         return {i: {axis: d for axis, d in enumerate(s.shape) if isinstance(d, str)} for i, s in enumerate(self.inputs)}
 
     def calibration_feeds(self) -> list[dict]:
-        """The calibration split in batches of the example's size (static-shape artifacts take no other);
-        repeated to fill one batch when the split is smaller."""
-        batch = self.dims[BATCH]
-        n = len(next(iter(self.calibration.values())))
-        cal = self.calibration if n >= batch else at_dims(self.calibration, self.inputs, {BATCH: batch})
-        n = max(n, batch)
-        return [{k: np.ascontiguousarray(a[i:i + batch]) for k, a in cal.items()} for i in range(0, n - batch + 1, batch)]
+        """The calibration split in batches of the example's size (static-shape artifacts take no other)."""
+        return calibration_batches(self.calibration, self.inputs, self.dims[BATCH])
 
     def free_dims(self, module) -> list[str]:
         """The named dimensions along which `module` also takes another size (the artifact is not specialised)."""

@@ -20,12 +20,12 @@ def application_names() -> list[str]:
     return sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
 
 
-def set_threads(threads: int) -> None:
+def set_threads(threads: int, inter_op: int = 1) -> None:
     import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     except RuntimeError:  # only settable before TensorFlow runs anything
         pass
 

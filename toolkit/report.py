@@ -19,7 +19,8 @@ from deploycmp.table import COLUMNS, LEFT, cells, heading, markdown_table, warni
 FORMATS = ("md", "csv", "json", "html")
 
 CSV_FIELDS = (
-    "id", "model", "format", "quantization", "runtime", "target", "batch", "shape", "threads", "status", "error",
+    "id", "model", "format", "quantization", "runtime", "tuned", "settings", "target", "batch", "shape", "threads",
+    "status", "error",
     "size_bytes", "size_gzip_bytes", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.mean",
     "latency_ms.std", "latency_ms.min", "latency_ms.ci95_p50", "latency_per_item_ms", "throughput_per_s",
     "cold_start_ms.import", "cold_start_ms.load", "cold_start_ms.first_inference", "cold_start_ms.total", "peak_rss_mb",

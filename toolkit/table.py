@@ -14,10 +14,27 @@ def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def runtime_label(row: dict) -> str:
+    """The runtime, marked when bench --tune chose its settings."""
+    return row["runtime"] + (" (tuned)" if row.get("tuned") else "")
+
+
+def tuned_text(row: dict) -> str:
+    """What bench --tune changed from the untuned settings, in words."""
+    tried = (row.get("tuning") or {}).get("tried") or []
+    if not row.get("settings") or not tried:
+        return ""
+    untuned = tried[0]["settings"]
+    changed = [f"{k}={v}" for k, v in row["settings"].items() if untuned.get(k) != v]
+    return f"tuned ({len(tried)} trials): " + (", ".join(changed) if changed else "the untuned settings were fastest")
+
+
 def _short_reason(row: dict) -> str:
     if row["status"] == "ok":
         found = (row.get("drift") or {}).get("degenerate")
-        return "; ".join([*([f"drift n/a: {found['reason']}"] if found else []), *(row.get("warnings") or [])])
+        tuned = tuned_text(row)
+        return "; ".join([*([f"drift n/a: {found['reason']}"] if found else []), *([tuned] if tuned else []),
+                          *(row.get("warnings") or [])])
     reason = (row.get("error") or "").replace("\n", " ")
     return f"{row['status']}: {reason}" if row["status"] != "unavailable" else reason
 
@@ -42,7 +59,7 @@ def cells(row: dict) -> list[str]:
     if hides(d, "top1_agreement"):
         top1 = "n/a"
     return [
-        MARKS.get(row["status"], "❌"), row["format"], row["quantization"], row["runtime"], row["target"],
+        MARKS.get(row["status"], "❌"), row["format"], row["quantization"], runtime_label(row), row["target"],
         shape_text(row), _num(size / 1e6 if size is not None else None, ".3g"),
         _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("latency_per_item_ms"), ".3g"),
         _num(row.get("throughput_per_s"), ".1f"),

@@ -176,7 +176,8 @@ def measure_row(spec: dict) -> dict:
     t_import = time.monotonic()
     rss_before_load = rss_mb()
     run_dir, artifact, batch = Path(spec["run_dir"]), spec["artifact"], spec["batch"]
-    session = rt.load(artifact, run_dir, spec["threads"], spec.get("device", "cpu"))
+    options = {"options": spec["options"]} if spec.get("options") else {}  # bench --tune's settings for this runtime
+    session = rt.load(artifact, run_dir, spec["threads"], spec.get("device", "cpu"), **options)
     t_load = time.monotonic()
 
     inputs = {i["name"]: i for i in spec["inputs"]}

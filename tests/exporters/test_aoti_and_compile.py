@@ -1,4 +1,4 @@
-"""AOTInductor packages (format and runtime `aoti`) and the opt-in `torch-compile` runtime on the tiny CNN, through
+"""AOTInductor packages (format and runtime `aoti`) and the `torch-compile` runtime on the tiny CNN, through
 the real command line; the compiling tests skip where TorchInductor finds no C++ compiler."""
 import json
 import os
@@ -11,6 +11,7 @@ import pytest
 from deploycmp import runtimes
 from deploycmp.environment import ISA, isa_flags
 from deploycmp.errors import Unavailable
+from deploycmp.targets import BUILTIN
 from tests.conftest import FAST, REPO, TINY, deploycmp, rows_by_id
 
 CXX = os.environ.get("CXX", "g++")
@@ -21,13 +22,10 @@ BF16_CPU = any(f in isa_flags() for f in ("avx512_bf16", "amx_bf16", "bf16"))
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    """aoti none + bf16 and the eager source under torch-compile (a target naming it), at batch 1 and 2."""
-    tmp = tmp_path_factory.mktemp("aoti")
-    targets = tmp / "targets.toml"
-    targets.write_text('[targets.compiled]\nruntimes = ["torch-compile"]\n')
-    out = tmp / "run"
-    proc = deploycmp("run", *TINY, "--formats", "aoti", "--quantize", "none,bf16", "--batch", "1,2", "--target",
-                     "server-cpu,compiled", "--targets-file", targets, "--out", out, "--no-cache", *FAST)
+    """aoti none + bf16 and the eager source under torch-compile (server-cpu runs it), at batch 1 and 2."""
+    out = tmp_path_factory.mktemp("aoti") / "run"
+    proc = deploycmp("run", *TINY, "--formats", "aoti", "--quantize", "none,bf16", "--batch", "1,2", "--out", out,
+                     "--no-cache", *FAST)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, rows_by_id(out), {a["id"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
 
@@ -65,7 +63,7 @@ def test_torch_compile_rows_count_their_compiles(compiled):
     counted: see test_a_shape_change_is_a_recompile."""
     _, rows, _ = compiled
     for b in (1, 2):
-        row = rows[f"eager-none-torch-compile-compiled-b{b}"]
+        row = rows[f"eager-none-torch-compile-server-cpu-b{b}"]
         assert row["status"] == "ok", row["error"]
         assert row["drift"]["max_abs"] < 1e-5
         c = row["runtime_info"]["compile"]
@@ -73,7 +71,6 @@ def test_torch_compile_rows_count_their_compiles(compiled):
         assert (c["compiles"], c["recompiles"], c["graph_breaks"]) == (1, 0, 0), c
         assert not any("recompiled" in w for w in row["warnings"])
         assert 0 < c["compile_seconds"] * 1e3 < row["cold_start_ms"]["first_inference"]
-    assert "eager-none-torch-compile-server-cpu-b1" not in rows  # opt-in: server-cpu does not run it
 
 
 @needs_compiler
@@ -127,8 +124,10 @@ def test_a_package_built_for_another_cpu_is_refused_before_loading():
     assert aoti.build_for({**artifact, "exporter": {"builds": {"cpu": {"file": "f", "isa": isa_flags()}}}}, "cpu")
 
 
-def test_torch_compile_is_an_opt_in_runtime_of_the_torch_source():
-    assert runtimes.opt_in("torch-compile") and not runtimes.opt_in("aoti")
+def test_torch_compile_is_a_server_runtime_of_the_torch_source():
+    assert not runtimes.opt_in("torch-compile") and not runtimes.opt_in("aoti")
+    assert BUILTIN["server-cpu"].runs("torch-compile") and BUILTIN["gpu"].runs("torch-compile")
+    assert not BUILTIN["mobile-cpu"].runs("torch-compile")  # no phone runs it
     assert set(runtimes.for_format("eager", "torch")) == {"torch", "torch-compile"}
     assert runtimes.for_format("eager", "keras").count("torch-compile") == 0
     assert runtimes.for_format("aoti", "torch") == ["aoti"] and runtimes.devices("aoti") == ("cpu", "cuda")

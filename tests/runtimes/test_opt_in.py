@@ -17,10 +17,10 @@ def _manifest(framework: str) -> dict:
     return {"model": {"name": "m", "framework": framework}, "artifacts": [eager, saved]}
 
 
-def test_registry_marks_the_keras_calls_and_torch_compile_opt_in():
-    assert {n for n in runtimes.RUNTIMES if runtimes.opt_in(n)} == OPT_IN | {"torch-compile"}
+def test_registry_marks_the_keras_calls_opt_in():
+    assert {n for n in runtimes.RUNTIMES if runtimes.opt_in(n)} == OPT_IN
     assert set(runtimes.for_format("eager", "keras")) == {"keras"} | OPT_IN
-    # Keras calls never run a PyTorch source; torch.compile runs it on targets that name it
+    # Keras calls never run a PyTorch source; torch.compile runs it on the server targets
     assert set(runtimes.for_format("eager", "torch")) == {"torch", "torch-compile"}
 
 
