@@ -30,6 +30,7 @@ BUILTIN = {
     "aoti": "deploycmp.runtimes.aoti",
     "torch-compile": "deploycmp.runtimes.torch_compile",
     "openvino": "deploycmp.runtimes.openvino",
+    "onnxruntime-trt": "deploycmp.runtimes.onnxruntime_tensorrt",
 }
 GROUP = "deploycmp.runtimes"
 

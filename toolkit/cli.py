@@ -421,7 +421,8 @@ def list_(targets_file):
     for name in runtimes.RUNTIMES:
         mod = runtimes.get(name)
         opt_in = "; opt-in: only on targets whose runtimes list names it" if runtimes.opt_in(name) else ""
-        click.echo(f"  {name:14} runs {', '.join(mod.FORMATS)}; {avail(mod.REQUIRES)}{opt_in}")
+        click.echo(f"  {name:15} runs {', '.join(mod.FORMATS)} on {', '.join(runtimes.devices(name))}; "
+                   f"{avail(mod.REQUIRES)}{opt_in}")
     click.echo("targets:")
     for name, t in {**BUILTIN, **(load_targets_file(targets_file) if targets_file else {})}.items():
         reason = t.unavailable_reason()

@@ -49,12 +49,13 @@ class Target:
         return self.threads or max(1, len(self.resolved_cpus()))
 
     def runs(self, runtime: str) -> bool:
-        """Named in the target's runtimes list; without a list, every runtime that is not opt-in."""
+        """Named in the target's runtimes list; without a list, every runtime that is not opt-in and runs on the
+        target's device."""
         if self.runtimes is not None:
             return runtime in self.runtimes
         from deploycmp import runtimes
 
-        return not runtimes.opt_in(runtime)
+        return not runtimes.opt_in(runtime) and self.device in runtimes.devices(runtime)
 
     def unavailable_reason(self) -> str | None:
         avail = usable_cpus()
