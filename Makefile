@@ -30,6 +30,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/harness_overhead.py
 	$(BIN)/python benchmarks/onnx_int8_recipes.py
+	$(BIN)/python benchmarks/onnx_int8_vs_bare.py
 
 clean:
 	rm -rf $(VENV) runs
