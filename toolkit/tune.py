@@ -16,8 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from deploycmp import runtimes
-from deploycmp.cache import digest
+from deploycmp.cache import code_digest, digest
 from deploycmp.isolation import child_main, run_isolated
+from deploycmp.rundir import artifact_sha256
 from deploycmp.specs import BATCH
 
 SUFFIX = "-tuned"
@@ -79,13 +80,13 @@ def variant(row: dict, manifest: dict, run_dir: Path, recipe: dict, untuned: dic
     artifact = row["_artifact"]
     if recipe == untuned:
         return artifact
+    twin = fp32_twin(artifact, manifest)
     folder = Path("tuning") / artifact["id"]
-    name = digest(recipe)[:12]
+    name = digest({"recipe": recipe, "fp32": artifact_sha256(twin), "code": code_digest()})[:12]
     main = folder / f"{name}.onnx"
     info_file = run_dir / folder / f"{name}.json"
     if not info_file.exists():
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
-        twin = fp32_twin(artifact, manifest)
         reference = next((r for r in manifest.get("references", []) if r["dims"] == {
             k: v for k, v in (artifact.get("export_dims") or {}).items() if k != BATCH}), None)
         spec = {"fp32": str(run_dir / twin["main_file"]), "out": str(run_dir / main), "recipe": recipe,
