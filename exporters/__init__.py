@@ -30,6 +30,7 @@ BUILTIN = {
 EXPORTERS = {**BUILTIN, **plugins("deploycmp.exporters")}
 
 QUANTIZATIONS = ("none", "bf16", "fp16", "dynamic", "int8")
+SOURCE_NAMES = {"torch": "a PyTorch model", "keras": "a Keras model", "onnx": "an ONNX file"}
 
 
 class Exporter(Protocol):
@@ -51,7 +52,7 @@ def unsupported_reason(fmt: str, framework: str, quantization: str) -> str | Non
     """Why this format cannot make this (source framework, quantization), or None when it can."""
     mod = get(fmt)
     if framework not in mod.SOURCES:
-        return f"{fmt}: no maintained converter from a {framework} model"
+        return f"{fmt}: no maintained converter from {SOURCE_NAMES.get(framework, framework)}"
     if quantization not in mod.QUANTIZATIONS:
         return getattr(mod, "UNSUPPORTED", {}).get(quantization) or f"{fmt}: no {quantization} export in this version"
     return None

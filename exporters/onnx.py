@@ -1,6 +1,6 @@
 """ONNX: from PyTorch through torch.onnx's dynamo exporter (the legacy exporter if it fails), from Keras through
-tf2onnx on the SavedModel; dynamic and static int8 through onnxruntime.quantization, fp16 (float32 I/O) through
-ONNX Runtime's float16 conversion."""
+tf2onnx on the SavedModel, from an ONNX file the file itself (checked and saved again); dynamic and static int8
+through onnxruntime.quantization, fp16 (float32 I/O) through ONNX Runtime's float16 conversion."""
 from __future__ import annotations
 
 import subprocess
@@ -9,9 +9,10 @@ import warnings
 from pathlib import Path
 
 FORMAT = "onnx"
-SOURCES = ("torch", "keras")
+SOURCES = ("torch", "keras", "onnx")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
-REQUIRES = {"torch": ("torch", "onnx", "onnxscript", "onnxruntime"), "keras": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
+REQUIRES = {"torch": ("torch", "onnx", "onnxscript", "onnxruntime"), "keras": ("tensorflow", "tf2onnx", "onnx", "onnxruntime"),
+            "onnx": ("onnx", "onnxruntime")}
 
 
 def _dynamo(source, path):
@@ -70,6 +71,23 @@ def _from_keras(source, path: Path) -> dict:
     return {"name": "tf2onnx (from a SavedModel made by keras model.export)", "tf2onnx": md.version("tf2onnx")}
 
 
+def _from_onnx(source, path: Path) -> dict:
+    """The source file, checked by onnx.checker (its external data included) and saved again, its weights in one
+    external data file beside it when the source kept them outside."""
+    import onnx
+
+    src = source.model.path
+    onnx.checker.check_model(str(src))  # by path: reads the external data too, and models over 2 GB
+    model = onnx.load(str(src))
+    external = bool(source.model.data_files())
+    onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data")
+    return {"name": "the source ONNX file (onnx.checker, saved again)", "onnx": onnx.__version__,
+            "external_data": external}
+
+
+CONVERTERS = {"torch": _from_torch, "keras": _from_keras, "onnx": _from_onnx}
+
 ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32", 9: "bool", 2: "uint8", 3: "int8"}
 
 
@@ -98,7 +116,7 @@ def export(source, out_dir, quantization: str) -> dict:
     from deploycmp.exporters.onnx_quantization import quantize, to_fp16
 
     path = out_dir / "model.onnx"
-    info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
+    info = convert_then_quantize(source, path, quantization, CONVERTERS[source.framework],
                                  lambda fp32, out, mode: to_fp16(fp32, out) if mode == "fp16" else
                                  quantize(fp32, out, mode, source.calibration_feeds()))
     graph = inspect(path, source)

@@ -1,8 +1,9 @@
 """OpenVINO IR (model.xml + model.bin): from PyTorch through openvino.convert_model on the module (its TorchScript
 trace, with every named dimension free; the ONNX export when that fails), from Keras through convert_model on a
-SavedModel. Weights are saved in float32 (save_model would compress them to fp16 by default). bf16 is the same fp32
-IR compiled with INFERENCE_PRECISION_HINT=bf16 (recorded in the exporter info, which the openvino runtime reads);
-int8 is NNCF's post-training quantization (nncf.quantize) on the calibration split."""
+SavedModel, from an ONNX file through convert_model on the file. Weights are saved in float32 (save_model would
+compress them to fp16 by default). bf16 is the same fp32 IR compiled with INFERENCE_PRECISION_HINT=bf16 (recorded in
+the exporter info, which the openvino runtime reads); int8 is NNCF's post-training quantization (nncf.quantize) on
+the calibration split."""
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -12,8 +13,8 @@ import warnings
 from pathlib import Path
 
 FORMAT = "openvino"
-SOURCES = ("torch", "keras")
-REQUIRES = {"torch": ("openvino", "torch"), "keras": ("openvino", "tensorflow")}
+SOURCES = ("torch", "keras", "onnx")
+REQUIRES = {"torch": ("openvino", "torch"), "keras": ("openvino", "tensorflow"), "onnx": ("openvino",)}
 INSTALL_HINT = {"openvino": "pip install 'deploycmp[openvino]'", "nncf": "pip install 'deploycmp[openvino]'"}
 
 # the CPU features OpenVINO's CPU plugin computes bf16 with (AVX-512 BF16, AMX, AVX-NE-CONVERT): read from
@@ -114,6 +115,17 @@ def _from_keras(source):
     return model, {"name": "openvino.convert_model (SavedModel made by keras model.export)"}
 
 
+def _from_onnx(source):
+    """convert_model on the source file (its external data read from beside it): the graph's own names and free
+    dimensions."""
+    import openvino as ov
+
+    return ov.convert_model(str(source.model.path)), {"name": "openvino.convert_model (the source ONNX file)"}
+
+
+CONVERTERS = {"torch": _from_torch, "keras": _from_keras, "onnx": _from_onnx}
+
+
 def _quantize(model, source) -> tuple[object, dict]:
     """NNCF post-training int8 on the calibration split (every batch of it: subset_size = the number of batches),
     its PERFORMANCE preset (symmetric weights and activations, NNCF's default for non-transformer models)."""
@@ -169,7 +181,7 @@ def export(source, out_dir, quantization: str) -> dict:
 
     if quantization == "bf16" and (reason := bf16_support(ov.Core())):
         raise Unavailable(reason)
-    model, info = _from_torch(source) if source.framework == "torch" else _from_keras(source)
+    model, info = CONVERTERS[source.framework](source)
     info["openvino"] = ov.get_version()
     if quantization == "int8":
         model, info["quantization"] = _quantize(model, source)

@@ -1,4 +1,5 @@
-"""TensorFlow SavedModels: from Keras through model.export; from PyTorch through ONNX and onnx2tf (NHWC inputs)."""
+"""TensorFlow SavedModels: from Keras through model.export; from PyTorch through ONNX and onnx2tf, from an ONNX file
+through onnx2tf (NHWC image inputs)."""
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -12,9 +13,9 @@ from pathlib import Path
 from deploycmp.environment import versions
 
 FORMAT = "savedmodel"
-SOURCES = ("torch", "keras")
+SOURCES = ("torch", "keras", "onnx")
 QUANTIZATIONS = ("none",)
-REQUIRES = {"torch": ("tensorflow", "onnx", "onnx2tf"), "keras": ("tensorflow",)}
+REQUIRES = {"torch": ("tensorflow", "onnx", "onnx2tf"), "keras": ("tensorflow",), "onnx": ("tensorflow", "onnx", "onnx2tf")}
 INSTALL_HINT = {"onnx2tf": "pip install --no-deps onnx2tf==1.29.24 tf-keras==2.21.0 (its own pins would downgrade TensorFlow)"}
 UNSUPPORTED = {q: f"savedmodel: no {q} export in this version (use tflite or onnx for quantized models)"
                for q in ("fp16", "dynamic", "int8")}
@@ -41,31 +42,53 @@ def onnx2tf_reason(log: str) -> str:
     return (f"at ONNX node {node}: " if node else "") + detail[:400]
 
 
+def onnx2tf(onnx_path: Path, tf_dir: Path) -> dict:
+    """onnx2tf on an ONNX file in a folder of its own (onnx2tf rewrites its input file): a SavedModel with
+    signatures, and its .tflite side files (model_float32.tflite ...), in `tf_dir`."""
+    proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(tf_dir), "-osd", "-n"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not (tf_dir / "saved_model.pb").is_file():
+        raise RuntimeError(f"onnx2tf failed: {onnx2tf_reason(proc.stdout + proc.stderr) or proc.returncode}")
+    return {"onnx2tf": md.version("onnx2tf")}
+
+
+def _copy_savedmodel(tf_dir: Path, out: Path) -> None:
+    """The SavedModel's own parts (onnx2tf's .tflite side files left behind)."""
+    out.mkdir()
+    for part in SAVEDMODEL_PARTS:
+        if (tf_dir / part).is_dir():
+            shutil.copytree(tf_dir / part, out / part)
+        elif (tf_dir / part).is_file():
+            shutil.copy2(tf_dir / part, out / part)
+
+
 def _from_torch(source, out: Path) -> dict:
-    """ONNX (as the onnx exporter makes it), then onnx2tf's SavedModel with signatures; its .tflite side files dropped."""
+    """ONNX (as the onnx exporter makes it), then onnx2tf's SavedModel with signatures."""
     from deploycmp.exporters.onnx import _from_torch as to_onnx
 
     with tempfile.TemporaryDirectory(prefix="deploycmp-onnx2tf-") as tmp:
         onnx_dir, tf_dir = Path(tmp) / "onnx", Path(tmp) / "tf"
         onnx_dir.mkdir()
         onnx_info = to_onnx(source, onnx_dir / "model.onnx")
-        proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_dir / "model.onnx"), "-o", str(tf_dir),
-                               "-osd", "-n"], capture_output=True, text=True)
-        if proc.returncode != 0 or not (tf_dir / "saved_model.pb").is_file():
-            raise RuntimeError(f"onnx2tf failed: {onnx2tf_reason(proc.stdout + proc.stderr) or proc.returncode}")
-        out.mkdir()
-        for part in SAVEDMODEL_PARTS:
-            if (tf_dir / part).is_dir():
-                shutil.copytree(tf_dir / part, out / part)
-            elif (tf_dir / part).is_file():
-                shutil.copy2(tf_dir / part, out / part)
-    return {"name": "onnx2tf (from the ONNX export)", "onnx2tf": md.version("onnx2tf"), "onnx": onnx_info}
+        info = onnx2tf(onnx_dir / "model.onnx", tf_dir)
+        _copy_savedmodel(tf_dir, out)
+    return {"name": "onnx2tf (from the ONNX export)", **info, "onnx": onnx_info}
+
+
+def _from_onnx(source, out: Path) -> dict:
+    """onnx2tf's SavedModel from a copy of the source file (and its external data)."""
+    with tempfile.TemporaryDirectory(prefix="deploycmp-onnx2tf-") as tmp:
+        tf_dir = Path(tmp) / "tf"
+        info = onnx2tf(source.model.copy_to(Path(tmp) / "onnx"), tf_dir)
+        _copy_savedmodel(tf_dir, out)
+    return {"name": "onnx2tf (from the source ONNX file)", **info}
 
 
 def export(source, out_dir, quantization: str) -> dict:
     out = out_dir / "savedmodel"
-    if source.framework == "torch":
-        info, layout = _from_torch(source, out), ("NHWC" if source.layout == "NCHW" else source.layout)
+    if source.framework in ("torch", "onnx"):
+        convert = _from_torch if source.framework == "torch" else _from_onnx
+        info, layout = convert(source, out), ("NHWC" if source.layout == "NCHW" else source.layout)
     else:
         from deploycmp.keras_source import export_savedmodel
 

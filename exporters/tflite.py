@@ -1,17 +1,23 @@
-"""TFLite (LiteRT) files: from PyTorch through litert-torch, from Keras through TF's converter on the SavedModel;
-fp16, dynamic-range int8 and full-integer int8 (calibrated) through ai-edge-quantizer, the same for both sources."""
+"""TFLite (LiteRT) files: from PyTorch through litert-torch, from Keras through TF's converter on the SavedModel, from
+an ONNX file through onnx2tf (NHWC image inputs); fp16, dynamic-range int8 and full-integer int8 (calibrated) through
+ai-edge-quantizer, the same for every source."""
 from __future__ import annotations
 
 import importlib.metadata as md
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 FORMAT = "tflite"
-SOURCES = ("torch", "keras")
+SOURCES = ("torch", "keras", "onnx")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
-REQUIRES = {"torch": ("litert_torch", "ai_edge_litert"), "keras": ("tensorflow", "ai_edge_litert")}
+REQUIRES = {"torch": ("litert_torch", "ai_edge_litert"), "keras": ("tensorflow", "ai_edge_litert"),
+            "onnx": ("tensorflow", "onnx", "onnx2tf", "ai_edge_litert")}
 QUANTIZER = ("ai_edge_quantizer",)
+INSTALL_HINT = {"onnx2tf": "pip install --no-deps onnx2tf==1.29.24 tf-keras==2.21.0 (its own pins would downgrade "
+                           "TensorFlow)"}
 
 
 def _from_torch(source, path: Path) -> dict:
@@ -29,6 +35,33 @@ def _from_keras(source, path: Path) -> dict:
     with temporary_savedmodel(source.model) as savedmodel:
         path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(savedmodel)).convert())
     return {"name": "tf.lite.TFLiteConverter.from_saved_model", "tensorflow": tf.__version__}
+
+
+def _from_onnx(source, path: Path) -> dict:
+    """onnx2tf (as the savedmodel exporter runs it) on a copy of the source file: the float32 .tflite it writes."""
+    from deploycmp.exporters.savedmodel import onnx2tf
+
+    with tempfile.TemporaryDirectory(prefix="deploycmp-onnx2tf-") as tmp:
+        onnx_path = source.model.copy_to(Path(tmp) / "onnx")
+        info = onnx2tf(onnx_path, Path(tmp) / "tf")
+        shutil.copyfile(Path(tmp) / "tf" / f"{onnx_path.stem}_float32.tflite", path)
+    return {"name": "onnx2tf (its float32 .tflite, from the source ONNX file)", **info}
+
+
+CONVERTERS = {"torch": _from_torch, "keras": _from_keras, "onnx": _from_onnx}
+
+
+def _layout(source) -> str | None:
+    """litert-torch keeps NCHW and Keras is NHWC already; onnx2tf moves an image's channels last."""
+    return "NHWC" if source.framework == "onnx" and source.layout == "NCHW" else source.layout
+
+
+def _in_layout(source, feed: dict, layout: str | None) -> dict:
+    """A feed of the source's in the file's layout."""
+    from deploycmp.worker import to_layout
+
+    specs = {s.name: s for s in source.inputs}
+    return {k: to_layout(a, specs[k].layout, layout) if k in specs else a for k, a in feed.items()}
 
 
 def _recipe(mode: str):
@@ -76,17 +109,18 @@ def export(source, out_dir, quantization: str) -> dict:
     from deploycmp.runtimes.litert import signature_details
 
     path = out_dir / "model.tflite"
-    # the converters keep the source's layout (litert-torch: NCHW, Keras: NHWC), so calibration data fits as is
-    info = convert_then_quantize(source, path, quantization, _from_torch if source.framework == "torch" else _from_keras,
-                                 lambda fp32, out, mode: _quantize(fp32, out, mode, source.calibration_feeds()))
+    layout = _layout(source)
+    calibration = [_in_layout(source, feed, layout) for feed in source.calibration_feeds()]
+    info = convert_then_quantize(source, path, quantization, CONVERTERS[source.framework],
+                                 lambda fp32, out, mode: _quantize(fp32, out, mode, calibration))
     from ai_edge_litert.interpreter import Interpreter
 
     inputs, _ = signature_details(Interpreter(model_path=str(path)))
-    free = [d for d in source.free_dims_of(lambda other: _takes(path, other))]
-    details = {"main_file": path.name, "layout": source.layout, "dynamic_dims": free, "exporter": info,
+    free = source.free_dims_of(lambda other: _takes(path, _in_layout(source, other, layout)))
+    details = {"main_file": path.name, "layout": layout, "dynamic_dims": free, "exporter": info,
                "inputs": [{"name": n, "dtype": np.dtype(d["dtype"]).name, "shape": [int(x) for x in d["shape_signature"]]}
                           for n, d in inputs.items()]}
-    if "batch" in free:  # the TF converter keeps a free batch axis (-1); litert-torch fixes it
+    if "batch" in free:  # the TF converter and onnx2tf keep a free batch axis (-1); litert-torch fixes it
         details["batch_strategy"] = "free batch axis: the runtime resizes the input at load"
     return details
 

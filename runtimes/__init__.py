@@ -33,6 +33,8 @@ BUILTIN = {
     "onnxruntime-trt": "deploycmp.runtimes.onnxruntime_tensorrt",
 }
 GROUP = "deploycmp.runtimes"
+# a source that is itself a deployment format: its eager artifact (the file) runs on that format's runtime
+EAGER = {"onnx": "onnxruntime"}
 
 
 def plugins(group: str) -> dict[str, str]:
@@ -54,6 +56,8 @@ def get(name: str):
 
 def for_format(fmt: str, framework: str | None = None) -> list[str]:
     """Runtimes that run `fmt`; an eager runtime runs only its own framework's source."""
+    if fmt == "eager" and framework in EAGER:
+        return [EAGER[framework]]
     out = []
     for name in RUNTIMES:
         mod = get(name)

@@ -51,8 +51,9 @@ def signature_details(interpreter) -> tuple[dict, dict]:
 
 
 class LiteRTSession(Session):
-    def __init__(self, interpreter, threads: int, version: str):
+    def __init__(self, interpreter, threads: int, version: str, xnnpack: bool = True, quantization: str | None = None):
         self.it, self._threads, self._version = interpreter, threads, version
+        self.xnnpack, self.quantization = xnnpack, quantization
         self.inputs, self.outputs = signature_details(interpreter)
         self.resized = False
         self.meta = [TensorMeta(n, np.dtype(d["dtype"]).name, [None if int(x) == -1 else int(x) for x in d["shape_signature"]],
@@ -60,9 +61,11 @@ class LiteRTSession(Session):
 
     def info(self) -> dict:
         return {"runtime": NAME, "version": self._version, "threads": self._threads, "device": "cpu",
-                "delegate": "XNNPACK (default)",
+                "delegate": "XNNPACK (default)" if self.xnnpack else "none (LiteRT's built-in kernels)",
                 "inputs": {n: {"dtype": np.dtype(d["dtype"]).name, "shape": [int(x) for x in d["shape"]]}
-                           for n, d in self.inputs.items()}, "resized_at_load": self.resized}
+                           for n, d in self.inputs.items()}, "resized_at_load": self.resized,
+                # a float16 .tflite keeps fp16 weights that both XNNPACK and the built-in kernels dequantize to fp32
+                **({"computes_in": "fp32 (fp16 weights dequantized)"} if self.quantization == "fp16" else {})}
 
     def input_metadata(self):
         return self.meta
@@ -102,8 +105,9 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: di
 
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    resolver = OpResolverType.AUTO if (options or {}).get("xnnpack", True) else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    xnnpack = (options or {}).get("xnnpack", True)
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     it = Interpreter(model_path=str(Path(run_dir) / artifact["main_file"]), num_threads=threads,
                      experimental_op_resolver_type=resolver)
     it.allocate_tensors()
-    return LiteRTSession(it, threads, md.version("ai-edge-litert"))
+    return LiteRTSession(it, threads, md.version("ai-edge-litert"), xnnpack, artifact.get("quantization"))

@@ -32,8 +32,14 @@ class OrtSession(Session):
                        for i in sess.get_inputs()]
 
     def info(self) -> dict:
-        return {"runtime": NAME, "version": self._version, "threads": self._threads,
-                "providers": self.sess.get_providers(), "device": self.device}
+        out = {"runtime": NAME, "version": self._version, "threads": self._threads,
+               "providers": self.sess.get_providers(), "device": self.device}
+        cuda = self.sess.get_provider_options().get("CUDAExecutionProvider") or {}
+        if cuda.get("use_tf32") == "1":  # the CUDA provider's default: float32 matmuls and convolutions in TF32
+            out["computes_in"] = "fp32 with TF32 matmuls and convolutions"
+            out["notes"] = ["ONNX Runtime's CUDA provider computes float32 matmuls and convolutions in TF32 by default "
+                            "(provider option use_tf32=1)"]
+        return out
 
     def input_metadata(self):
         return self.inputs

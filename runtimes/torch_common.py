@@ -49,6 +49,13 @@ class TorchSession(Session):
                 "interop_threads": torch.get_num_interop_threads(), "device": self.device}
         if self.device == "cuda":
             info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda)
+            # what PyTorch lets the GPU do to float32 on its own: TF32 (10-bit mantissa) matmuls and convolutions
+            tf32 = [what for what, on in (("matmuls", torch.backends.cuda.matmul.allow_tf32),
+                                          ("convolutions", torch.backends.cudnn.allow_tf32)) if on]
+            if tf32:
+                info["computes_in"] = f"fp32 with TF32 {' and '.join(tf32)}"
+                info["notes"] = [f"PyTorch computes float32 {' and '.join(tf32)} in TF32 on this GPU by default "
+                                 "(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)"]
         return info
 
     def input_metadata(self):

@@ -60,7 +60,14 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: di
         from deploycmp.errors import Unavailable
 
         raise Unavailable(no_compiler(NAME))
+    import torch
+
     from deploycmp.torch_source import load_source
 
-    return CompiledSession(load_source(run_dir, artifact["model"], artifact["main_file"]), artifact["model"]["inputs"], device,
-                           options)
+    module = load_source(run_dir, artifact["model"], artifact["main_file"])
+    if isinstance(module, torch.jit.ScriptModule):
+        from deploycmp.errors import Unavailable
+
+        raise Unavailable(f"{NAME}: torch.compile does not compile TorchScript modules (the source is a TorchScript "
+                          "file); give the eager model (package.module:factory) to compare it")
+    return CompiledSession(module, artifact["model"]["inputs"], device, options)

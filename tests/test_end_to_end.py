@@ -23,7 +23,7 @@ def test_tiny_run_files_and_keys(tiny_run):
         assert artifact["size_bytes"] == sum(f["bytes"] for f in artifact["files"]) > 0
         assert all(len(f["sha256"]) == 64 for f in artifact["files"])
     rows = rows_by_id(tiny_run)
-    assert len(rows) == 8  # 4 paths x batch 1, 2
+    assert len(rows) == 10  # 5 paths (eager on torch and torch-compile, torchscript, torch.export, onnx) x batch 1, 2
     for row in rows.values():
         assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
         assert row["status"] == "ok", row["error"]
@@ -40,6 +40,9 @@ def test_tiny_run_files_and_keys(tiny_run):
         assert peak["theoretical"]["gflops"] > 0 and peak["threads"] == row["runtime_info"]["threads"]
         assert (row["peak_fraction"] > 1) == ("exceeded" in peak)  # never a fraction above 1 unexplained
         assert row["versions"]["torch"] and row["host"]["cpu_count"]
+        # none of these runtimes reports its precision on the CPU: it is the artifact's, and the row says so
+        assert row["computes_in"] == {"precision": "fp32", "how": "from the artifact's quantization mode (the "
+                                      "runtime does not report it)"}
     eager = rows["eager-none-torch-server-cpu-b1"]
     assert eager["drift"]["identical"] is True  # the reference row is the source itself, at batch 1
     for name in ("report.md", "report.csv", "report.json"):
@@ -50,12 +53,12 @@ def test_report_and_validate(tiny_run):
     proc = deploycmp("report", tiny_run, "--format", "csv")
     assert proc.returncode == 0 and "torch-export" in proc.stdout
     csv_lines = (tiny_run / "report.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("id,model,format") and len(csv_lines) == 9
+    assert csv_lines[0].startswith("id,model,format") and len(csv_lines) == 11
     # the tiny CNN's random init sends every random sample to one class: a top-1 threshold cannot be checked
     one_class = deploycmp("validate", tiny_run, "--max-top1-drop", "0", "--max-rel-l2", "1e-3")
     assert one_class.returncode == 1 and "top-1 says nothing (--allow-degenerate accepts it)" in one_class.stdout
     ok = deploycmp("validate", tiny_run, "--max-top1-drop", "0", "--max-rel-l2", "1e-3", "--allow-degenerate")
-    assert ok.returncode == 0 and "8 passed, 0 failed" in ok.stdout
+    assert ok.returncode == 0 and "10 passed, 0 failed" in ok.stdout
     strict = deploycmp("validate", tiny_run, "--max-rel-l2", "0")
     drifted = sorted(i for i, r in rows_by_id(tiny_run).items() if r["drift"]["rel_l2"] > 0)
     assert strict.returncode == (1 if drifted else 0)

@@ -153,3 +153,22 @@ def test_runtime_options_reach_the_session(tmp_path):
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert opts.execution_mode == ort.ExecutionMode.ORT_PARALLEL and opts.inter_op_num_threads == 2
     assert json.dumps(tune.thread_counts(8)) == "[8, 4, 2, 1]"
+
+
+def test_where_the_untuned_row_misses_the_thresholds_a_setting_no_worse_may_still_win():
+    """An int8 row of random weights misses cosine >= 0.99 whatever its settings: tuning may make it faster at the
+    same drift, never faster at a worse one."""
+    timings = {("all", "sequential", 2): (10.0, 0.9), ("extended", "sequential", 2): (5.0, 0.8),
+               ("basic", "sequential", 2): (8.0, 0.9), ("basic", "parallel", 2): (12.0, 0.9),
+               ("basic", "sequential", 1): (9.0, 0.9)}
+
+    def measure_once(row, run_dir, manifest, settings, trial=None):
+        o = trial["options"]
+        return _Outcome(*timings[(o["graph_optimization"], o["execution_mode"], trial["threads"])])
+
+    from deploycmp.bench import Settings
+
+    found = tune.search(_row("onnxruntime", 2), {"artifacts": []}, None, Settings(),
+                        lambda r: r["drift"]["cosine_min"] >= 0.99, measure_once)
+    assert found["settings"] == {"graph_optimization": "basic", "execution_mode": "sequential", "threads": 2}
+    assert [t["passes"] for t in found["tried"]] == [True, False, True, True, True]

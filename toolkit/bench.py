@@ -235,7 +235,8 @@ def tune_first(row: dict, run_dir: Path, manifest: dict, settings: Settings, pol
 
     found = tune.search(row, manifest, run_dir, settings, passes, measure_once)
     row["tuning"] = {"method": f"one knob at a time from the untuned settings; kept when at least {tune.MARGIN:.0%} "
-                               "faster and within the thresholds in force; trials with short timing, the winner "
+                               "faster and within the thresholds in force (or no worse than the untuned "
+                               "drift); trials with short timing, the winner "
                                "measured in full",
                      "tried": found["tried"], "notes": found["notes"]}
     if found.get("failed"):

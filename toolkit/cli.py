@@ -36,7 +36,7 @@ export_options = _stack(
     click.option("--model", "model", required=True, help="torchvision name (resnet18), a TorchScript file, a .pt2 "
                  "file, package.module:factory (a torch.nn.Module), a Hugging Face save_pretrained directory or hf:ID "
                  "(from the local cache), keras:NAME (keras.applications), keras-hub:PRESET (KerasHub, from the local cache), "
-                 "a .keras file or a SavedModel directory. "
+                 "a .keras file, a SavedModel directory, or an ONNX file (model.onnx, external data beside it). "
                  "'deploycmp list' shows an example of each."),
     click.option("--task", type=click.Choice(list(HF_TASKS)), default=None,
                  help="The head of a Hugging Face or KerasHub model (default: the one its config's architecture or "
@@ -442,6 +442,7 @@ def list_(targets_file):
                "  keras-hub:bert_tiny_en_uncased  a KerasHub preset (name, kaggle:// or hf:// handle, or directory),\n"
                "                               from the local cache only; --task as for Hugging Face models\n"
                "  model.keras / saved_model/   a Keras file (inputs read from it) or a SavedModel directory\n"
+               "  model.onnx                   an ONNX file (inputs read from its graph; reference: ONNX Runtime fp32)\n"
                "torchvision models:")
     if not runtimes.missing(("torchvision",)):
         from deploycmp.torch_source import torchvision_names

@@ -6,21 +6,24 @@ from pathlib import Path
 
 from deploycmp.errors import UsageError
 
-SOURCES = {"torch": "deploycmp.torch_source", "keras": "deploycmp.keras_source"}
+SOURCES = {"torch": "deploycmp.torch_source", "keras": "deploycmp.keras_source", "onnx": "deploycmp.onnx_source"}
 
-# deployment formats deploycmp makes, not models it makes them from
-NOT_SOURCES = {".onnx": "an ONNX file", ".tflite": "a TFLite file", ".pte": "an ExecuTorch program",
-               ".mlmodel": "a Core ML file", ".engine": "a TensorRT engine"}
+# deployment formats deploycmp makes, not models it makes them from (an ONNX file is both: a source too)
+NOT_SOURCES = {".tflite": "a TFLite file", ".pte": "an ExecuTorch program", ".mlmodel": "a Core ML file",
+               ".engine": "a TensorRT engine"}
 
 
 def framework_of(spec: str) -> str:
     """Decided from the text and the file system alone, without importing any framework. Refuses a file that is
-    no source model (an .onnx, .tflite, .pte ...) and a SavedModel directory with a link to a file outside it."""
+    no source model (a .tflite, .pte ...) and a SavedModel directory with a link to a file outside it."""
     p = Path(spec)
     what = NOT_SOURCES.get(p.suffix.lower())
     if what and not spec.startswith(("keras:", "keras-hub:")):
         raise UsageError(f"--model {spec} is {what}: not a model deploycmp can export from; give the PyTorch model "
-                         "(a factory, TorchScript or .pt2 file) or Keras model (.keras, SavedModel) it was made from")
+                         "(a factory, TorchScript or .pt2 file), Keras model (.keras, SavedModel) or ONNX file it was "
+                         "made from")
+    if p.suffix.lower() == ".onnx" and not p.is_dir() and not spec.startswith(("keras:", "keras-hub:", "hf:")):
+        return "onnx"
     savedmodel = p.is_dir() and (p / "saved_model.pb").is_file()
     if spec.startswith(("keras:", "keras-hub:")) or spec.endswith(".keras") or savedmodel:
         if p.is_dir():

@@ -19,7 +19,7 @@ from deploycmp.table import COLUMNS, LEFT, cells, heading, markdown_table, warni
 FORMATS = ("md", "csv", "json", "html")
 
 CSV_FIELDS = (
-    "id", "model", "format", "quantization", "runtime", "tuned", "settings", "target", "batch", "shape", "threads",
+    "id", "model", "format", "quantization", "computes_in.precision", "runtime", "tuned", "settings", "target", "batch", "shape", "threads",
     "status", "error",
     "size_bytes", "size_gzip_bytes", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.mean",
     "latency_ms.std", "latency_ms.min", "latency_ms.ci95_p50", "latency_per_item_ms", "throughput_per_s",

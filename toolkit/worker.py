@@ -169,6 +169,7 @@ def measure_row(spec: dict) -> dict:
     from deploycmp.rundir import read_feed
     from deploycmp.latency import summarize
     from deploycmp.outputs import match
+    from deploycmp.precision import computes_in
 
     rt = runtimes.get(spec["runtime"])
     for module in getattr(rt, "IMPORTS", rt.REQUIRES):  # import time and memory belong to the import phase
@@ -221,6 +222,7 @@ def measure_row(spec: dict) -> dict:
         row["model_memory_mb"] = row["peak_rss_mb"] - rss_before_load
     row.update(device_memory(session))
     row["runtime_info"] = session.info()
+    row["computes_in"] = computes_in(row["runtime_info"], artifact.get("quantization"))
     row["observed"] = observed(session, wall_s, cpu_s)
     row["timing"] = {"warmup_runs": n_warm, "timed_runs": len(times), "timed_seconds": sum(times),
                      "what": "session.run on a prepared batch (inputs already in the runtime's format)", "clock": clock}

@@ -52,6 +52,7 @@ def test_torch_none_bf16_int8(tmp_path):
         assert info["properties"]["PERFORMANCE_HINT"] == "LATENCY"
         assert info["properties"]["INFERENCE_NUM_THREADS"] == row["threads"]
         assert info["computes_in"] == info["properties"]["INFERENCE_PRECISION_HINT"]
+        assert row["computes_in"] == {"precision": info["computes_in"], "how": "read back from the runtime"}
         assert artifacts[mode]["exporter"]["compress_to_fp16"] is False
         assert artifacts[mode]["dynamic_dims"] == ["batch"]
 

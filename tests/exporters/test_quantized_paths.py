@@ -92,8 +92,8 @@ def test_keras_source_every_mode(keras_run):
     rows, manifest = keras_run
     by_path, artifacts = _check(rows, manifest, "keras")
     assert manifest["model"]["layout"] == "NHWC" and artifacts["savedmodel-none"]["layout"] == "NHWC"
-    assert by_path[("torchscript", "none")]["error"] == "torchscript: no maintained converter from a keras model"
-    assert by_path[("executorch", "int8")]["error"] == "executorch: no maintained converter from a keras model"
+    assert by_path[("torchscript", "none")]["error"] == "torchscript: no maintained converter from a Keras model"
+    assert by_path[("executorch", "int8")]["error"] == "executorch: no maintained converter from a Keras model"
 
 
 @pytest.mark.slow

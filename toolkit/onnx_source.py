@@ -1,0 +1,294 @@
+"""ONNX files as source models: the graph's own inputs, reference outputs from ONNX Runtime (fp32, CPU execution
+provider), and the file pinned in the run directory together with its external data."""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from deploycmp.errors import UsageError
+
+MAIN_FILE = "model.onnx"
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
+             "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
+
+_threads = 0  # ONNX Runtime's default (every core) until set_threads
+
+
+class OnnxModel:
+    """An ONNX file (its external data beside it) and, once something runs it, an ONNX Runtime session on it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._session = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = _threads
+            opts.log_severity_level = 3  # its warnings (unused initializers ...) are not the user's business here
+            self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        return self._session
+
+    def run(self, feed: dict) -> dict:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feed)))
+
+    def data_files(self) -> list[str]:
+        """The external data files the graph refers to, relative to its folder."""
+        import onnx
+
+        return external_data(onnx.load(str(self.path), load_external_data=False))
+
+    def copy_to(self, folder: Path, name: str = MAIN_FILE) -> Path:
+        """The file and its external data copied into `folder` (the data keeps its names: the graph refers to them)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for rel in self.data_files():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.path.parent / rel, folder / rel)
+        shutil.copyfile(self.path, folder / name)
+        return folder / name
+
+
+def _tensors(graph):
+    """Every tensor a graph holds: initializers and node attributes, subgraphs (If, Loop, Scan) included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for g in attr.graphs:
+                yield from _tensors(g)
+
+
+def _external_entries(model) -> list[dict]:
+    """The external data entries of every tensor kept outside the graph: location, offset, length."""
+    import onnx
+
+    return [{e.key: e.value for e in t.external_data} for t in _tensors(model.graph)
+            if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def external_data(model) -> list[str]:
+    return sorted({e["location"] for e in _external_entries(model) if "location" in e})
+
+
+def _check_external_data(spec: str, path: Path, graph) -> None:
+    """Every external data file is there, long enough for the tensors it holds, and inside the model's folder (the
+    run directory keeps a copy of each: a link must not reach outside it, as for SavedModel directories)."""
+    inside = path.parent.resolve()
+    needed: dict[str, int] = {}
+    for e in _external_entries(graph):
+        loc = e.get("location", "")
+        end = int(e.get("offset", 0)) + int(e.get("length", 0))
+        needed[loc] = max(needed.get(loc, 0), end)
+    for loc, end in sorted(needed.items()):
+        p = path.parent / loc
+        if not loc or Path(loc).is_absolute() or ".." in Path(loc).parts:
+            raise UsageError(f"--model {spec}: its external data {loc!r} lies outside the model's folder; keep the "
+                             "data files beside the .onnx file")
+        if not p.is_file():
+            raise UsageError(f"--model {spec}: its external data file {loc} is missing (expected at {p}); copy it "
+                             "together with the .onnx file")
+        if p.is_symlink() and not p.resolve().is_relative_to(inside):
+            raise UsageError(f"--model {spec}: its external data {loc} is a link to {p.resolve()}, outside the "
+                             "model's folder; copy the file into the folder instead")
+        if p.stat().st_size < end:
+            raise UsageError(f"--model {spec}: its external data file {loc} holds {p.stat().st_size} bytes, the graph "
+                             f"refers to {end}: a truncated or other file")
+
+
+def _first_line(e: Exception) -> str:
+    """An error's first line without ONNX Runtime's status prefix and source locations."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0] if lines else type(e).__name__)
+    return re.sub(r"/\S+\.(cc|h|cpp):\d+ \S+ ", "", text)[:200]
+
+
+def _open(spec: str) -> tuple[object, OnnxModel]:
+    """The graph (weights not loaded) and the model with its ONNX Runtime session, or one line saying why not."""
+    import onnx
+
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(f"model file not found: {spec}")
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+        if not graph.graph.output:  # protobuf parses many a byte string as some message
+            raise ValueError("no graph with outputs in it")
+    except Exception as e:  # protobuf's DecodeError ...
+        raise UsageError(f"--model {spec} could not be read as an ONNX file ({_first_line(e)}): not a model deploycmp "
+                         "can export from") from e
+    _check_external_data(spec, path, graph)
+    model = OnnxModel(path)
+    try:
+        model.session
+    except Exception as e:  # a truncated data file, an operator ONNX Runtime lacks ...
+        raise UsageError(f"--model {spec}: ONNX Runtime could not load it: {_first_line(e)}") from e
+    return graph, model
+
+
+def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int | None = None, layout: str | None = None,
+          value_ranges: dict | None = None, task: str | None = None):
+    """Open the user's ONNX file. `given`: input specs from --input/--input-shape (may be empty): they replace the
+    graph's own inputs of the same name. Returns (model, record for the manifest, warnings)."""
+    if weights != "auto":
+        raise UsageError(f"--weights {weights} does not apply to an ONNX file ({spec} carries its own weights)")
+    if num_classes is not None:
+        raise UsageError("--num-classes applies to torchvision models; an ONNX file brings its own head")
+    if task is not None:
+        raise UsageError("--task applies to Hugging Face and KerasHub models, not to an ONNX file")
+    graph, model = _open(spec)
+    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
+    record = {"framework": "onnx", "kind": "onnx-file", "spec": spec, "name": Path(spec).stem, "weights": "file",
+              "onnx": {"opset": opset, "ir_version": graph.ir_version, "producer": f"{graph.producer_name} "
+                       f"{graph.producer_version}".strip(), "external_data": external_data(graph)}}
+    record["inputs"] = describe_inputs(model.session.get_inputs(), list(given or []), spec, layout, value_ranges or {},
+                                       _vocab_sizes(graph))
+    return model, record, []
+
+
+def _dim_name(text: str) -> str:
+    """A symbolic ONNX dimension ('seq_len', 'unk__12', 'N*2') as a dimension name --shape can give."""
+    name = re.sub(r"\W", "_", text)
+    return name if name[:1].isalpha() else f"d_{name}"
+
+
+def own_inputs(ort_inputs, spec: str) -> list:
+    """The graph's inputs as specs: axis 0 is the batch (and so is its symbolic name wherever it appears), other
+    symbolic dimensions keep their names, unnamed free ones become NAME_dimAXIS."""
+    from deploycmp.specs import BATCH, InputSpec, with_batch
+
+    batch_names = {i.shape[0] for i in ort_inputs if i.shape and isinstance(i.shape[0], str)}
+    own = []
+    for i in ort_inputs:
+        dtype = ORT_TYPES.get(i.type)
+        if dtype is None:
+            raise UsageError(f"--model {spec}: input {i.name} is {i.type}, which deploycmp does not feed (it feeds "
+                             f"{', '.join(sorted(set(ORT_TYPES.values())))})")
+        shape = []
+        for axis, d in enumerate(i.shape):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif isinstance(d, str) and d:
+                shape.append(BATCH if d in batch_names else _dim_name(d))
+            else:
+                shape.append(BATCH if axis == 0 else f"{i.name}_dim{axis}")
+        own.append(InputSpec(i.name, dtype, with_batch(shape)))
+    return own
+
+
+def _image_layout(shape: list, layout: str | None) -> str:
+    if layout:
+        return layout
+    channels = (1, 3, 4)
+    return "NHWC" if shape[3] in channels and shape[1] not in channels else "NCHW"
+
+
+def describe_inputs(ort_inputs, given: list, spec: str, layout: str | None, ranges: dict, vocab: dict) -> list[dict]:
+    """The graph's inputs, each replaced by the --input of the same name; --input-shape gives a single-input
+    graph its shape. Integer inputs that index an embedding table take its size as their value range."""
+    from dataclasses import replace
+
+    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, to_dicts
+
+    own = own_inputs(ort_inputs, spec)
+    if len(given) == 1 and not given[0].name:
+        if len(own) != 1:
+            raise UsageError(f"--input-shape gives one input; {spec} takes {', '.join(o.name for o in own)}: give "
+                             "each with --input NAME:DTYPE:SHAPE")
+        given = [InputSpec(own[0].name, own[0].dtype, given[0].shape)]
+    by_name = {g.name: replace(g) for g in given}
+    unknown = [n for n in by_name if n not in {o.name for o in own}]
+    if unknown:
+        raise UsageError(f"--input {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")
+    specs = [by_name.get(o.name, o) for o in own]
+    for s in specs:
+        if s.layout is None and s.dtype in FLOAT_DTYPES and len(s.shape) == 4:
+            s.layout = _image_layout(s.shape, layout)
+        if s.value_range is None and s.name in vocab and not s.is_mask():
+            s.value_range = [0, vocab[s.name]]
+    apply_ranges(specs, ranges)
+    check_ranges(specs)
+    return to_dicts(specs)
+
+
+def _vocab_sizes(graph) -> dict[str, int]:
+    """Integer graph inputs that index a constant table (Gather on an initializer, possibly after a Cast): the
+    table's size, the range of values the input takes (token ids in [0, vocab))."""
+    tables = {t.name: t.dims[0] for t in graph.graph.initializer if t.dims}
+    inputs = {i.name for i in graph.graph.input}
+    cast = {n.output[0]: n.input[0] for n in graph.graph.node if n.op_type == "Cast" and n.input[0] in inputs}
+    out = {}
+    for n in graph.graph.node:
+        if n.op_type == "Gather" and len(n.input) == 2 and n.input[0] in tables:
+            name = cast.get(n.input[1], n.input[1])
+            if name in inputs:
+                out[name] = min(out.get(name, tables[n.input[0]]), tables[n.input[0]])
+    return out
+
+
+def save_source(model: OnnxModel, record: dict, folder: Path) -> str:
+    """Pin the file (and its external data) in the run directory; returns the file name."""
+    model.copy_to(folder)
+    return MAIN_FILE
+
+
+def weights_sha256(model: OnnxModel, record: dict) -> str:
+    """A digest of the file and of every external data file it refers to."""
+    from deploycmp.rundir import sha256_file
+
+    h = hashlib.sha256(f"{MAIN_FILE}:{sha256_file(model.path)}".encode())
+    for rel in model.data_files():
+        h.update(f"{rel}:{sha256_file(model.path.parent / rel)}".encode())
+    return h.hexdigest()
+
+
+def load_source(run_dir: Path, record: dict, source_file: str) -> OnnxModel:
+    return OnnxModel(Path(run_dir) / source_file)
+
+
+def example(feed: dict, inputs: list) -> dict:
+    """A feed as ONNX Runtime takes it: by name, each array of its spec's dtype."""
+    from deploycmp.specs import numpy_dtype
+
+    return {s.name: np.ascontiguousarray(feed[s.name], dtype=numpy_dtype(s.dtype)) for s in inputs}
+
+
+def reference_outputs(model: OnnxModel, feed: dict, inputs: list) -> dict:
+    """The golden outputs by name: ONNX Runtime in fp32 on the CPU, one sample per call (as the other sources)."""
+    n = len(next(iter(feed.values())))
+    chunks = [model.run(example({k: a[i:i + 1] for k, a in feed.items()}, inputs)) for i in range(n)]
+    for name, a in chunks[0].items():
+        if not isinstance(a, np.ndarray):
+            raise UsageError(f"output {name} is a {type(a).__name__}, not a tensor: deploycmp compares tensors")
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+def batch_works(model: OnnxModel, args: dict) -> bool:
+    """Whether the graph takes `args` (another batch size, sequence length ... than the export's) and returns
+    outputs of their batch size."""
+    try:
+        n = len(next(iter(args.values())))
+        return all(np.shape(o)[:1] == (n,) for o in model.run(args).values())
+    except Exception:
+        return False
+
+
+def count_gflops(model, args) -> float | None:
+    """Not counted for ONNX files in this version (the report shows '-')."""
+    return None
+
+
+def set_threads(threads: int) -> None:
+    global _threads
+    _threads = threads
