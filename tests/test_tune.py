@@ -115,20 +115,26 @@ class _Outcome:
         self.result = {"latency_ms": {"p50": p50}, "drift": {"sqnr_db": 40.0, "cosine_min": cosine}}
 
 
+def _search(timings: dict) -> dict:
+    """tune.search on ONNX Runtime's knobs at 2 threads, with made-up trials: (level, mode, threads) -> (p50, cosine),
+    under cosine >= 0.99."""
+    from deploycmp.bench import Settings
+
+    def measure_once(row, run_dir, manifest, settings, trial=None):
+        o = trial["options"]
+        return _Outcome(*timings[(o["graph_optimization"], o["execution_mode"], trial["threads"])])
+
+    return tune.search(_row("onnxruntime", 2), {"artifacts": []}, None, Settings(),
+                       lambda r: r["drift"]["cosine_min"] >= 0.99, measure_once)
+
+
 def test_a_faster_setting_that_breaks_the_thresholds_does_not_win():
     """The search on a made-up runtime: threads=1 is fastest but drifts; 'basic' is faster and within."""
     timings = {("all", "sequential", 2): (10.0, 1.0), ("extended", "sequential", 2): (9.9, 1.0),
                ("basic", "sequential", 2): (8.0, 1.0), ("basic", "parallel", 2): (12.0, 1.0),
                ("basic", "sequential", 1): (1.0, 0.5)}
 
-    def measure_once(row, run_dir, manifest, settings, trial=None):
-        o = trial["options"]
-        return _Outcome(*timings[(o["graph_optimization"], o["execution_mode"], trial["threads"])])
-
-    from deploycmp.bench import Settings
-
-    found = tune.search(_row("onnxruntime", 2), {"artifacts": []}, None, Settings(),
-                        lambda r: r["drift"]["cosine_min"] >= 0.99, measure_once)
+    found = _search(timings)
     assert found["settings"] == {"graph_optimization": "basic", "execution_mode": "sequential", "threads": 2}
     by = {tuple(t["settings"].values()): t for t in found["tried"]}
     assert by[("basic", "sequential", 1)]["passes"] is False and not by[("basic", "sequential", 1)].get("winner")
@@ -162,13 +168,6 @@ def test_where_the_untuned_row_misses_the_thresholds_a_setting_no_worse_may_stil
                ("basic", "sequential", 2): (8.0, 0.9), ("basic", "parallel", 2): (12.0, 0.9),
                ("basic", "sequential", 1): (9.0, 0.9)}
 
-    def measure_once(row, run_dir, manifest, settings, trial=None):
-        o = trial["options"]
-        return _Outcome(*timings[(o["graph_optimization"], o["execution_mode"], trial["threads"])])
-
-    from deploycmp.bench import Settings
-
-    found = tune.search(_row("onnxruntime", 2), {"artifacts": []}, None, Settings(),
-                        lambda r: r["drift"]["cosine_min"] >= 0.99, measure_once)
+    found = _search(timings)
     assert found["settings"] == {"graph_optimization": "basic", "execution_mode": "sequential", "threads": 2}
     assert [t["passes"] for t in found["tried"]] == [True, False, True, True, True]

@@ -229,9 +229,7 @@ def _load_error(spec: str, e: Exception) -> str:
 def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
     """The model's own inputs (names, dtypes, shapes; a free axis 1 of an integer input is `sequence`), each
     replaced by the --input of the same name; --input-shape gives a single-input model its shape."""
-    from dataclasses import replace
-
-    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, to_dicts, with_batch
+    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, over_own, to_dicts, with_batch
 
     own = []
     for i, t in enumerate(model.inputs):
@@ -243,11 +241,7 @@ def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: d
         own.append(InputSpec(_name(t, i), dtype, shape))
     if len(given) == 1 and not given[0].name:
         given = [InputSpec(own[0].name if len(own) == 1 else "x", given[0].dtype, given[0].shape)]
-    by_name = {g.name: replace(g) for g in given}
-    unknown = [n for n in by_name if n not in {o.name for o in own}]
-    if unknown:
-        raise UsageError(f"--input {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")
-    specs = [by_name.get(o.name, o) for o in own]
+    specs = over_own(own, given, spec)
     for s in specs:
         if s.layout is None and s.dtype in FLOAT_DTYPES and len(s.shape) == 4:
             s.layout = layout or "NHWC"

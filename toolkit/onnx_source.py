@@ -197,9 +197,7 @@ def _image_layout(shape: list, layout: str | None) -> str:
 def describe_inputs(ort_inputs, given: list, spec: str, layout: str | None, ranges: dict, vocab: dict) -> list[dict]:
     """The graph's inputs, each replaced by the --input of the same name; --input-shape gives a single-input
     graph its shape. Integer inputs that index an embedding table take its size as their value range."""
-    from dataclasses import replace
-
-    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, to_dicts
+    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, over_own, to_dicts
 
     own = own_inputs(ort_inputs, spec)
     if len(given) == 1 and not given[0].name:
@@ -207,11 +205,7 @@ def describe_inputs(ort_inputs, given: list, spec: str, layout: str | None, rang
             raise UsageError(f"--input-shape gives one input; {spec} takes {', '.join(o.name for o in own)}: give "
                              "each with --input NAME:DTYPE:SHAPE")
         given = [InputSpec(own[0].name, own[0].dtype, given[0].shape)]
-    by_name = {g.name: replace(g) for g in given}
-    unknown = [n for n in by_name if n not in {o.name for o in own}]
-    if unknown:
-        raise UsageError(f"--input {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")
-    specs = [by_name.get(o.name, o) for o in own]
+    specs = over_own(own, given, spec)
     for s in specs:
         if s.layout is None and s.dtype in FLOAT_DTYPES and len(s.shape) == 4:
             s.layout = _image_layout(s.shape, layout)

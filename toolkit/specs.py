@@ -176,6 +176,17 @@ def point_id(dims: dict) -> str:
     return f"b{dims[BATCH]}" + (f"-{key}" if key else "")
 
 
+def over_own(own: list[InputSpec], given: list[InputSpec], spec: str) -> list[InputSpec]:
+    """A model's own inputs, each replaced by the --input of its name (copied); an --input it lacks is refused."""
+    from dataclasses import replace
+
+    by_name = {g.name: replace(g) for g in given}
+    unknown = [n for n in by_name if n not in {o.name for o in own}]
+    if unknown:
+        raise UsageError(f"--input {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")
+    return [by_name.get(o.name, o) for o in own]
+
+
 def apply_ranges(inputs: list[InputSpec], ranges: dict) -> None:
     """--value-range values onto the inputs they name."""
     names = {s.name for s in inputs}

@@ -12,7 +12,6 @@ trial with its p50 and SQNR (`tuning`).
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
