@@ -11,6 +11,9 @@ from pathlib import Path
 FORMAT = "onnx"
 SOURCES = ("torch", "keras", "onnx")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+# checked with onnxruntime 1.32: a bfloat16 MatMul has no CPU kernel (NOT_IMPLEMENTED) and Conv does not take bfloat16
+UNSUPPORTED = {"bf16": "onnx: no bf16 export: ONNX Runtime's CPU provider has no bfloat16 MatMul kernel and its Conv "
+                       "takes no bfloat16 (for bf16 on this CPU: openvino bf16 or aoti bf16)"}
 REQUIRES = {"torch": ("torch", "onnx", "onnxscript", "onnxruntime"), "keras": ("tensorflow", "tf2onnx", "onnx", "onnxruntime"),
             "onnx": ("onnx", "onnxruntime")}
 
