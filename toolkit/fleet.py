@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,16 +296,34 @@ def no_node_reason(target: str, lost: list | None = None) -> str:
     return text + f" (a node offers it when started with --resources '{{\"{resource(target)}\": 1}}')"
 
 
+class _WithoutRayErrors:
+    """sys.stdout, less what Ray's driver thread for cluster errors writes: it prints every lost node with the last
+    20 lines of its raylet's log to stdout, where the table goes. The rows say what a lost node cost."""
+
+    def __init__(self, out):
+        self._out = out
+
+    def write(self, text):
+        if threading.current_thread().name == "ray_listen_error_messages":
+            return len(text)
+        return self._out.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._out, name)
+
+
 def bench_on_fleet(fleet: Fleet, run_dir: Path, rows: list[dict], manifest: dict, settings, env: dict,
                    progress=None) -> None:
     """Measure `rows` on the cluster at fleet.address; every row's file is written as its result arrives."""
     ray = connect(fleet.address)
+    stdout, sys.stdout = sys.stdout, _WithoutRayErrors(sys.stdout)
     try:
         if progress:
             progress(0, len(rows), f"Ray cluster at {fleet.address}")
         Dispatch(ray, fleet, Path(run_dir), manifest, settings, env, progress, len(rows)).run(rows)
     finally:
         ray.shutdown()
+        sys.stdout = stdout
 
 
 def fleet_key(key: str) -> str:
@@ -324,5 +344,6 @@ def check_options(ray_address: str | None, files: str | None, tune: bool) -> Fle
     if not ray_address.strip():
         raise UsageError("--ray needs an address: the head node's HOST:PORT, or auto")
     require_ray()
+    _check_reachable(ray_address.strip())
     return Fleet(ray_address.strip(), files or "shared")
 
