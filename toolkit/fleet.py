@@ -132,6 +132,7 @@ def on_node(job: dict, artifact_files: dict | None, reference_files: dict | None
                 what = "is not on" if not manifest_file.is_file() else "holds another run on"
                 back["verdict"] = ("failed", f"the run directory {run_dir} {what} {platform.node()}: share it at the "
                                              "same path on every node, or use --ray-files ship")
+                back["not_measured"] = True
         else:
             run_dir = Path(tmp) / "run"
             for rel, data in {**artifact_files, **reference_files}.items():
@@ -210,8 +211,8 @@ class Dispatch:
                 write_atomic(self.run_dir / rel, data)
         if self.lost.get(row["id"]):
             row["nodes_lost"] = self.lost[row["id"]]
-        if not back or (verdict and verdict[0] == "failed" and "run directory" in verdict[1]):
-            row["key"] = None  # not measured: a re-run tries it again
+        if not back or back.get("not_measured"):
+            row["key"] = None  # the cluster kept it from being measured: a re-run tries it again
         finish_row(row, verdict, list(outcomes), self.run_dir, env, peak)
         self.finished += 1
         if self.progress:
@@ -297,14 +298,15 @@ def no_node_reason(target: str, lost: list | None = None) -> str:
 
 
 class _WithoutRayErrors:
-    """sys.stdout, less what Ray's driver thread for cluster errors writes: it prints every lost node with the last
-    20 lines of its raylet's log to stdout, where the table goes. The rows say what a lost node cost."""
+    """sys.stdout, less what Ray's driver writes about the cluster: its error thread prints every lost node with the
+    last 20 lines of its raylet's log to stdout, where the table goes, and ray.shutdown prints what it held back.
+    The rows say what a lost node cost."""
 
     def __init__(self, out):
-        self._out = out
+        self._out, self.shutting_down = out, False
 
     def write(self, text):
-        if threading.current_thread().name == "ray_listen_error_messages":
+        if self.shutting_down or threading.current_thread().name == "ray_listen_error_messages":
             return len(text)
         return self._out.write(text)
 
@@ -316,14 +318,18 @@ def bench_on_fleet(fleet: Fleet, run_dir: Path, rows: list[dict], manifest: dict
                    progress=None) -> None:
     """Measure `rows` on the cluster at fleet.address; every row's file is written as its result arrives."""
     ray = connect(fleet.address)
-    stdout, sys.stdout = sys.stdout, _WithoutRayErrors(sys.stdout)
+    stdout = sys.stdout
+    sys.stdout = quiet = _WithoutRayErrors(stdout)
     try:
         if progress:
             progress(0, len(rows), f"Ray cluster at {fleet.address}")
         Dispatch(ray, fleet, Path(run_dir), manifest, settings, env, progress, len(rows)).run(rows)
     finally:
-        ray.shutdown()
-        sys.stdout = stdout
+        quiet.shutting_down = True
+        try:
+            ray.shutdown()
+        finally:
+            sys.stdout = stdout
 
 
 def fleet_key(key: str) -> str:
