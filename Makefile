@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,ray,test]'
 	# onnx2tf pins old releases of everything (TensorFlow 2.19, numpy 1.26 ...): installed without its pins, it works on this stack
 	$(BIN)/pip install --quiet --no-deps onnx2tf==1.29.24 tf-keras==2.21.0
 	# keras-hub requires tensorflow-text, which brings the full tensorflow wheel beside tensorflow-cpu (twice the disk);

@@ -253,22 +253,33 @@ def tune_first(row: dict, run_dir: Path, manifest: dict, settings: Settings, pol
 
 
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,
-              progress=None, tune=None) -> dict:
+              progress=None, tune=None, fleet=None) -> dict:
     """Measure every planned row that the run directory does not hold yet with the same key (all with force);
     the results carry how many rows were `measured` now and how many `kept`. `tune`: a validate.Policy; every
-    row also gets a tuned twin (bench --tune) whose settings must keep its drift within that policy."""
+    row also gets a tuned twin (bench --tune) whose settings must keep its drift within that policy. `fleet`: a
+    fleet.Fleet; the rows are measured on the nodes of that Ray cluster instead of here (bench --ray)."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, for_measuring=True)
     rows = plan(manifest, targets, batch_sizes, settings.threads)
     installed = versions()
     for row in rows:
         row["key"] = row_key(row, manifest, settings, installed)
+        if fleet is not None:
+            from deploycmp.fleet import fleet_key
+
+            row["key"] = fleet_key(row["key"])
     if tune is not None:
         from deploycmp.tune import tuned_row
 
         rows = [x for r in rows for x in (r, tuned_row(r, digest({"untuned": r["key"], "policy": repr(tune)})))]
     todo = [r for r in rows if force or not kept(r, run_dir)]
     env = environment()
+    if fleet is not None:
+        from deploycmp.fleet import bench_on_fleet
+
+        bench_on_fleet(fleet, run_dir, todo, manifest, settings, env, progress)
+        return {**write_results(run_dir, [r["id"] for r in rows], env), "measured": len(todo),
+                "kept": len(rows) - len(todo)}
     peaks = measure_peaks(run_dir, targets, settings.threads, settings.timeout) if todo else {}
     verdicts = {r["id"]: precheck(r, run_dir) for r in todo}
     outcomes: dict[str, list] = {r["id"]: [] for r in todo}

@@ -99,6 +99,12 @@ bench_options = _stack(
     click.option("--thresholds", type=click.Path(path_type=Path), default=None,
                  help="Thresholds TOML (as validate's) that tuned settings must keep and the report's answer uses "
                       "(default: cosine >= 0.99, accuracy drop <= 1 pp)."),
+    click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
+                 help="Measure each row on a node of this Ray cluster that offers the row's target (ray start "
+                      "--resources '{\"deploycmp:TARGET\": 1}'), one row per node at a time; see docs/fleet.md."),
+    click.option("--ray-files", type=click.Choice(["shared", "ship"]), default=None,
+                 help="With --ray: shared (default): the run directory is at the same path on every node; ship: "
+                      "the artifacts travel through Ray's object store."),
 )
 
 report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
@@ -193,8 +199,9 @@ def _policy(thresholds):
 
 
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
-              repeat, force, tune=False, thresholds=None):
+              repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None):
     from deploycmp.bench import Settings, bench_run, parse_batches
+    from deploycmp.fleet import check_options
     from deploycmp.targets import parse_targets
 
     for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
@@ -203,13 +210,14 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
         _check_positive(name, v, allow_zero=True)
     settings = Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
     target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
+    fleet = check_options(ray_address, ray_files, tune)
     bar, update = _progress("bench")
     with bar:
         if tune:
             from deploycmp.answer import DEFAULT_POLICY
 
             tune = _policy(thresholds) or DEFAULT_POLICY
-        results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None)
+        results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None, fleet=fleet)
     _show_row_logs(run_dir, results["rows"])
     click.echo(f"measured {results['measured']} row(s)" + (f", kept {results['kept']} measured before with the same "
                f"artifact, settings and versions" if results["kept"] else ""), err=True)
@@ -265,7 +273,7 @@ def export(batch, run_dir, force, **opts):
 @click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
 @verbose_option
 def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-          tune, thresholds, force):
+          tune, thresholds, ray_address, ray_files, force):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
     from deploycmp.lock import locked
     from deploycmp.results import exit_status
@@ -275,7 +283,7 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
     load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
     with locked(run_dir):
         results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
-                            warmup_time, timeout, repeat, force, tune, thresholds)
+                            warmup_time, timeout, repeat, force, tune, thresholds, ray_address, ray_files)
     print_table(load_manifest(run_dir), results["rows"], policy=_policy(thresholds))
     return exit_status(results["rows"])
 
@@ -377,9 +385,10 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
 def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-        tune, thresholds, report_formats, force, **opts):
+        tune, thresholds, ray_address, ray_files, report_formats, force, **opts):
     """export + bench + report in one go; run again on an interrupted run directory, it goes on where it stopped."""
     from deploycmp.export import check_out
+    from deploycmp.fleet import check_options
     from deploycmp.lock import locked
     from deploycmp.results import exit_status
     from deploycmp.report import parse_formats
@@ -387,11 +396,12 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
 
     parse_formats(report_formats)
     parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
+    check_options(ray_address, ray_files, tune)
     check_out(run_dir := run_dir or _default_out(opts["model"]))
     with locked(run_dir):
         _do_export(run_dir, opts, force, threads, batch)
         results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
-                            warmup_time, timeout, repeat, False, tune, thresholds)
+                            warmup_time, timeout, repeat, False, tune, thresholds, ray_address, ray_files)
         _do_report(run_dir, report_formats, results, thresholds=thresholds)
     return exit_status(results["rows"])
 

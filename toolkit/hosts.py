@@ -24,11 +24,19 @@ def hostname(row: dict) -> str:
     return (row.get("host") or {}).get("hostname") or "unknown host"
 
 
+def machine(row: dict) -> str:
+    """The host that measured a row; for a row measured through Ray (bench --ray), its node too: one host may run
+    several nodes."""
+    node = row.get("node") or {}
+    return f"{hostname(row)} (Ray node {node['id'][:8]})" if node.get("id") else hostname(row)
+
+
 def hosts_of(rows: list[dict], first: str | None = None) -> dict[str, list[dict]]:
-    """Rows by the host that measured them, in order of appearance; `first` (the run's own host) leads."""
+    """Rows by the host (and Ray node) that measured them, in order of appearance; `first` (the run's own host)
+    leads."""
     groups: dict[str, list[dict]] = {} if first is None else {first: []}
     for row in rows:
-        groups.setdefault(hostname(row), []).append(row)
+        groups.setdefault(machine(row), []).append(row)
     return {host: group for host, group in groups.items() if group}
 
 
