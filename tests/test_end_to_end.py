@@ -70,7 +70,7 @@ def test_report_and_validate(tiny_run):
 def test_resnet18_every_path(tmp_path):
     out = tmp_path / "resnet18"
     proc = deploycmp("run", "--model", "resnet18", "--weights", "random", "--formats", "torchscript,torch-export,onnx",
-                     "--samples", "8", "--out", out, *FAST)
+                     "--samples", "8", "--out", out, *FAST, "--runtimes", ",".join(sorted({r for _, r in PATHS})))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = list(rows_by_id(out).values())
     assert {(r["format"], r["runtime"]) for r in rows} == PATHS

@@ -31,7 +31,8 @@ def test_every_format_at_every_batch_size(sweep):
         "tflite-none", "tflite-none-b2", "executorch-none", "executorch-none-b2"}
     cpu_rows = [r for r in rows.values() if r["target"] != "gpu"]
     paths = {(r["format"], r["runtime"], r["target"]) for r in cpu_rows}
-    assert paths == {("eager", "torch", "server-cpu"), ("torch-export", "torch-export", "server-cpu"),
+    assert paths == {("eager", "torch", "server-cpu"), ("eager", "torch-compile", "server-cpu"),
+                     ("torch-export", "torch-export", "server-cpu"),
                      *{("onnx", "onnxruntime", t) for t in ("server-cpu", "mobile-cpu", "one-core-2t")},
                      *{(f, rt, t) for f, rt in (("tflite", "litert"), ("executorch", "executorch"))
                        for t in ("server-cpu", "mobile-cpu")}}
@@ -73,7 +74,8 @@ def test_threads_and_cores_applied_inside_the_worker(sweep):
 def test_gpu_rows(sweep):
     rows, _ = sweep
     gpu_rows = [r for r in rows.values() if r["target"] == "gpu"]
-    assert {r["runtime"] for r in gpu_rows} == {"torch", "torch-export", "onnxruntime"}
+    assert {r["runtime"] for r in gpu_rows} == {"torch", "torch-compile", "torch-export", "onnxruntime",
+                                                "onnxruntime-trt"}
     if not gpu.names():  # this host has no GPU: unavailable rows with the reason, and the run still exits 0
         assert all(r["status"] == "unavailable" and "no CUDA GPU" in r["error"] for r in gpu_rows)
         return

@@ -55,8 +55,10 @@ def reference_for(manifest: dict, dims: dict) -> dict:
     return next((r for r in manifest.get("references", []) if r["dims"] == rest), {"file": REFERENCE})
 
 
-def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads: int | None) -> list[dict]:
-    """Every (path, runtime, target, shape point) as a row skeleton with all result keys present."""
+def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads: int | None,
+         only: tuple[str, ...] | None = None) -> list[dict]:
+    """Every (path, runtime, target, shape point) as a row skeleton with all result keys present; `only`: the
+    runtimes to plan (bench --runtimes), among those each target runs."""
     model = manifest["model"]
     paths: dict[str, list[dict]] = {}
     for artifact in manifest["artifacts"]:
@@ -67,7 +69,7 @@ def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads:
         fmt = candidates[0]["format"]
         for runtime in runtimes.for_format(fmt, model["framework"]):
             for target in targets:
-                if not target.runs(runtime):
+                if not target.runs(runtime) or (only is not None and runtime not in only):
                     continue
                 for dims in shape_points_of(manifest, batch_sizes):
                     artifact, batch = artifact_for(candidates, dims), dims[BATCH]
@@ -253,14 +255,15 @@ def tune_first(row: dict, run_dir: Path, manifest: dict, settings: Settings, pol
 
 
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,
-              progress=None, tune=None, fleet=None) -> dict:
+              progress=None, tune=None, fleet=None, only: tuple[str, ...] | None = None) -> dict:
     """Measure every planned row that the run directory does not hold yet with the same key (all with force);
     the results carry how many rows were `measured` now and how many `kept`. `tune`: a validate.Policy; every
     row also gets a tuned twin (bench --tune) whose settings must keep its drift within that policy. `fleet`: a
-    fleet.Fleet; the rows are measured on the nodes of that Ray cluster instead of here (bench --ray)."""
+    fleet.Fleet; the rows are measured on the nodes of that Ray cluster instead of here (bench --ray). `only`: the
+    runtimes to measure (bench --runtimes); rows of others measured before stay in the results."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, for_measuring=True)
-    rows = plan(manifest, targets, batch_sizes, settings.threads)
+    rows = plan(manifest, targets, batch_sizes, settings.threads, only)
     installed = versions()
     for row in rows:
         row["key"] = row_key(row, manifest, settings, installed)

@@ -92,6 +92,9 @@ bench_options = _stack(
     click.option("--repeat", default=1, show_default=True, type=int,
                  help="Measure each row in N fresh processes, in rounds over all rows; CIs then include the scatter "
                       "between processes (use it for runs you compare with report --baseline)."),
+    click.option("--runtimes", "only_runtimes", default=None, metavar="NAMES",
+                 help="Comma-separated runtimes to measure (default: every runtime each target runs), e.g. "
+                      "onnxruntime,litert."),
     click.option("--tune", is_flag=True,
                  help="Also try each runtime's documented settings (threads up to the target's, graph optimisation, "
                       "hints, int8 recipes ...) and add a tuned row per row with the fastest that stays within the "
@@ -199,10 +202,10 @@ def _policy(thresholds):
 
 
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
-              repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None):
+              repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None, only_runtimes=None):
     from deploycmp.bench import Settings, bench_run, parse_batches
     from deploycmp.fleet import check_options
-    from deploycmp.targets import parse_targets
+    from deploycmp.targets import parse_runtimes, parse_targets
 
     for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
         _check_positive(name, v)
@@ -210,6 +213,7 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
         _check_positive(name, v, allow_zero=True)
     settings = Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
     target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
+    only = parse_runtimes(only_runtimes)
     fleet = check_options(ray_address, ray_files, tune)
     bar, update = _progress("bench")
     with bar:
@@ -217,7 +221,8 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
             from deploycmp.answer import DEFAULT_POLICY
 
             tune = _policy(thresholds) or DEFAULT_POLICY
-        results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None, fleet=fleet)
+        results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None, fleet=fleet,
+                            only=only)
     _show_row_logs(run_dir, results["rows"])
     click.echo(f"measured {results['measured']} row(s)" + (f", kept {results['kept']} measured before with the same "
                f"artifact, settings and versions" if results["kept"] else ""), err=True)
@@ -273,7 +278,7 @@ def export(batch, run_dir, force, **opts):
 @click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
 @verbose_option
 def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-          tune, thresholds, ray_address, ray_files, force):
+          only_runtimes, tune, thresholds, ray_address, ray_files, force):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
     from deploycmp.lock import locked
     from deploycmp.results import exit_status
@@ -283,7 +288,8 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
     load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
     with locked(run_dir):
         results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
-                            warmup_time, timeout, repeat, force, tune, thresholds, ray_address, ray_files)
+                            warmup_time, timeout, repeat, force, tune, thresholds, ray_address, ray_files,
+                            only_runtimes)
     print_table(load_manifest(run_dir), results["rows"], policy=_policy(thresholds))
     return exit_status(results["rows"])
 
@@ -385,23 +391,25 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
 def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-        tune, thresholds, ray_address, ray_files, report_formats, force, **opts):
+        only_runtimes, tune, thresholds, ray_address, ray_files, report_formats, force, **opts):
     """export + bench + report in one go; run again on an interrupted run directory, it goes on where it stopped."""
     from deploycmp.export import check_out
     from deploycmp.fleet import check_options
     from deploycmp.lock import locked
     from deploycmp.results import exit_status
     from deploycmp.report import parse_formats
-    from deploycmp.targets import parse_targets
+    from deploycmp.targets import parse_runtimes, parse_targets
 
     parse_formats(report_formats)
     parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
+    parse_runtimes(only_runtimes)
     check_options(ray_address, ray_files, tune)
     check_out(run_dir := run_dir or _default_out(opts["model"]))
     with locked(run_dir):
         _do_export(run_dir, opts, force, threads, batch)
         results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
-                            warmup_time, timeout, repeat, False, tune, thresholds, ray_address, ray_files)
+                            warmup_time, timeout, repeat, False, tune, thresholds, ray_address, ray_files,
+                            only_runtimes)
         _do_report(run_dir, report_formats, results, thresholds=thresholds)
     return exit_status(results["rows"])
 

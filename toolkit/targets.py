@@ -172,6 +172,17 @@ def load_targets_file(path) -> dict[str, Target]:
     return out
 
 
+def parse_runtimes(spec: str | None) -> tuple[str, ...] | None:
+    """bench --runtimes: the runtimes to measure, checked against the registry; None: every one."""
+    if spec is None:
+        return None
+    names = split_list(spec, "--runtimes")
+    unknown = [n for n in names if n not in runtimes.RUNTIMES]
+    if unknown:
+        raise UsageError(f"--runtimes: unknown runtime {unknown[0]!r}; runtimes: {', '.join(runtimes.RUNTIMES)}")
+    return tuple(names)
+
+
 def parse_targets(spec: str, targets_file=None) -> list[Target]:
     known = {**BUILTIN, **(load_targets_file(targets_file) if targets_file else {})}
     names = split_list(spec, "--target")

@@ -24,10 +24,14 @@ def _digits_npz(path, layout):
 
 
 def _run(out, *model_args, data):
+    # every runtime of these formats but torch-compile (its rows are aoti's test's): bench --runtimes
     proc = deploycmp("run", *model_args, "--formats", "tflite,onnx,savedmodel,torchscript,executorch", "--quantize", MODES,
-                     "--data", data, "--samples", "64", "--calibration-samples", "32", "--out", out, *FAST)
+                     "--data", data, "--samples", "64", "--calibration-samples", "32", "--out", out, *FAST,
+                     "--runtimes", "torch,keras,torchscript,onnxruntime,tensorflow,litert,executorch")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return rows_by_id(out), json.loads((out / "manifest.json").read_text())
+    rows = rows_by_id(out)
+    assert not any(r["runtime"] == "torch-compile" for r in rows.values())
+    return rows, json.loads((out / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="module")
