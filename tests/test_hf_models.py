@@ -43,16 +43,17 @@ def test_inputs_task_and_sizes_come_from_the_config(bert_dir):
 
 
 def test_bert_directory_through_every_pytorch_path_at_two_sequence_lengths(bert_dir, tmp_path):
+    # fp32 only: ONNX dynamic int8 of a BERT directory is measured end to end (accuracy within 3 pp) in
+    # tests/test_text_encoder_example.py, and on the fused graph in tests/exporters/test_onnx_fused.py
     out = tmp_path / "run"
     proc = deploycmp("run", "--model", bert_dir, "--task", "text-classification", "--weights", "random",
-                     "--formats", "torchscript,torch-export,onnx", "--quantize", "none,dynamic",
-                     "--shape", "sequence=8,16", "--samples", "8", "--calibration-samples", "8", "--out", out, *FAST)
+                     "--formats", "torchscript,torch-export,onnx", "--shape", "sequence=8,16", "--samples", "8",
+                     "--calibration-samples", "8", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = rows_by_id(out)
     ok = {(r["format"], r["quantization"], r["shape"]["sequence"]) for r in rows.values() if r["status"] == "ok"}
     for fmt in ("eager", "torchscript", "torch-export", "onnx"):
         assert {(fmt, "none", 8), (fmt, "none", 16)} <= ok, (fmt, sorted(ok))
-    assert {("onnx", "dynamic", 8), ("onnx", "dynamic", 16)} <= ok
     onnx = rows["onnx-none-onnxruntime-server-cpu-b1-sequence16"]
     assert onnx["drift"]["output"] == "logits" and onnx["drift"]["max_abs"] < 1e-4 and onnx["throughput_per_s"] > 0
     manifest = json.loads((out / "manifest.json").read_text())

@@ -103,14 +103,15 @@ def test_keras_source_every_mode(keras_run):
 @pytest.mark.slow
 def test_keras_application(tmp_path):
     out = tmp_path / "run"
+    # ONNX from a Keras source (none and int8, tf2onnx) is measured end to end on the tiny Keras model in
+    # test_keras_source_every_mode; here the application goes through the TensorFlow-side converters only
     proc = deploycmp("run", "--model", "keras:MobileNetV3Small", "--weights", "random", "--formats",
-                     "savedmodel,tflite,onnx", "--quantize", "none,int8", "--data", "digits", "--samples", "4",
+                     "savedmodel,tflite", "--quantize", "none,int8", "--data", "digits", "--samples", "4",
                      "--calibration-samples", "4", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = rows_by_id(out)
     ok = {(r["format"], r["quantization"]) for r in rows.values() if r["status"] == "ok"}
-    assert ok == {("eager", "none"), ("savedmodel", "none"), ("tflite", "none"), ("tflite", "int8"), ("onnx", "none"),
-                  ("onnx", "int8")}
+    assert ok == {("eager", "none"), ("savedmodel", "none"), ("tflite", "none"), ("tflite", "int8")}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["input_shape"] == [1, 224, 224, 3]
     assert manifest["model"]["weights"] == "random (BatchNorm recalibrated on 4 samples)"  # well-conditioned
