@@ -414,6 +414,22 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
     return exit_status(results["rows"])
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--row", "row_id", required=True, help="The int8 row to explain (an id from report.csv).")
+@verbose_option
+def explain(run_dir, row_id):
+    """Where an int8 row's error enters: every quantized activation against the fp32 model (ONNX Runtime rows)."""
+    from deploycmp.explain import explain as run_explain
+    from deploycmp.explain import lines
+
+    result = run_explain(run_dir, row_id)
+    for line in lines(result):
+        click.echo(line)
+    click.echo(f"wrote {Path(run_dir) / 'results' / (row_id + '.layers.json')}", err=True)
+    return 0
+
+
 @cli.command(name="list")
 @click.option("--targets-file", type=click.Path(path_type=Path), default=None, help="Also list the targets of this file.")
 @verbose_option
