@@ -63,7 +63,8 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
         host = static_recipe(isa_flags(), platform.machine())
         recipe = {**host, **{k: v[0] for k, v in RECIPE_KNOBS.items() if k not in host}, **(recipe or {})}
         changed = sorted(k for k in recipe if k in RECIPE_KNOBS and recipe[k] != host.get(k, RECIPE_KNOBS[k][0]))
-        name = {"uint8": "U8", "int8": "S8"}[recipe["activations"]] + {"uint8": "U8", "int8": "S8"}[recipe["weights"]]
+        short = {"uint8": "U8", "int8": "S8"}
+        name = short[recipe["activations"]] + short[recipe["weights"]]
         types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         per_channel = recipe["per_channel"]
         quantize_static(str(prepped), str(out_path), Reader(), quant_format=getattr(QuantFormat, recipe["format"]),

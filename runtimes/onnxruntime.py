@@ -56,14 +56,10 @@ class OrtSession(Session):
     # run() returns host numpy arrays, so it has already waited for the device: nothing to synchronize
 
 
-def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> OrtSession:
+def session_options(threads: int, options: dict | None = None):
+    """ONNX Runtime's session options for a row: its threads, and the TUNE knobs (untuned: every graph
+    optimization, sequential execution with one inter-op thread)."""
     import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise Unavailable(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
-        providers.insert(0, "CUDAExecutionProvider")
 
     options = options or {}
     parallel = options.get("execution_mode") == "parallel"
@@ -73,7 +69,20 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: di
     opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                             "ORT_ENABLE_" + options.get("graph_optimization", "all").upper())
-    sess = ort.InferenceSession(str(Path(run_dir) / artifact["main_file"]), opts, providers=providers)
+    return opts
+
+
+def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> OrtSession:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise Unavailable(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+        providers.insert(0, "CUDAExecutionProvider")
+
+    sess = ort.InferenceSession(str(Path(run_dir) / artifact["main_file"]), session_options(threads, options),
+                                providers=providers)
     if device == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
         raise Unavailable(f"onnxruntime could not start its CUDA provider (providers: {sess.get_providers()})")
     return OrtSession(sess, threads, device)

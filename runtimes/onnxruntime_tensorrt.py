@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploycmp.errors import Unavailable
-from deploycmp.runtimes.onnxruntime import OrtSession
+from deploycmp.runtimes.onnxruntime import OrtSession, session_options
 
 NAME = "onnxruntime-trt"
 FORMATS = ("onnx", "onnx-fused")
@@ -34,9 +34,7 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu") -> TrtSessi
     quantization = artifact.get("quantization")
     trt = {"trt_fp16_enable": quantization == "fp16", "trt_int8_enable": quantization == "int8",
            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(str(Path(run_dir) / artifact["main_file"]), opts,
+    sess = ort.InferenceSession(str(Path(run_dir) / artifact["main_file"]), session_options(threads),
                                 providers=[(PROVIDER, trt), "CUDAExecutionProvider", "CPUExecutionProvider"])
     if sess.get_providers()[0] != PROVIDER:
         raise Unavailable(f"onnxruntime could not start TensorRT (providers: {sess.get_providers()})")

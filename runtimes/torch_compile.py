@@ -13,8 +13,9 @@ REQUIRES = ("torch",)
 DEVICES = ("cpu", "cuda")
 
 
-# what `bench --tune` may change (first value: what deploycmp runs untuned): the compile mode, and freezing
-TUNE = {"mode": ("default", "max-autotune-no-cudagraphs"), "freezing": ("auto", True, False)}
+# what `bench --tune` may change (first value: what deploycmp runs untuned): the compile mode; and freezing, see
+# tune_space
+TUNE = {"mode": ("default", "max-autotune-no-cudagraphs")}
 
 
 def tune_space(artifact: dict, device: str) -> dict:

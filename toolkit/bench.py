@@ -11,7 +11,7 @@ from deploycmp.isolation import run_isolated
 from deploycmp.results import write_results
 from deploycmp.rundir import (REFERENCE, artifact_sha256, changed_files, load_manifest, read_json, result_path, sha256_file,
                               write_json)
-from deploycmp.specs import BATCH, parse_sweeps, point_id, served_by
+from deploycmp.specs import BATCH, export_point, parse_sweeps, point_id, served_by
 from deploycmp.targets import Target, worker_env
 
 
@@ -39,7 +39,7 @@ def artifact_for(candidates: list[dict], dims: dict) -> dict:
     it, else one whose free dimensions cover the difference, else the first (whose row then says that shape needs
     its own export)."""
     ok = [a for a in candidates if a["status"] == "ok"]
-    exact = [a for a in ok if (a.get("export_dims") or {BATCH: a.get("export_batch")}) == dims]
+    exact = [a for a in ok if export_point(a) == dims]
     return (exact or [a for a in ok if served_by(a, dims)] or candidates)[0]
 
 
@@ -104,7 +104,7 @@ def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
     if absent:
         return "unavailable", f"runtime {row['runtime']} needs {', '.join(absent)} (not installed)"
     if not served_by(artifact, row["shape"]):
-        export = artifact.get("export_dims") or {BATCH: artifact.get("export_batch")}
+        export = export_point(artifact)
         flags = " ".join(f"--shape {k}={v}" if k != BATCH else f"--batch {v}" for k, v in row["shape"].items()
                          if export.get(k) != v)
         return "unavailable", (f"artifact has static shapes {point_id(export)}; {point_id(row['shape'])} needs its own "

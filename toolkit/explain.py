@@ -20,8 +20,8 @@ from deploycmp.rundir import load_manifest, read_json, result_path, write_json
 TOP = 10
 
 
-def check_row(run_dir: Path, row_id: str) -> tuple[dict, dict, dict]:
-    """(row, its artifact, the fp32 artifact to compare with); one line for a row explain cannot take."""
+def check_row(run_dir: Path, row_id: str) -> tuple[dict, dict, dict, dict]:
+    """(manifest, row, its artifact, the fp32 artifact to compare with); one line for a row explain cannot take."""
     from deploycmp.tune import fp32_twin
 
     manifest = load_manifest(run_dir)
@@ -29,7 +29,7 @@ def check_row(run_dir: Path, row_id: str) -> tuple[dict, dict, dict]:
         row = read_json(result_path(run_dir, row_id))
     except (OSError, ValueError):
         raise UsageError(f"explain: {run_dir} has no measured row {row_id!r} (see report.csv's id column)") from None
-    if row["quantization"] not in ("int8",):
+    if row["quantization"] != "int8":
         raise UsageError(f"explain: row {row_id} is {row['quantization']}, not int8: nothing was quantized to explain")
     if row["format"] != "onnx" or row["runtime"] != "onnxruntime":
         raise UsageError(f"explain: row {row_id} runs {row['format']} on {row['runtime']}; explain exposes "
@@ -39,7 +39,7 @@ def check_row(run_dir: Path, row_id: str) -> tuple[dict, dict, dict]:
     if twin is None:
         raise UsageError(f"explain: the run has no fp32 onnx artifact to compare {row_id} with (export with "
                          "--quantize none,int8)")
-    return row, artifact, twin
+    return manifest, row, artifact, twin
 
 
 def explain(run_dir: Path, row_id: str, timeout: float = 600.0) -> dict:
@@ -47,8 +47,7 @@ def explain(run_dir: Path, row_id: str, timeout: float = 600.0) -> dict:
     from deploycmp.bench import reference_for
 
     run_dir = Path(run_dir)
-    row, artifact, twin = check_row(run_dir, row_id)
-    manifest = load_manifest(run_dir)
+    manifest, row, artifact, twin = check_row(run_dir, row_id)
     spec = {"int8": str(run_dir / artifact["main_file"]), "fp32": str(run_dir / twin["main_file"]),
             "reference": str(run_dir / reference_for(manifest, row["shape"])["file"]), "batch": row["batch"]}
     outcome = run_isolated("deploycmp.explain", spec, timeout, run_dir / "logs" / f"{row_id}.explain.log")

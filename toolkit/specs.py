@@ -161,9 +161,14 @@ def point_key(dims: dict) -> str:
     return "-".join(f"{k}{v}" for k, v in dims.items() if k != BATCH)
 
 
+def export_point(artifact: dict) -> dict:
+    """The shape point an artifact was exported at (schema 1 artifacts: their export batch only)."""
+    return artifact.get("export_dims") or {BATCH: artifact.get("export_batch")}
+
+
 def served_by(artifact: dict, dims: dict) -> bool:
     """Whether an artifact exported at its export_dims also takes `dims` (every differing dimension is free)."""
-    export = artifact.get("export_dims") or {BATCH: artifact.get("export_batch")}
+    export = export_point(artifact)
     free = artifact.get("dynamic_dims")
     if free is None:
         free = [BATCH] if artifact.get("dynamic_batch") else []

@@ -19,7 +19,7 @@ from deploycmp import runtimes
 from deploycmp.cache import code_digest, digest
 from deploycmp.isolation import child_main, run_isolated
 from deploycmp.rundir import artifact_sha256
-from deploycmp.specs import BATCH
+from deploycmp.specs import BATCH, export_point
 
 SUFFIX = "-tuned"
 MARGIN = 0.03  # a changed setting is kept only when its trial is at least this much faster (short trials are noisy)
@@ -32,9 +32,8 @@ def thread_counts(limit: int) -> tuple[int, ...]:
 
 def fp32_twin(artifact: dict, manifest: dict) -> dict | None:
     """The ok fp32 ONNX artifact exported at the same shape point as an int8 ONNX one (what recipes start from)."""
-    dims = artifact.get("export_dims") or {BATCH: artifact.get("export_batch")}
     return next((a for a in manifest["artifacts"] if a["format"] == "onnx" and a["quantization"] == "none"
-                 and a["status"] == "ok" and (a.get("export_dims") or {BATCH: a.get("export_batch")}) == dims), None)
+                 and a["status"] == "ok" and export_point(a) == export_point(artifact)), None)
 
 
 def recipes_apply(row: dict) -> bool:
@@ -87,12 +86,13 @@ def variant(row: dict, manifest: dict, run_dir: Path, recipe: dict, untuned: dic
     info_file = run_dir / folder / f"{name}.json"
     if not info_file.exists():
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
-        reference = next((r for r in manifest.get("references", []) if r["dims"] == {
-            k: v for k, v in (artifact.get("export_dims") or {}).items() if k != BATCH}), None)
+        from deploycmp.bench import reference_for
+
+        point = export_point(artifact)
+        calibration = reference_for(manifest, point).get("calibration", manifest["calibration"])
         spec = {"fp32": str(run_dir / twin["main_file"]), "out": str(run_dir / main), "recipe": recipe,
-                "calibration": str(run_dir / (reference["calibration"] if reference else manifest["calibration"])),
-                "inputs": manifest["model"]["inputs"], "batch": (artifact.get("export_dims") or {}).get(
-                    BATCH, artifact.get("export_batch") or 1)}
+                "calibration": str(run_dir / calibration), "inputs": manifest["model"]["inputs"],
+                "batch": point.get(BATCH) or 1}
         outcome = run_isolated("deploycmp.tune", spec, timeout, run_dir / "logs" / f"tune-{artifact['id']}-{name}.log")
         if outcome.status != "ok":
             raise RuntimeError(f"re-quantizing with {recipe}: {outcome.error}")
