@@ -10,8 +10,28 @@ from pathlib import Path
 RECIPES = {"U8S8": {"activations": "uint8", "weights": "int8"}, "S8S8": {"activations": "int8", "weights": "int8"}}
 # the documented alternatives `bench --tune` tries on a static int8 file, one change at a time from the recipe used
 # (first value: this exporter's own choice where static_recipe does not set it)
+CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
 RECIPE_KNOBS = {"activations": ("uint8", "int8"), "format": ("QDQ", "QOperator"), "per_channel": (True, False),
-                "calibration_method": ("MinMax", "Entropy", "Percentile")}
+                "calibration_method": CALIBRATION_METHODS}
+
+
+def float_nodes(graph, tensors: list[str]) -> list[str]:
+    """The nodes to leave unquantized so that each of `tensors` (activations, as explain names them) stays float:
+    the nodes that make it (its producer and the single-input ops before it back to the last weighted op, a Conv
+    before its ReLU) and every node that reads it."""
+    producer = {o: node for node in graph.node for o in node.output}
+    weights = {t.name for t in graph.initializer}
+    out: list[str] = []
+    for name in tensors:
+        node = producer.get(name)
+        while node is not None:
+            out.append(node.name)
+            ins = [i for i in node.input if i and i not in weights]
+            if len(ins) != 1 or len(ins) < len([i for i in node.input if i]) or ins[0] not in producer:
+                break  # a weighted op, or one with several inputs: where the segment starts
+            node = producer[ins[0]]
+        out.extend(n.name for n in graph.node if name in n.input)
+    return list(dict.fromkeys(out))
 
 
 def static_recipe(isa: list[str], machine: str) -> dict:
@@ -67,17 +87,20 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
         name = short[recipe["activations"]] + short[recipe["weights"]]
         types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         per_channel = recipe["per_channel"]
+        kept = recipe.get("keep_float") or []
+        excluded = float_nodes(onnx.load(str(prepped)).graph, kept)
         quantize_static(str(prepped), str(out_path), Reader(), quant_format=getattr(QuantFormat, recipe["format"]),
-                        per_channel=per_channel, reduce_range=recipe["reduce_range"],
+                        per_channel=per_channel, reduce_range=recipe["reduce_range"], nodes_to_exclude=excluded,
                         activation_type=types[recipe["activations"]], weight_type=types[recipe["weights"]],
                         calibrate_method=getattr(CalibrationMethod, recipe["calibration_method"]))
         return {"tool": "onnxruntime.quantization.quantize_static", "format": recipe["format"],
                 "per_channel": per_channel, "recipe": name,
-                "why": recipe["why"] if not changed else f"tried by bench --tune (changed: {', '.join(changed)})",
+                "why": recipe["why"] if not changed else f"changed from that recommendation: {', '.join(changed)}",
                 "reduce_range": recipe["reduce_range"],
                 "weights": f"{recipe['weights']} {'per-channel' if per_channel else 'per-tensor'}",
                 "activations": recipe["activations"], "calibration_method": recipe["calibration_method"],
-                "pre_process": True, "calibration_samples": sum(len(next(iter(f.values()))) for f in calibration)}
+                "pre_process": True, "calibration_samples": sum(len(next(iter(f.values()))) for f in calibration),
+                **({"kept_float": kept, "nodes_excluded": excluded} if kept else {})}
 
 
 def to_fp16(fp32_path: Path, out_path: Path) -> dict:

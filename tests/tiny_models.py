@@ -174,3 +174,29 @@ class OptionalMask(nn.Module):
 def optional_mask():
     torch.manual_seed(0)
     return OptionalMask()
+
+
+class Outlier(nn.Module):
+    """Three convolutions and a linear head; the second convolution's first output channel is 200x the others (the
+    third divides it back), so that one tensor's per-tensor int8 scale is set by the outlier channel: the layer
+    where int8 error enters."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 10)
+        with torch.no_grad():
+            self.conv2.weight[0] *= 200
+            self.conv2.bias[0] *= 200
+            self.conv3.weight[:, 0] /= 200
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.head(x.mean((2, 3)))
+
+
+def outlier():
+    torch.manual_seed(0)
+    return Outlier()

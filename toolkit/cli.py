@@ -77,6 +77,14 @@ export_options = _stack(
 batch_option = click.option("--batch", "batch", default="1", show_default=True,
                             help="Comma-separated batch sizes, e.g. 1,8,32 (static-shape formats get one export per size).")
 
+timing_options = _stack(
+    click.option("--min-runs", default=50, show_default=True, type=int, help="Timed runs, at least."),
+    click.option("--min-time", default=3.0, show_default=True, type=float, help="Seconds of timed runs, at least."),
+    click.option("--warmup-runs", default=5, show_default=True, type=int),
+    click.option("--warmup-time", default=1.0, show_default=True, type=float),
+    click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds allowed per row."),
+)
+
 bench_options = _stack(
     click.option("--target", "targets", default="server-cpu", show_default=True,
                  help="Comma-separated targets: server-cpu, mobile-cpu, gpu, or your own from --targets-file."),
@@ -84,11 +92,7 @@ bench_options = _stack(
                  help="TOML file of your own targets ([targets.NAME] with threads, cores, runtimes ...)."),
     batch_option,
     click.option("--threads", type=int, default=None, help="Threads per runtime (default: the target's)."),
-    click.option("--min-runs", default=50, show_default=True, type=int, help="Timed runs, at least."),
-    click.option("--min-time", default=3.0, show_default=True, type=float, help="Seconds of timed runs, at least."),
-    click.option("--warmup-runs", default=5, show_default=True, type=int),
-    click.option("--warmup-time", default=1.0, show_default=True, type=float),
-    click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds allowed per row."),
+    timing_options,
     click.option("--repeat", default=1, show_default=True, type=int,
                  help="Measure each row in N fresh processes, in rounds over all rows; CIs then include the scatter "
                       "between processes (use it for runs you compare with report --baseline)."),
@@ -108,6 +112,16 @@ bench_options = _stack(
     click.option("--ray-files", type=click.Choice(["shared", "ship"]), default=None,
                  help="With --ray: shared (default): the run directory is at the same path on every node; ship: "
                       "the artifacts travel through Ray's object store."),
+)
+
+threshold_options = _stack(
+    click.option("--thresholds", "thresholds_file", type=click.Path(path_type=Path), default=None,
+                 help="TOML file: [default], [quantization.MODE], [format.FMT], [path.\"FMT-MODE\"] thresholds."),
+    click.option("--max-top1-drop", type=float, default=None, help="Max % of samples whose top-1 class changed."),
+    click.option("--max-accuracy-drop", type=float, default=None, help="Max loss of task accuracy, percentage points."),
+    click.option("--min-sqnr", type=float, default=None, help="Min signal-to-quantization-noise ratio, dB."),
+    click.option("--min-cosine", type=float, default=None, help="Min cosine similarity of any sample's outputs."),
+    click.option("--max-rel-l2", type=float, default=None, help="Max relative L2 error of the outputs."),
 )
 
 report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
@@ -192,6 +206,17 @@ def _show_row_logs(run_dir, rows: list[dict]) -> None:
             _show_log(Path(run_dir) / row["log"])
 
 
+def _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2):
+    """(policy of the thresholds file, thresholds of the flags); one line when none is given."""
+    from deploycmp.validate import Policy, Thresholds, load_thresholds
+
+    flags = Thresholds(max_top1_drop, min_sqnr, max_rel_l2, max_accuracy_drop, min_cosine)
+    if not thresholds_file and not flags.any():
+        raise UsageError("give at least one threshold: --thresholds FILE, --max-top1-drop, --max-accuracy-drop, "
+                         "--min-sqnr, --min-cosine or --max-rel-l2")
+    return (load_thresholds(thresholds_file) if thresholds_file else Policy()), flags
+
+
 def _policy(thresholds):
     """The thresholds file's policy, or None (the default policy) without one."""
     if thresholds is None:
@@ -201,17 +226,23 @@ def _policy(thresholds):
     return load_thresholds(thresholds)
 
 
-def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
-              repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None, only_runtimes=None):
-    from deploycmp.bench import Settings, bench_run, parse_batches
-    from deploycmp.fleet import check_options
-    from deploycmp.targets import parse_runtimes, parse_targets
+def _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat=1):
+    from deploycmp.bench import Settings
 
     for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
         _check_positive(name, v)
     for name, v in (("--min-time", min_time), ("--warmup-runs", warmup_runs), ("--warmup-time", warmup_time)):
         _check_positive(name, v, allow_zero=True)
-    settings = Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
+    return Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
+
+
+def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
+              repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None, only_runtimes=None):
+    from deploycmp.bench import bench_run, parse_batches
+    from deploycmp.fleet import check_options
+    from deploycmp.targets import parse_runtimes, parse_targets
+
+    settings = _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
     target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
     only = parse_runtimes(only_runtimes)
     fleet = check_options(ray_address, ray_files, tune)
@@ -348,13 +379,7 @@ def merge(run_dir, others):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--thresholds", "thresholds_file", type=click.Path(path_type=Path), default=None,
-              help="TOML file: [default], [quantization.MODE], [format.FMT], [path.\"FMT-MODE\"] thresholds.")
-@click.option("--max-top1-drop", type=float, default=None, help="Max % of samples whose top-1 class changed.")
-@click.option("--max-accuracy-drop", type=float, default=None, help="Max loss of task accuracy, percentage points.")
-@click.option("--min-sqnr", type=float, default=None, help="Min signal-to-quantization-noise ratio, dB.")
-@click.option("--min-cosine", type=float, default=None, help="Min cosine similarity of any sample's outputs.")
-@click.option("--max-rel-l2", type=float, default=None, help="Max relative L2 error of the outputs.")
+@threshold_options
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Also write JUnit XML, one test per row.")
 @click.option("--allow-degenerate", is_flag=True,
               help="Pass rows whose reference outputs are degenerate (constant, all 0 ...: drift n/a) instead of failing them.")
@@ -363,13 +388,9 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
              allow_degenerate):
     """Pass/fail per row against thresholds (flags override the file); exit 1 if any row breaks one."""
     from deploycmp.results import load_results
-    from deploycmp.validate import Policy, Thresholds, load_thresholds, validate as run_validate, write_junit
+    from deploycmp.validate import validate as run_validate, write_junit
 
-    flags = Thresholds(max_top1_drop, min_sqnr, max_rel_l2, max_accuracy_drop, min_cosine)
-    if not thresholds_file and not flags.any():
-        raise UsageError("give at least one threshold: --thresholds FILE, --max-top1-drop, --max-accuracy-drop, "
-                         "--min-sqnr, --min-cosine or --max-rel-l2")
-    policy = load_thresholds(thresholds_file) if thresholds_file else Policy()
+    policy, flags = _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
     verdicts, status = run_validate(load_results(run_dir)["rows"], policy, flags, allow_degenerate)
     for v in verdicts:
         click.echo(f"{v.verdict.upper():4}  {v.row['id']}" + (f": {'; '.join(v.reasons)}" if v.reasons else ""))
@@ -428,6 +449,41 @@ def explain(run_dir, row_id):
         click.echo(line)
     click.echo(f"wrote {Path(run_dir) / 'results' / (row_id + '.layers.json')}", err=True)
     return 0
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--row", "row_id", required=True, help="The int8 row to repair (an id from report.csv).")
+@threshold_options
+@click.option("--max-steps", default=8, show_default=True, type=int, help="Candidates to try at most.")
+@click.option("--targets-file", type=click.Path(path_type=Path), default=None,
+              help="The TOML file defining the row's target, when it is one of your own.")
+@timing_options
+@verbose_option
+def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2,
+           max_steps, targets_file, min_runs, min_time, warmup_runs, warmup_time, timeout):
+    """Make an int8 row pass: other calibration methods, then its worst layers in float one at a time, each a row."""
+    from deploycmp.lock import locked
+    from deploycmp.repair import lines, repair as run_repair
+    from deploycmp.rundir import load_manifest
+
+    policy, flags = _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
+    _check_positive("--max-steps", max_steps)
+    settings = _settings(None, min_runs, min_time, warmup_runs, warmup_time, timeout)
+    load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
+    bar, update = _progress("repair")
+    with locked(run_dir), bar:
+        result = run_repair(run_dir, row_id, policy, flags, settings, max_steps, targets_file, update)
+    for line in lines(result):
+        click.echo(line)
+    if result["passed"] == row_id:
+        click.echo(f"{row_id} passes already: nothing to repair")
+        return 0
+    if result["passed"]:
+        click.echo(f"{result['passed']} passes (step {len(result['steps']) - 1}); check it with deploycmp validate")
+        return 0
+    click.echo(f"no candidate passes within --max-steps {max_steps} ({result['left']} more planned); candidates kept")
+    return 1
 
 
 @cli.command(name="list")

@@ -111,7 +111,7 @@ def _batch_missing(rows: list[dict]) -> str:
     return "Batch-size scaling: not drawn, no path was measured at more than one batch size."
 
 
-def plots_section(rows: list[dict]) -> str:
+def plots_section(rows: list[dict], explained: list[dict] = ()) -> str:
     ok = plots.ok_rows(rows)
     if not ok:
         return '<h2>Plots</h2><p class="skipped">No row was measured (status ok), so there is nothing to plot.</p>'
@@ -139,6 +139,11 @@ def plots_section(rows: list[dict]) -> str:
         _figure(plots.drift_bars(ok), "Signal-to-quantization-noise ratio of each row's outputs against the source "
                 "model's fp32 outputs on the same inputs; bars coloured by quantization mode; exact: bit-identical.",
                 "Drift: no row has drift measurements."),
+        *(["<h3>Where int8 error enters</h3>", _figure(plots.layer_sqnr(explained), escape(
+            "SQNR of each quantized activation against the fp32 model through the depth of the network (deploycmp "
+            "explain), one line per explained int8 row; dotted: its worst channel; labelled: the layer ranked first "
+            "(largest SQNR drop since the tensor before). Every tensor is in results/ROW.layers.json."), "")]
+          if explained else []),
     ])
 
 
@@ -171,7 +176,8 @@ def _env_tables(manifest: dict, results: dict, groups: dict[str, list[dict]]) ->
             f"<tbody>{''.join(rows)}</tbody></table></div><ul class=\"note\">{lines}</ul>")
 
 
-def html(manifest: dict, results: dict, comparison: dict | None = None, policy=None) -> str:
+def html(manifest: dict, results: dict, comparison: dict | None = None, policy=None, explained: list[dict] = ()) -> str:
+    """The page; `explained`: what deploycmp explain wrote for rows of this run (results/ROW.layers.json)."""
     from deploycmp.answer import DEFAULT_POLICY, answer, lines as answer_lines
 
     rows = results["rows"]
@@ -199,7 +205,7 @@ def html(manifest: dict, results: dict, comparison: dict | None = None, policy=N
                      + "".join(f"<li>{escape(line)}</li>" for line in said) + "</ul>")
     if comparison:
         parts.append(baseline_section(comparison))
-    parts.append(plots_section(rows))
+    parts.append(plots_section(rows, explained))
     parts.append(_env_tables(manifest, results, groups))
     created = manifest.get("created")
     parts.append(f'<p class="note">deploycmp {escape(str((manifest.get("tool") or {}).get("version", "")))}'

@@ -12,7 +12,7 @@ from deploycmp.answer import DEFAULT_POLICY, answer, lines as answer_lines
 from deploycmp.errors import UsageError
 from deploycmp.hosts import describe_host, hosts_of, targets_of
 from deploycmp.plots import scaling_lines
-from deploycmp.rundir import load_manifest, write_atomic, write_json
+from deploycmp.rundir import load_manifest, read_json, write_atomic, write_json
 from deploycmp.specs import split_list
 from deploycmp.table import COLUMNS, LEFT, cells, heading, markdown_table, warnings_of
 
@@ -125,7 +125,10 @@ def write_reports(run_dir, formats: list[str], results: dict, comparison: dict |
         elif fmt == "html":
             from deploycmp.html_report import html
 
-            write_atomic(path, html(manifest, results, comparison, policy))
+            ids = {r["id"] for r in rows}
+            explained = [e for e in (read_json(f) for f in sorted((run_dir / "results").glob("*.layers.json")))
+                         if e.get("row") in ids]
+            write_atomic(path, html(manifest, results, comparison, policy, explained))
         else:
             write_json(path, {"schema": results["schema"], "model": manifest["model"],
                               "warnings": warnings_of(manifest, rows), "scaling": scaling_lines(rows),

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from deploycmp import runtimes
 from deploycmp.cache import code_digest, digest
-from deploycmp.isolation import child_main, run_isolated
 from deploycmp.rundir import artifact_sha256
-from deploycmp.specs import BATCH, export_point
+from deploycmp.specs import export_point
 
 SUFFIX = "-tuned"
 MARGIN = 0.03  # a changed setting is kept only when its trial is at least this much faster (short trials are noisy)
@@ -31,8 +30,8 @@ def thread_counts(limit: int) -> tuple[int, ...]:
 
 
 def fp32_twin(artifact: dict, manifest: dict) -> dict | None:
-    """The ok fp32 ONNX artifact exported at the same shape point as an int8 ONNX one (what recipes start from)."""
-    return next((a for a in manifest["artifacts"] if a["format"] == "onnx" and a["quantization"] == "none"
+    """The ok fp32 artifact of an int8 one's format, exported at the same shape point (what recipes start from)."""
+    return next((a for a in manifest["artifacts"] if a["format"] == artifact["format"] and a["quantization"] == "none"
                  and a["status"] == "ok" and export_point(a) == export_point(artifact)), None)
 
 
@@ -82,21 +81,14 @@ def variant(row: dict, manifest: dict, run_dir: Path, recipe: dict, untuned: dic
     twin = fp32_twin(artifact, manifest)
     folder = Path("tuning") / artifact["id"]
     name = digest({"recipe": recipe, "fp32": artifact_sha256(twin), "code": code_digest()})[:12]
-    main = folder / f"{name}.onnx"
+    main = folder / (name + Path(artifact["main_file"]).suffix)
     info_file = run_dir / folder / f"{name}.json"
     if not info_file.exists():
-        (run_dir / folder).mkdir(parents=True, exist_ok=True)
-        from deploycmp.bench import reference_for
+        from deploycmp.requantize import requantize
 
-        point = export_point(artifact)
-        calibration = reference_for(manifest, point).get("calibration", manifest["calibration"])
-        spec = {"fp32": str(run_dir / twin["main_file"]), "out": str(run_dir / main), "recipe": recipe,
-                "calibration": str(run_dir / calibration), "inputs": manifest["model"]["inputs"],
-                "batch": point.get(BATCH) or 1}
-        outcome = run_isolated("deploycmp.tune", spec, timeout, run_dir / "logs" / f"tune-{artifact['id']}-{name}.log")
-        if outcome.status != "ok":
-            raise RuntimeError(f"re-quantizing with {recipe}: {outcome.error}")
-        info_file.write_text(json.dumps(outcome.result))
+        info = requantize(run_dir, manifest, artifact, recipe, run_dir / main, timeout,
+                          run_dir / "logs" / f"tune-{artifact['id']}-{name}.log")
+        info_file.write_text(json.dumps(info))
     info = json.loads(info_file.read_text())
     exporter = {**(artifact.get("exporter") or {}), "quantization": info}
     return {**artifact, "main_file": str(main), "exporter": exporter, "files": None,
@@ -171,17 +163,3 @@ def keep_winner_only(run_dir: Path, artifact_id: str, winner: dict) -> None:
                 f.unlink()
 
 
-def job(spec: dict) -> dict:
-    """Worker: quantize an fp32 ONNX file with a recipe, on the run's calibration split in the export's batches."""
-    from deploycmp.export_worker import calibration_batches
-    from deploycmp.exporters.onnx_quantization import quantize
-    from deploycmp.rundir import read_feed
-    from deploycmp.specs import inputs_from_dicts
-
-    calibration, _, _ = read_feed(Path(spec["calibration"]))
-    feeds = calibration_batches(calibration, inputs_from_dicts(spec["inputs"]), spec["batch"])
-    return quantize(Path(spec["fp32"]), Path(spec["out"]), "int8", feeds, recipe=spec["recipe"])
-
-
-if __name__ == "__main__":
-    child_main(job)

@@ -1,0 +1,55 @@
+"""Worker: quantize a path's fp32 file to int8 again with another recipe (bench --tune's int8 recipes, repair's
+calibration methods and layers kept in float), on the run's calibration split in the export's batches, in the
+artifact's layout. The format's quantizer module (QUANTIZERS) has `quantize(fp32, out, mode, calibration, recipe)`
+and declares the recipe keys it takes (`RECIPE_KEYS`)."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from deploycmp.isolation import child_main
+
+QUANTIZERS = {"onnx": "deploycmp.exporters.onnx_quantization", "tflite": "deploycmp.exporters.tflite"}
+
+
+def quantizer(fmt: str):
+    return importlib.import_module(QUANTIZERS[fmt])
+
+
+def requantize(run_dir: Path, manifest: dict, artifact: dict, recipe: dict, out: Path, timeout: float, log: Path) -> dict:
+    """Quantize the fp32 file of `artifact`'s path into `out` with `recipe`, in a worker process; what was done
+    (the quantizer's record). RuntimeError with the worker's words when it fails."""
+    from deploycmp.bench import reference_for
+    from deploycmp.isolation import run_isolated
+    from deploycmp.specs import BATCH, export_point
+    from deploycmp.tune import fp32_twin
+
+    point = export_point(artifact)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spec = {"format": artifact["format"], "fp32": str(run_dir / fp32_twin(artifact, manifest)["main_file"]),
+            "out": str(out), "recipe": recipe, "inputs": manifest["model"]["inputs"], "batch": point.get(BATCH) or 1,
+            "calibration": str(run_dir / reference_for(manifest, point).get("calibration", manifest["calibration"])),
+            "layout": artifact.get("layout")}
+    outcome = run_isolated("deploycmp.requantize", spec, timeout, log)
+    if outcome.status != "ok":
+        raise RuntimeError(f"re-quantizing with {recipe}: {outcome.error}")
+    return outcome.result
+
+
+def job(spec: dict) -> dict:
+    """spec: format, fp32, out, recipe, calibration (.npz), inputs (the model's), batch, layout (the file's)."""
+    from deploycmp.export_worker import calibration_batches
+    from deploycmp.rundir import read_feed
+    from deploycmp.specs import inputs_from_dicts
+    from deploycmp.worker import to_layout
+
+    calibration, _, _ = read_feed(Path(spec["calibration"]))
+    inputs = inputs_from_dicts(spec["inputs"])
+    feeds = calibration_batches(calibration, inputs, spec["batch"])
+    layouts = {i.name: i.layout for i in inputs}
+    feeds = [{k: to_layout(a, layouts.get(k), spec.get("layout")) for k, a in feed.items()} for feed in feeds]
+    return quantizer(spec["format"]).quantize(Path(spec["fp32"]), Path(spec["out"]), "int8", feeds, recipe=spec["recipe"])
+
+
+if __name__ == "__main__":
+    child_main(job)
