@@ -79,29 +79,87 @@ def _recipe(mode: str):
     return manager.get_quantization_recipe(), {"recipe": "weight-only float casting", "weights": "fp16", "activations": "fp32"}
 
 
-def _quantize(fp32: Path, out: Path, mode: str, calibration) -> dict:
-    import ai_edge_quantizer
-    from ai_edge_litert.interpreter import Interpreter
+# recipe["calibration_method"] -> how ai-edge-quantizer merges the min and max each calibration feed gives an activation
+CALIBRATION_METHODS = {
+    "min-max": "Quantizer.calibrate's own: a moving average (0.95) of each feed's min and max",
+    "global-min-max": "the smallest min and largest max over all feeds (qsv_utils.min_max_update)",
+}
 
-    recipe, info = _recipe(mode)
-    quantizer = ai_edge_quantizer.Quantizer(str(fp32))
-    quantizer.load_quantization_recipe(recipe)
+
+def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict], recipe: dict | None = None) -> dict:
+    """Quantize fp32_path into out_path with ai-edge-quantizer (static int8: calibrated on `calibration`, a list of
+    feeds, input name -> batch in the file's layout); returns what was done, for the manifest. `recipe` changes
+    static int8: {"keep_float": tensor names (as deploycmp explain reports them) whose producing and consuming ops
+    stay unquantized, so the tensors stay float; "calibration_method": a key of CALIBRATION_METHODS}."""
+    import ai_edge_quantizer
+
+    recipe = recipe or {}
+    base, info = _recipe(mode)
+    quantizer = ai_edge_quantizer.Quantizer(str(fp32_path))
+    quantizer.load_quantization_recipe(base)
+    if recipe.get("keep_float"):
+        info.update(kept_float=list(recipe["keep_float"]), float_ops=_keep_float(quantizer, fp32_path, recipe["keep_float"]))
     calibration_result = None
     if quantizer.need_calibration:
-        from deploycmp.runtimes.base import feed_names
-
-        interpreter = Interpreter(model_path=str(fp32))
-        key, signature = next(iter(interpreter.get_signature_list().items()))
-        names = feed_names(list(calibration[0]), signature["inputs"])
-        runner = interpreter.get_signature_runner(key).get_input_details()
-        # the file's own integer types (litert-torch makes int64 token ids int32): values are checked to fit at export
-        data = [{names[k]: batch.astype(runner[names[k]]["dtype"]) if batch.dtype.kind in "iub" else batch
-                 for k, batch in feed.items()} for feed in calibration]
-        calibration_result = quantizer.calibrate({key: data})
-        info.update(calibration_method="min-max", calibration_samples=sum(len(next(iter(f.values()))) for f in calibration))
-    quantizer.quantize(calibration_result).export_model(str(out), overwrite=True)
+        method = recipe.get("calibration_method", "min-max")
+        calibration_result = _calibrate(quantizer, fp32_path, calibration, method)
+        info.update(calibration_method=method,
+                    calibration_samples=sum(len(next(iter(f.values()))) for f in calibration))
+    quantizer.quantize(calibration_result).export_model(str(out_path), overwrite=True)
     info.update(tool="ai-edge-quantizer", version=md.version("ai-edge-quantizer"))
     return info
+
+
+def _keep_float(quantizer, fp32: Path, tensors: list[str]) -> list[dict]:
+    """Leave every op that makes or takes one of `tensors` unquantized (NO_QUANTIZE), each op matched exactly by its
+    scope (ai-edge-quantizer names an op by its output tensor names, each followed by ';'; later configs win over
+    the recipe's '.*'). Returns those ops: type and outputs."""
+    import re
+
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    model = fb.read_model(str(fp32))
+    graph = model.subgraphs[0]
+    names = [fb.get_tensor_name(t) for t in graph.tensors]
+    missing = sorted(set(tensors) - set(names))
+    if missing:
+        raise ValueError(f"keep_float: {fp32} has no tensor named {', '.join(map(repr, missing))}")
+    ops = [op for op in graph.operators if any(i >= 0 and names[i] in tensors for i in [*op.inputs, *op.outputs])]
+    for op in ops:
+        quantizer.update_quantization_recipe(regex=f"^{re.escape(fb.get_op_scope(op, graph.tensors))}$",
+                                             operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                             algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return [{"op": fb.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode, "custom"),
+             "outputs": [names[i] for i in op.outputs if i >= 0]} for op in ops]
+
+
+def _calibrate(quantizer, fp32: Path, calibration: list[dict], method: str):
+    """Activation ranges from the fp32 file run on `calibration` (fed through its first signature, in the file's own
+    integer types: litert-torch makes int64 token ids int32; values are checked to fit at export)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from deploycmp.runtimes.base import feed_names
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration_method {method!r}: ai-edge-quantizer offers {', '.join(CALIBRATION_METHODS)}")
+    interpreter = Interpreter(model_path=str(fp32))
+    key, signature = next(iter(interpreter.get_signature_list().items()))
+    names = feed_names(list(calibration[0]), signature["inputs"])
+    runner = interpreter.get_signature_runner(key).get_input_details()
+    data = [{names[k]: batch.astype(runner[names[k]]["dtype"]) if batch.dtype.kind in "iub" else batch
+             for k, batch in feed.items()} for feed in calibration]
+    if method == "min-max":
+        return quantizer.calibrate({key: data})
+    from ai_edge_quantizer import calibrator, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(quantizer.get_quantization_recipe())
+    calib = calibrator.Calibrator(str(fp32), qsv_update_func=qsv_utils.min_max_update)
+    calib.calibrate({key: data}, manager)
+    return calib.get_model_qsvs()
 
 
 def export(source, out_dir, quantization: str) -> dict:
@@ -112,7 +170,7 @@ def export(source, out_dir, quantization: str) -> dict:
     layout = _layout(source)
     calibration = [_in_layout(source, feed, layout) for feed in source.calibration_feeds()]
     info = convert_then_quantize(source, path, quantization, CONVERTERS[source.framework],
-                                 lambda fp32, out, mode: _quantize(fp32, out, mode, calibration))
+                                 lambda fp32, out, mode: quantize(fp32, out, mode, calibration))
     from ai_edge_litert.interpreter import Interpreter
 
     inputs, _ = signature_details(Interpreter(model_path=str(path)))

@@ -19,7 +19,8 @@ from deploycmp.rundir import load_manifest, read_json, result_path, write_json
 
 TOP = 10
 # (format, runtime) -> the worker module that exposes that path's intermediate tensors
-EXPLAINERS = {("onnx", "onnxruntime"): "deploycmp.explain_onnx", ("tflite", "litert"): "deploycmp.explain_tflite"}
+EXPLAINERS = {("onnx", "onnxruntime"): "deploycmp.explain_onnx", ("tflite", "litert"): "deploycmp.explain_tflite",
+              ("executorch", "executorch"): "deploycmp.explain_executorch"}
 
 
 def check_row(run_dir: Path, row_id: str, command: str = "explain") -> tuple[dict, dict, dict, dict]:
@@ -53,7 +54,9 @@ def tensor_metrics(ref: list, got: list, channel_axis: int | None) -> dict:
     import numpy as np
 
     ref = [np.asarray(a, np.float64) for a in ref]
-    got = [np.asarray(a, np.float64) for a in got]
+    # values fp32 itself leaves non-finite (a max-pool's -inf padding) are compared as equal, not as errors
+    got = [np.where(np.isfinite(a), np.asarray(b, np.float64), 0.0) for a, b in zip(ref, got)]
+    ref = [np.where(np.isfinite(a), a, 0.0) for a in ref]
 
     def sqnr(signal, noise):
         return float(10 * np.log10(signal / noise)) if noise > 0 and signal > 0 else None
@@ -108,7 +111,8 @@ def explain(run_dir: Path, row_id: str, timeout: float = 600.0) -> dict:
     manifest, row, artifact, twin = check_row(run_dir, row_id)
     spec = {"int8": str(run_dir / artifact["main_file"]), "fp32": str(run_dir / twin["main_file"]),
             "reference": str(run_dir / reference_for(manifest, row["shape"])["file"]), "batch": row["batch"],
-            "layout": artifact.get("layout")}
+            "layout": artifact.get("layout"), "inputs": manifest["model"]["inputs"], "run_dir": str(run_dir),
+            "artifact": artifact}
     outcome = run_isolated(EXPLAINERS[row["format"], row["runtime"]], spec, timeout,
                            run_dir / "logs" / f"{row_id}.explain.log")
     if outcome.status != "ok":

@@ -42,8 +42,8 @@ def _run(path: Path, batches: list[dict]) -> dict:
 
 
 def _scopes(node) -> list[str] | None:
-    """The module path and op name of a node, as torch.onnx's dynamo exporter records them (['', 'conv2',
-    'conv2d_1']); None for files from other exporters."""
+    """The paths of the modules a node is in, outermost first, then its op's name, as torch.onnx's dynamo exporter
+    records them (['', 'layer1', 'layer1.0', 'layer1.0.conv1', 'conv2d_1']); None for files from other exporters."""
     scopes = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes")
     return None if scopes is None else ast.literal_eval(scopes)
 
@@ -59,7 +59,7 @@ def layer_names(graph, tensors: list[str]) -> dict[str, str]:
         while node is not None:
             scopes = _scopes(node)
             if scopes is None or len(scopes) > 2:
-                out[name] = producer[name].name if scopes is None else ".".join(scopes[1:-1])
+                out[name] = producer[name].name if scopes is None else scopes[-2]  # the deepest module's path
                 break
             ins = [i for i in node.input if i in producer and i not in quantized]
             if not ins:
