@@ -105,3 +105,11 @@ def _ops(path) -> list[str]:
     import onnx
 
     return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_the_html_report_draws_sqnr_through_the_depth(run, explained):
+    proc = deploycmp("report", run, "--format", "html")
+    assert proc.returncode == 0, proc.stderr
+    page = (run / "report.html").read_text()
+    assert "Where int8 error enters" in page
+    assert f'id="layer-sqnr:{INT8}:sqnr_db"' in page and f'id="layer-sqnr:{INT8}:channel_sqnr_db"' in page

@@ -2,7 +2,8 @@
 with every intermediate tensor kept (experimental_preserve_all_tensors; the XNNPACK delegate would compute its
 partitions without writing them), fed as the litert runtime feeds them. ai-edge-quantizer keeps the fp32 file's
 tensor names, so each activation the int8 file quantizes per tensor is dequantized and paired with the fp32 tensor
-of the same name (as is each one it left float: keep_float, ops the quantizer cannot take). Layers are named from the location the converter fused into each tensor name."""
+of the same name (as is each one it left float: keep_float, ops the quantizer cannot take). Layers are named from
+the location the converter fused into each tensor name."""
 from __future__ import annotations
 
 import re

@@ -367,7 +367,8 @@ def layer_sqnr(explained: list[dict]) -> str | None:
             if e["top"]:
                 first = next(x for x in e["layers"] if x["tensor"] == e["top"][0])
                 y = first["channel_sqnr_db"] if first["channel_sqnr_db"] is not None else first["sqnr_db"]
-                ax.annotate(f" {first['layer']}", (at[first["tensor"]], y), color=colour, fontsize=8)
+                ax.annotate(first["layer"], (at[first["tensor"]], y), xytext=(4, -12 - 10 * i),
+                            textcoords="offset points", color=colour, fontsize=8)
         ax.set_xlabel("depth: position of the quantized activation in execution order (0 = input, 1 = output)")
         ax.set_ylabel("SQNR vs fp32, dB")
         fig.legend(fontsize=8, loc="outside lower center", ncols=min(len(lines), 3))

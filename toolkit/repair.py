@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from deploycmp.errors import UsageError
-from deploycmp.rundir import MANIFEST, describe_files, load_manifest, read_json, result_path, write_json
+from deploycmp.rundir import MANIFEST, describe_files, read_json, result_path, write_json
 
 MAX_STEPS = 8
 
@@ -69,7 +69,7 @@ def _measure(run_dir: Path, manifest: dict, row: dict, entry: dict, settings, ta
     target = parse_targets(row["target"], targets_file)[0]
     planned = [r for r in plan({**manifest, "artifacts": [entry]}, [target], [row["batch"]], row["threads"],
                                only=(row["runtime"],)) if r["shape"] == row["shape"]]
-    new = planned[0]
+    new = {**planned[0], "repair": {k: entry["repair"][k] for k in ("of_row", "step", "change")}}
     new["key"] = row_key(new, manifest, settings, versions())
     verdict = precheck(new, run_dir)
     outcomes = [] if verdict else [measure_once(new, run_dir, manifest, settings)]

@@ -32,8 +32,9 @@ def tuned_text(row: dict) -> str:
 def _short_reason(row: dict) -> str:
     if row["status"] == "ok":
         found = (row.get("drift") or {}).get("degenerate")
-        tuned = tuned_text(row)
+        tuned, repair = tuned_text(row), row.get("repair")
         return "; ".join([*([f"drift n/a: {found['reason']}"] if found else []), *([tuned] if tuned else []),
+                          *([f"repair step {repair['step']}: {repair['change']}"] if repair else []),
                           *(row.get("warnings") or [])])
     reason = (row.get("error") or "").replace("\n", " ")
     return f"{row['status']}: {reason}" if row["status"] != "unavailable" else reason
