@@ -101,21 +101,28 @@ class Source:
         return [d for d, other in other_feeds(self.feed, self.inputs, self.dims).items() if takes(other)]
 
 
+def source_at(run_dir: Path, record: dict, source_file: str, reference: str, calibration: str, dims: dict) -> Source:
+    """What exporters get: the run's pinned source model (`record`: the manifest's model) with the example at `dims`
+    from the reference file and the calibration split."""
+    from deploycmp import models
+    from deploycmp.specs import inputs_from_dicts
+
+    inputs = inputs_from_dicts(record["inputs"])
+    feed, _, _ = read_feed(run_dir / reference)
+    split, _, _ = read_feed(run_dir / calibration)
+    return Source(models.get(record["framework"]).load_source(run_dir, record, source_file), record["framework"],
+                  inputs, at_dims(feed, inputs, dims), dims, record.get("layout"), split, run_dir, source_file,
+                  [o["name"] for o in record.get("outputs", [])])
+
+
 def job(spec: dict) -> dict:
     from deploycmp import models
     from deploycmp.exporters import get
-    from deploycmp.specs import inputs_from_dicts
 
-    run_dir, record = Path(spec["run_dir"]), spec["model"]
-    fw = models.get(record["framework"])
-    fw.set_threads(spec["threads"])
-    inputs = inputs_from_dicts(record["inputs"])
-    feed, _, _ = read_feed(run_dir / spec["reference"])
-    calibration, _, _ = read_feed(run_dir / spec["calibration"])
-    dims = spec["dims"]
-    source = Source(fw.load_source(run_dir, record, spec["source_file"]), record["framework"], inputs,
-                    at_dims(feed, inputs, dims), dims, record.get("layout"), calibration, run_dir, spec["source_file"],
-                    [o["name"] for o in record.get("outputs", [])])
+    run_dir, record, dims = Path(spec["run_dir"]), spec["model"], spec["dims"]
+    models.get(record["framework"]).set_threads(spec["threads"])
+    source = source_at(run_dir, record, spec["source_file"], spec["reference"], spec["calibration"], dims)
+    inputs = source.inputs
     out_dir = run_dir / spec["folder"]
     start = time.perf_counter()
     details = get(spec["format"]).export(source, out_dir, spec["quantization"])

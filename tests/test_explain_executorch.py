@@ -1,0 +1,61 @@
+"""deploycmp explain on an ExecuTorch int8 row (XNNPACKQuantizer PT2E, XNNPACK .pte): the outlier model's conv2,
+whose per-tensor activation scale is stretched 200x by one channel, is named first, from the PT2E program in
+PyTorch (the .pte exposes no intermediates); deploycmp repair re-quantizes from the run's source model with conv2's
+activation kept float (the quantizer leaves conv2, which makes it, and conv3, which reads it, unquantized) and passes.
+Real exports, real ExecuTorch runtime."""
+import json
+import math
+
+import pytest
+
+from tests.conftest import FAST, deploycmp
+
+INT8 = "executorch-int8-executorch-server-cpu-b1"
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explain-executorch") / "run"
+    proc = deploycmp("run", "--model", "tests.tiny_models:outlier", "--input-shape", "1,3,16,16", "--samples", "32",
+                     "--formats", "executorch", "--quantize", "none,int8", "--runtimes", "executorch", "--out", out,
+                     *FAST)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = deploycmp("explain", out, "--row", INT8)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc, json.loads((out / "results" / f"{INT8}.layers.json").read_text())
+
+
+def test_the_outlier_layer_is_named_first(explained):
+    _, proc, result = explained
+    assert result["compared_with"] == "executorch-none"
+    first = next(x for x in result["layers"] if x["tensor"] == result["top"][0])
+    assert (first["layer"], first["op"]) == ("conv2", "relu")
+    assert first["channel_sqnr_db"] < 10 < first["sqnr_db"]  # the whole tensor looks fine, its other channels do not
+    assert "  1. conv2 " in proc.stdout
+
+
+def test_activations_in_execution_order_with_their_quantization(explained):
+    _, _, result = explained
+    layers = result["layers"]
+    # the input, each convolution's ReLU (a top-level torch.relu, named by the module before it), the mean, the head
+    assert [(x["layer"], x["op"]) for x in layers] == [("x", "input"), ("conv1", "relu"), ("conv2", "relu"),
+                                                       ("conv3", "relu"), ("mean", "mean"), ("head", "linear")]
+    for x in layers:
+        assert math.isfinite(x["sqnr_db"]) and 0.9 < x["cosine"] <= 1 + 1e-9
+        assert x["range_from"] == "scale and zero point" and x["scale"] > 0 and x["range"][0] <= 0 < x["range"][1]
+        assert "before lowering to XNNPACK" in x["compared"]
+
+
+def test_repair_keeps_the_outlier_tensor_float_and_passes(explained):
+    out, _, result = explained
+    tensor = result["top"][0]
+    # the int8 row (37 dB) misses 40 dB; the min-max observer does not reach it, conv2's activation in float does
+    proc = deploycmp("repair", out, "--row", INT8, "--min-sqnr", "40", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = json.loads((out / "results" / f"{INT8}.repair.json").read_text())["steps"]
+    assert [(s["change"], s["verdict"]) for s in steps] == [
+        ("none: the int8 row as exported", "fail"), ("calibration min-max", "fail"), ("float: conv2", "pass")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    info = next(a for a in manifest["artifacts"] if a["id"] == "executorch-int8-r2")["exporter"]["quantization"]
+    assert info["kept_float"] == [tensor]
+    assert [op["layer"] for op in info["float_ops"]] == ["conv2", None, "conv3"]  # conv2 + relu make it, conv3 reads
