@@ -10,6 +10,7 @@ point with the range they cover (what calibration saw). Ranked by the larger of 
 """
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -119,8 +120,10 @@ def explain(run_dir: Path, row_id: str, timeout: float = 600.0) -> dict:
         raise DeployError(f"explain: {outcome.status}: {outcome.error} (log: logs/{row_id}.explain.log)")
     layers = with_drops(outcome.result)
     ranked = sorted((x for x in layers if x["entry_db"] is not None), key=lambda x: -x["entry_db"])
+    module = EXPLAINERS[row["format"], row["runtime"]]
     out = {"row": row_id, "artifact": artifact["id"], "compared_with": twin["id"], "format": row["format"],
            "runtime": row["runtime"], "sqnr_db": row.get("drift", {}).get("sqnr_db"),
+           "compared": importlib.import_module(module).COMPARED,
            "what": "per quantized activation, in execution order: the int8 model's tensor against the fp32 model's",
            "layers": layers, "top": [x["tensor"] for x in ranked[:TOP]]}
     write_json(result_path(run_dir, row_id).with_suffix(".layers.json"), out)
@@ -134,8 +137,9 @@ def _db(v: float | None) -> str:
 def lines(result: dict) -> list[str]:
     """The terminal's top 10: where the SQNR drops most."""
     by = {x["tensor"]: x for x in result["layers"]}
-    out = [f"{result['row']}: {len(result['layers'])} quantized activations against {result['compared_with']}; "
-           "where the error enters (largest SQNR drop since the tensor before, whole tensor or worst channel):"]
+    out = [f"{result['row']}: {len(result['layers'])} quantized activations against {result['compared_with']}",
+           f"  compared: {result['compared']}",
+           "  where the error enters (largest SQNR drop since the tensor before, whole tensor or worst channel):"]
     for i, name in enumerate(result["top"], 1):
         x = by[name]
         out.append(f"{i:3}. {x['layer']:32.32} {x['op']:12.12} SQNR {_db(x['sqnr_db'])} dB, worst channel "

@@ -107,8 +107,7 @@ def job(spec: dict) -> list[dict]:
         node = nodes[name]
         metrics = tensor_metrics(ref[name], got[dequantize.name], 1 if ref[name][0].ndim == 4 else -1)  # NCHW inside
         op = node.target.overloadpacket.__name__ if node.op == "call_function" else "input"
-        layers.append({"tensor": name, "layer": names[name], "op": op, **metrics, **_quantization(dequantize),
-                       "compared": COMPARED})
+        layers.append({"tensor": name, "layer": names[name], "op": op, **metrics, **_quantization(dequantize)})
     return layers
 
 

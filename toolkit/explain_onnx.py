@@ -10,6 +10,8 @@ from pathlib import Path
 
 from deploycmp.isolation import child_main
 
+COMPARED = "the int8 file and the fp32 file on ONNX Runtime's CPU provider, graph optimisations off (the graph as written)"
+
 
 def _expose(model, path: Path) -> None:
     """Every float tensor a node makes, as a graph output (shapes from ONNX shape inference)."""

@@ -10,6 +10,8 @@ import re
 
 from deploycmp.isolation import child_main
 
+COMPARED = "the int8 file and the fp32 file on LiteRT's built-in kernels (XNNPACK off: it keeps no intermediates)"
+
 # one component of a litert-torch module path: the module's qualified class, '_', its attribute in the parent
 TORCH_MODULE = re.compile(r"^(?:\w+\.)+[A-Za-z0-9]+_(.+)$")
 # TFLite ops whose kernels are channels-last whatever the model's interface
