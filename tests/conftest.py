@@ -55,3 +55,29 @@ def tiny_run(tmp_path_factory):
     proc = deploycmp("run", *TINY, "--formats", "torchscript,torch-export,onnx", "--out", out, "--batch", "1,2", *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
+
+
+OUTLIER = ["--model", "tests.tiny_models:outlier", "--input-shape", "1,3,16,16", "--samples", "32"]
+
+
+def explain_outlier(tmp_path_factory, fmt: str, runtime: str) -> tuple:
+    """The model made to fail int8 (tests.tiny_models:outlier) in fp32 and int8 of one format on one runtime, and
+    explain on its int8 row: (run directory, explain's process, results/ROW.layers.json)."""
+    out = tmp_path_factory.mktemp(f"explain-{fmt}") / "run"
+    proc = deploycmp("run", *OUTLIER, "--formats", fmt, "--quantize", "none,int8", "--runtimes", runtime, "--out", out,
+                     *FAST)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = f"{fmt}-int8-{runtime}-server-cpu-b1"
+    proc = deploycmp("explain", out, "--row", row)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc, json.loads((out / "results" / f"{row}.layers.json").read_text())
+
+
+def repair_steps(run_dir, row: str, *args) -> tuple[list[dict], dict]:
+    """deploycmp repair on a row that it makes pass: (the steps of results/ROW.repair.json, the manifest's artifacts
+    by id)."""
+    proc = deploycmp("repair", run_dir, "--row", row, *args, *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = json.loads((Path(run_dir) / "results" / f"{row}.repair.json").read_text())["steps"]
+    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    return steps, {a["id"]: a for a in manifest["artifacts"]}

@@ -6,30 +6,23 @@ import math
 
 import pytest
 
-from tests.conftest import FAST, deploycmp, rows_by_id
+from tests.conftest import FAST, deploycmp, explain_outlier, repair_steps, rows_by_id
 
-OUTLIER = ["--model", "tests.tiny_models:outlier", "--input-shape", "1,3,16,16", "--samples", "16"]
 INT8 = "onnx-int8-onnxruntime-server-cpu-b1"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("explain") / "run"
-    proc = deploycmp("run", *OUTLIER, "--formats", "onnx", "--quantize", "none,int8", "--runtimes", "onnxruntime",
-                     "--out", out, *FAST)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+def explained(tmp_path_factory):
+    return explain_outlier(tmp_path_factory, "onnx", "onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def explained(run):
-    proc = deploycmp("explain", run, "--row", INT8)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc, json.loads((run / "results" / f"{INT8}.layers.json").read_text())
+def run(explained):
+    return explained[0]
 
 
 def test_explain_names_the_outlier_layer_first(explained):
-    proc, result = explained
+    _, proc, result = explained
     assert result["row"] == INT8 and result["compared_with"] == "onnx-none"
     layers = result["layers"]
     # the input, then every activation the int8 file quantizes, in execution order, named by the PyTorch module
@@ -51,7 +44,7 @@ def test_explain_names_the_outlier_layer_first(explained):
 
 
 def test_explain_names_are_stable_across_runs(run, explained):
-    _, first = explained
+    _, _, first = explained
     proc = deploycmp("explain", run, "--row", INT8)
     assert proc.returncode == 0, proc.stderr
     again = json.loads((run / "results" / f"{INT8}.layers.json").read_text())
@@ -74,10 +67,8 @@ def test_repair_tries_calibration_then_keeps_the_outlier_layer_in_float(run, exp
     assert proc.returncode == 1 and "no candidate passes within --max-steps 1" in proc.stdout, proc.stdout + proc.stderr
     assert f"{INT8.replace('int8', 'int8-r1')}" in rows_by_id(run)
 
-    proc = deploycmp("repair", run, "--row", INT8, "--min-sqnr", "40", *FAST)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps, artifacts = repair_steps(run, INT8, "--min-sqnr", "40")
     result = json.loads((run / "results" / f"{INT8}.repair.json").read_text())
-    steps = result["steps"]
     assert [s["change"] for s in steps] == ["none: the int8 row as exported", "calibration Entropy",
                                             "calibration Percentile", "float: conv2"]
     assert [s["verdict"] for s in steps] == ["fail", "fail", "fail", "pass"]
@@ -86,8 +77,7 @@ def test_repair_tries_calibration_then_keeps_the_outlier_layer_in_float(run, exp
     # every candidate is a measured row of the run, with its artifact and what changed; the earlier try's rows went
     rows = rows_by_id(run)
     assert [i for i in rows if "-r" in i] == [s["row"] for s in steps[1:]]
-    manifest = json.loads((run / "manifest.json").read_text())
-    repaired = next(a for a in manifest["artifacts"] if a["id"] == "onnx-int8-r3")
+    repaired = artifacts["onnx-int8-r3"]
     assert repaired["repair"] == {"of_artifact": "onnx-int8", "of_row": INT8, "step": 3, "change": "float: conv2",
                                   "recipe": {"keep_float": ["relu_1"]}}
     kept = repaired["exporter"]["quantization"]

@@ -3,26 +3,18 @@ whose per-tensor activation scale is stretched 200x by one channel, is named fir
 PyTorch (the .pte exposes no intermediates); deploycmp repair re-quantizes from the run's source model with conv2's
 activation kept float (the quantizer leaves conv2, which makes it, and conv3, which reads it, unquantized) and passes.
 Real exports, real ExecuTorch runtime."""
-import json
 import math
 
 import pytest
 
-from tests.conftest import FAST, deploycmp
+from tests.conftest import explain_outlier, repair_steps
 
 INT8 = "executorch-int8-executorch-server-cpu-b1"
 
 
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("explain-executorch") / "run"
-    proc = deploycmp("run", "--model", "tests.tiny_models:outlier", "--input-shape", "1,3,16,16", "--samples", "32",
-                     "--formats", "executorch", "--quantize", "none,int8", "--runtimes", "executorch", "--out", out,
-                     *FAST)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    proc = deploycmp("explain", out, "--row", INT8)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out, proc, json.loads((out / "results" / f"{INT8}.layers.json").read_text())
+    return explain_outlier(tmp_path_factory, "executorch", "executorch")
 
 
 def test_the_outlier_layer_is_named_first(explained):
@@ -49,12 +41,9 @@ def test_repair_keeps_the_outlier_tensor_float_and_passes(explained):
     out, _, result = explained
     tensor = result["top"][0]
     # the int8 row (37 dB) misses 40 dB; the min-max observer does not reach it, conv2's activation in float does
-    proc = deploycmp("repair", out, "--row", INT8, "--min-sqnr", "40", *FAST)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    steps = json.loads((out / "results" / f"{INT8}.repair.json").read_text())["steps"]
+    steps, artifacts = repair_steps(out, INT8, "--min-sqnr", "40")
     assert [(s["change"], s["verdict"]) for s in steps] == [
         ("none: the int8 row as exported", "fail"), ("calibration min-max", "fail"), ("float: conv2", "pass")]
-    manifest = json.loads((out / "manifest.json").read_text())
-    info = next(a for a in manifest["artifacts"] if a["id"] == "executorch-int8-r2")["exporter"]["quantization"]
+    info = artifacts["executorch-int8-r2"]["exporter"]["quantization"]
     assert info["kept_float"] == [tensor]
     assert [op["layer"] for op in info["float_ops"]] == ["conv2", None, "conv3"]  # conv2 + relu make it, conv3 reads

@@ -7,20 +7,14 @@ import math
 
 import pytest
 
-from tests.conftest import FAST, deploycmp
+from tests.conftest import deploycmp, explain_outlier, repair_steps
 
 INT8 = "tflite-int8-litert-server-cpu-b1"
 
 
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("explain-tflite") / "run"
-    proc = deploycmp("run", "--model", "tests.tiny_models:outlier", "--input-shape", "1,3,16,16", "--samples", "32",
-                     "--formats", "tflite", "--quantize", "none,int8", "--runtimes", "litert", "--out", out, *FAST)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    proc = deploycmp("explain", out, "--row", INT8)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out, proc, json.loads((out / "results" / f"{INT8}.layers.json").read_text())
+    return explain_outlier(tmp_path_factory, "tflite", "litert")
 
 
 def test_the_outlier_layer_is_named_first(explained):
@@ -52,13 +46,10 @@ def test_repair_keeps_the_outlier_tensor_float_and_passes(explained):
     out, _, result = explained
     tensor = result["top"][0]
     # the int8 row misses 44 dB; ai-edge-quantizer's other calibration does not reach it, conv2 in float does
-    proc = deploycmp("repair", out, "--row", INT8, "--min-sqnr", "44", *FAST)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    steps = json.loads((out / "results" / f"{INT8}.repair.json").read_text())["steps"]
+    steps, artifacts = repair_steps(out, INT8, "--min-sqnr", "44")
     assert [(s["change"], s["verdict"]) for s in steps] == [
         ("none: the int8 row as exported", "fail"), ("calibration global-min-max", "fail"), ("float: conv2", "pass")]
-    manifest = json.loads((out / "manifest.json").read_text())
-    info = next(a for a in manifest["artifacts"] if a["id"] == "tflite-int8-r2")["exporter"]["quantization"]
+    info = artifacts["tflite-int8-r2"]["exporter"]["quantization"]
     assert info["kept_float"] == [tensor]
     assert [op["op"] for op in info["float_ops"]] == ["CONV_2D", "CONV_2D"]  # conv2 makes it, conv3 takes it
     # explained in turn, the repaired row holds that tensor in float, and its worst channel is mended
