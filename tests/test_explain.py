@@ -103,3 +103,12 @@ def test_the_html_report_draws_sqnr_through_the_depth(run, explained):
     page = (run / "report.html").read_text()
     assert "Where int8 error enters" in page
     assert f'id="layer-sqnr:{INT8}:sqnr_db"' in page and f'id="layer-sqnr:{INT8}:channel_sqnr_db"' in page
+
+
+def test_list_says_which_int8_paths_explain_and_repair_take():
+    proc = deploycmp("list")
+    assert proc.returncode == 0, proc.stderr
+    section = proc.stdout.split("int8 paths explain and repair take:")[1].split("targets:")[0]
+    assert [line.split()[:3] for line in section.strip().splitlines()] == [
+        ["onnx", "on", "onnxruntime"], ["tflite", "on", "litert"], ["executorch", "on", "executorch"]]
+    assert "MinMax, Entropy, Percentile" in section and "histogram, min-max" in section

@@ -440,7 +440,7 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
 @click.option("--row", "row_id", required=True, help="The int8 row to explain (an id from report.csv).")
 @verbose_option
 def explain(run_dir, row_id):
-    """Where an int8 row's error enters: every quantized activation against the fp32 model (ONNX Runtime rows)."""
+    """Where an int8 row's error enters: every quantized activation against fp32 (ONNX Runtime, LiteRT, ExecuTorch)."""
     from deploycmp.explain import explain as run_explain
     from deploycmp.explain import lines
 
@@ -513,6 +513,14 @@ def list_(targets_file):
         opt_in = "; opt-in: only on targets whose runtimes list names it" if runtimes.opt_in(name) else ""
         click.echo(f"  {name:15} runs {', '.join(mod.FORMATS)} on {', '.join(runtimes.devices(name))}; "
                    f"{avail(mod.REQUIRES)}{opt_in}")
+    from deploycmp.explain import EXPLAINERS
+    from deploycmp.requantize import QUANTIZERS, quantizer
+
+    click.echo("int8 paths explain and repair take:")
+    for fmt, runtime in EXPLAINERS:
+        methods = ", ".join(quantizer(fmt).CALIBRATION_METHODS) if fmt in QUANTIZERS else None
+        click.echo(f"  {fmt:14} on {runtime:13} " + (f"repair calibrations {methods}; layers kept in float"
+                                                       if methods else "explain only"))
     click.echo("targets:")
     for name, t in {**BUILTIN, **(load_targets_file(targets_file) if targets_file else {})}.items():
         reason = t.unavailable_reason()
