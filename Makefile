@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
+# test modules run in parallel, one module per worker (their fixtures stay in one process); 2 is CI's core count
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test bench clean
 
@@ -25,7 +27,7 @@ demo: install
 		--target server-cpu,mobile-cpu --format md,csv,json,html --out $(RUN_DIR) --force
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(BIN)/python benchmarks/harness_overhead.py

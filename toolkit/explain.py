@@ -114,13 +114,12 @@ def explain(run_dir: Path, row_id: str, timeout: float = 600.0) -> dict:
             "reference": str(run_dir / reference_for(manifest, row["shape"])["file"]), "batch": row["batch"],
             "layout": artifact.get("layout"), "inputs": manifest["model"]["inputs"], "run_dir": str(run_dir),
             "artifact": artifact}
-    outcome = run_isolated(EXPLAINERS[row["format"], row["runtime"]], spec, timeout,
-                           run_dir / "logs" / f"{row_id}.explain.log")
+    module = EXPLAINERS[row["format"], row["runtime"]]
+    outcome = run_isolated(module, spec, timeout, run_dir / "logs" / f"{row_id}.explain.log")
     if outcome.status != "ok":
         raise DeployError(f"explain: {outcome.status}: {outcome.error} (log: logs/{row_id}.explain.log)")
     layers = with_drops(outcome.result)
     ranked = sorted((x for x in layers if x["entry_db"] is not None), key=lambda x: -x["entry_db"])
-    module = EXPLAINERS[row["format"], row["runtime"]]
     out = {"row": row_id, "artifact": artifact["id"], "compared_with": twin["id"], "format": row["format"],
            "runtime": row["runtime"], "sqnr_db": row.get("drift", {}).get("sqnr_db"),
            "compared": importlib.import_module(module).COMPARED,
