@@ -15,9 +15,6 @@ from pathlib import Path
 from deploycmp.errors import UsageError
 from deploycmp.rundir import MANIFEST, describe_files, read_json, result_path, write_json
 
-MAX_STEPS = 8
-
-
 def _metrics(row: dict) -> dict:
     drift = row.get("drift") or {}
     return {"row": row["id"], "status": row["status"], "error": row.get("error"), "sqnr_db": drift.get("sqnr_db"),
@@ -76,7 +73,7 @@ def _measure(run_dir: Path, manifest: dict, row: dict, entry: dict, settings, ta
     return finish_row(new, verdict, outcomes, run_dir, environment(), None)
 
 
-def repair(run_dir: Path, row_id: str, policy, flags, settings, max_steps: int = MAX_STEPS, targets_file=None,
+def repair(run_dir: Path, row_id: str, policy, flags, settings, max_steps: int, targets_file=None,
            progress=None) -> dict:
     """Candidates until one passes the thresholds in force for the row (policy < flags); every step with its
     change, drift, size and latency in results/<row>.repair.json. `passed`: the id of the row that passes, None."""
