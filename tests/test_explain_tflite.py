@@ -1,7 +1,7 @@
 """deploycmp explain on a TFLite int8 row (litert-torch file, ai-edge-quantizer int8, LiteRT): the outlier model's
-conv2, whose per-tensor activation scale is stretched 200x by one channel, is named first; deploycmp repair
-keeps that tensor float (ai-edge-quantizer leaves the ops that make and read it unquantized) and passes. Real exports, real LiteRT; TensorFlow, litert_torch and
-LiteRT only ever run in subprocesses."""
+conv2, whose per-tensor activation scale is stretched 200x by one channel, is named first; deploycmp repair keeps
+that tensor float (ai-edge-quantizer leaves the ops that make and read it unquantized) and passes. Real exports,
+real LiteRT; TensorFlow, litert_torch and LiteRT only ever run in subprocesses."""
 import json
 import math
 

@@ -106,9 +106,10 @@ def job(spec: dict) -> list[dict]:
         single, fp32 = tmp / "fp32.onnx", tmp / "fp32-pre.onnx"
         onnx.save(onnx.load(spec["fp32"]), str(single))
         quant_pre_process(str(single), str(fp32), skip_symbolic_shape=True)  # as the quantizer saw it
-        graph = onnx.load(str(fp32)).graph
+        float_model = onnx.load(str(fp32))
+        graph = float_model.graph
         acts = {}
-        for key, model in (("float", onnx.load(str(fp32))), ("int8", int8)):
+        for key, model in (("float", float_model), ("int8", int8)):  # _expose adds outputs to a shape-inferred copy
             _expose(model, tmp / f"{key}-exposed.onnx")
             acts[key] = _run(tmp / f"{key}-exposed.onnx", feeds)
     matched = create_activation_matching(acts["int8"], acts["float"])

@@ -28,15 +28,14 @@ def _interpreter(path: str):
     return it
 
 
-def _run(path: str, feeds: list[dict]) -> tuple[object, dict[str, list]]:
-    """(the interpreter, tensor name -> its value after each call, dequantized where quantized per tensor) for every
-    tensor an op of the first subgraph makes. Inputs go through the litert runtime's session (names, dtypes, the
+def _run(it, feeds: list[dict]) -> dict[str, list]:
+    """Tensor name -> its value after each call, dequantized where quantized per tensor, for every tensor an op of
+    the interpreter's first subgraph makes. Inputs go through the litert runtime's session (names, dtypes, the
     int8 file's input quantization, resizing a free batch axis)."""
     import importlib.metadata as md
 
     from deploycmp.runtimes.litert import LiteRTSession, dequantize
 
-    it = _interpreter(path)
     session = LiteRTSession(it, 1, md.version("ai-edge-litert"), xnnpack=False)
     made = [i for op in it._get_ops_details() for i in op["outputs"] if i >= 0]
     values: dict[str, list] = {}
@@ -45,7 +44,7 @@ def _run(path: str, feeds: list[dict]) -> tuple[object, dict[str, list]]:
         details = it.get_tensor_details()
         for i in made:
             values.setdefault(details[i]["name"], []).append(dequantize(it.get_tensor(i), details[i]))
-    return it, values
+    return values
 
 
 def _feeds(spec: dict, names: list[str]) -> list[dict]:
@@ -128,10 +127,11 @@ def job(spec: dict) -> list[dict]:
     from deploycmp.explain import tensor_metrics
     from deploycmp.runtimes.litert import signature_details
 
-    inputs, _ = signature_details(_interpreter(spec["int8"]))
+    it = _interpreter(spec["int8"])
+    inputs, _ = signature_details(it)
     feeds = _feeds(spec, list(inputs))
-    it, got = _run(spec["int8"], feeds)
-    _, ref = _run(spec["fp32"], feeds)
+    got = _run(it, feeds)
+    ref = _run(_interpreter(spec["fp32"]), feeds)
     details, axes = it.get_tensor_details(), channel_axes(it, spec.get("layout"))
     layers = []
     for op in it._get_ops_details():

@@ -161,5 +161,3 @@ def keep_winner_only(run_dir: Path, artifact_id: str, winner: dict) -> None:
         for f in folder.iterdir():
             if f.stem != Path(winner["main_file"]).stem:
                 f.unlink()
-
-
