@@ -200,3 +200,13 @@ class Outlier(nn.Module):
 def outlier():
     torch.manual_seed(0)
     return Outlier()
+
+
+def hangs():
+    """A factory that never returns (it waits for a lock nobody releases), for the export timeout."""
+    import threading
+
+    lock = threading.Lock()
+    lock.acquire()
+    lock.acquire()  # blocks for ever, in C, where only a signal handler between bytecodes can reach it
+    return tiny_cnn()

@@ -4,13 +4,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from deploycmp import runtimes
+import numpy as np
+
+from deploycmp import runtimes, seal
 from deploycmp.cache import code_digest, digest
+from deploycmp.errors import UsageError
 from deploycmp.environment import environment, versions
 from deploycmp.isolation import run_isolated
 from deploycmp.results import write_results
-from deploycmp.rundir import (REFERENCE, artifact_sha256, changed_files, load_manifest, read_json, result_path, sha256_file,
-                              write_json)
+from deploycmp.rundir import (REFERENCE, artifact_sha256, changed_files, load_manifest, load_rows, read_json, result_path,
+                              sha256_file, write_json)
 from deploycmp.specs import BATCH, export_point, parse_sweeps, point_id, served_by
 from deploycmp.targets import Target, worker_env
 
@@ -55,6 +58,31 @@ def reference_for(manifest: dict, dims: dict) -> dict:
     return next((r for r in manifest.get("references", []) if r["dims"] == rest), {"file": REFERENCE})
 
 
+def check_references(run_dir: Path, manifest: dict) -> None:
+    """Every reference and calibration file the manifest names, unchanged since export (the content digest it
+    recorded): golden outputs edited or replaced would make every row's drift a lie. One line when one is not."""
+    from deploycmp.data import feed_sha256
+    from deploycmp.rundir import inside
+
+    for ref in manifest.get("references", []):
+        for key, digest_key, prefix in (("file", "sha256", ""), ("calibration", "calibration_sha256", "input/")):
+            if not ref.get(key) or not ref.get(digest_key):
+                continue
+            path = inside(run_dir, ref[key])
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    found = feed_sha256({k[len(prefix):]: f[k] for k in f.files})
+            except FileNotFoundError:
+                raise UsageError(f"{path} is missing: the run's {key.replace('file', 'reference')} inputs and outputs "
+                                 "are gone; export the run again") from None
+            except (OSError, ValueError, KeyError) as e:
+                raise UsageError(f"{path} is not readable: {e}; export the run again") from None
+            if found != ref[digest_key]:
+                raise UsageError(f"{path} changed since export (sha256 differs from the manifest's): its "
+                                 f"{'golden outputs' if key == 'file' else 'calibration inputs'} are not the ones the "
+                                 "artifacts were exported and checked with; export the run again")
+
+
 def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads: int | None,
          only: tuple[str, ...] | None = None) -> list[dict]:
     """Every (path, runtime, target, shape point) as a row skeleton with all result keys present; `only`: the
@@ -86,7 +114,7 @@ def plan(manifest: dict, targets: list[Target], batch_sizes: list[int], threads:
                         "peak_fraction": None, "artifact": artifact["id"],
                         "artifact_sha256": artifact_sha256(artifact),
                         "batch_strategy": artifact.get("batch_strategy"), "warnings": [],
-                        "_artifact": artifact, "_target": target,
+                        "_artifact": artifact, "_target": target, "_model": model,
                     })
     return rows
 
@@ -96,6 +124,8 @@ def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
     artifact, target = row["_artifact"], row["_target"]
     if artifact["status"] != "ok":
         return artifact["status"], artifact.get("error") or "no artifact"
+    if artifact["format"] == "eager" and row.get("_source") is None and seal.runs_code(row["_model"]):
+        return "unavailable", seal.refusal(row["_model"])
     if (reason := target.unavailable_reason()):
         return "unavailable", reason
     if target.device not in runtimes.devices(row["runtime"]):
@@ -204,6 +234,11 @@ def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, pea
             check_memory_budget(out, row["_target"])
             # what the runtime did on its own (OpenVINO computing in bf16 by default ...): said in the row
             out["warnings"].extend((out.get("runtime_info") or {}).get("notes", []))
+        from deploycmp.isolation import log_note
+
+        for i, outcome in enumerate(outcomes):  # a worker that flooded its log: its log kept the head and the tail
+            if (note := log_note(outcome, log_path(row["id"], i))):
+                out["warnings"].append(note)
     out["peak_gflops"] = peak and peak["peak_gflops"]
     out["peak"] = peak and {k: peak[k] for k in ("probe", "probes", "threads", "theoretical") if k in peak}
     if (out.get("peak_fraction") or 0) > 1:  # the probe was no upper bound for this runtime's kernels
@@ -255,15 +290,21 @@ def tune_first(row: dict, run_dir: Path, manifest: dict, settings: Settings, pol
 
 
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,
-              progress=None, tune=None, fleet=None, only: tuple[str, ...] | None = None) -> dict:
+              progress=None, tune=None, fleet=None, only: tuple[str, ...] | None = None, source: str | None = None) -> dict:
     """Measure every planned row that the run directory does not hold yet with the same key (all with force);
     the results carry how many rows were `measured` now and how many `kept`. `tune`: a validate.Policy; every
     row also gets a tuned twin (bench --tune) whose settings must keep its drift within that policy. `fleet`: a
     fleet.Fleet; the rows are measured on the nodes of that Ray cluster instead of here (bench --ray). `only`: the
-    runtimes to measure (bench --runtimes); rows of others measured before stay in the results."""
+    runtimes to measure (bench --runtimes); rows of others measured before stay in the results. `source`: the
+    --model the user gave again, which allows rebuilding a factory source that this machine did not seal."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, for_measuring=True)
+    check_references(run_dir, manifest)
+    load_rows(run_dir)  # rows a received run directory holds are checked before any is kept or written beside
     rows = plan(manifest, targets, batch_sizes, settings.threads, only)
+    allowed = seal.allowed_source(manifest, source)
+    for row in rows:
+        row["_source"] = allowed  # the factory its workers may import (deploycmp.seal), None: none
     installed = versions()
     for row in rows:
         row["key"] = row_key(row, manifest, settings, installed)
@@ -277,12 +318,20 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
         rows = [x for r in rows for x in (r, tuned_row(r, digest({"untuned": r["key"], "policy": repr(tune)})))]
     todo = [r for r in rows if force or not kept(r, run_dir)]
     env = environment()
+    with seal.allowing(allowed):
+        measured = _measure(run_dir, rows, todo, manifest, settings, env, targets, progress, tune, fleet)
+    return {**measured, "measured": len(todo), "kept": len(rows) - len(todo),
+            "source_refused": seal.runs_code(manifest["model"]) and allowed is None}
+
+
+def _measure(run_dir: Path, rows: list, todo: list, manifest: dict, settings: Settings, env: dict, targets: list,
+             progress, tune, fleet) -> dict:
+    """Measure the rows to do (here or on the fleet); the results of all rows."""
     if fleet is not None:
         from deploycmp.fleet import bench_on_fleet
 
         bench_on_fleet(fleet, run_dir, todo, manifest, settings, env, progress)
-        return {**write_results(run_dir, [r["id"] for r in rows], env), "measured": len(todo),
-                "kept": len(rows) - len(todo)}
+        return write_results(run_dir, [r["id"] for r in rows], env)
     peaks = measure_peaks(run_dir, targets, settings.threads, settings.timeout) if todo else {}
     verdicts = {r["id"]: precheck(r, run_dir) for r in todo}
     outcomes: dict[str, list] = {r["id"]: [] for r in todo}
@@ -303,5 +352,4 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
                 finish_row(row, verdicts[row["id"]], done, run_dir, env, peaks.get(row["target"]))
     if progress:
         progress(len(todo) * rounds, len(todo) * rounds, "done")
-    results = write_results(run_dir, [r["id"] for r in rows], env)
-    return {**results, "measured": len(todo), "kept": len(rows) - len(todo)}
+    return write_results(run_dir, [r["id"] for r in rows], env)

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from deploycmp.rundir import read_json, sha256_file, write_json
+from deploycmp.schema import relative_path_problem
 
 def default_dir() -> Path | None:
     """$DEPLOYCMP_CACHE (`off`: no cache), else $XDG_CACHE_HOME/deploycmp, else ~/.cache/deploycmp."""
@@ -60,10 +61,12 @@ class ExportCache:
         src = self._dir(key)
         try:
             stored = read_json(src / "entry.json")
+            if not isinstance(stored.get("main_file"), str) or relative_path_problem(stored["main_file"]):
+                raise ValueError("no main file")
             for f in stored["files"]:
-                if sha256_file(src / "files" / f["path"]) != f["sha256"]:
+                if relative_path_problem(f["path"]) or sha256_file(src / "files" / f["path"]) != f["sha256"]:
                     raise ValueError(f"{f['path']} changed in the cache")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             if src.exists():
                 shutil.rmtree(src, ignore_errors=True)  # damaged: export again and store it anew
             return None

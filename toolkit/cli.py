@@ -124,6 +124,11 @@ threshold_options = _stack(
     click.option("--max-rel-l2", type=float, default=None, help="Max relative L2 error of the outputs."),
 )
 
+source_option = click.option(
+    "--model", "source", default=None, metavar="SPEC",
+    help="The run's source model, given again: lets a package.module:factory source that this machine's export did "
+         "not make be imported (a run directory from elsewhere names code; deploycmp runs it only on your word).")
+
 report_option = click.option("--format", "report_formats", default="md,csv,json", show_default=True,
                              help="Comma-separated: md, csv, json, html (one self-contained page with plots).")
 
@@ -237,9 +242,12 @@ def _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, re
 
 
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
-              repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None, only_runtimes=None):
+              repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None, only_runtimes=None,
+              source=None):
+    from deploycmp import seal
     from deploycmp.bench import bench_run, parse_batches
     from deploycmp.fleet import check_options
+    from deploycmp.rundir import load_manifest
     from deploycmp.targets import parse_runtimes, parse_targets
 
     settings = _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
@@ -253,7 +261,10 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
 
             tune = _policy(thresholds) or DEFAULT_POLICY
         results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None, fleet=fleet,
-                            only=only)
+                            only=only, source=source)
+    if results["source_refused"]:
+        record = load_manifest(run_dir)["model"]
+        click.echo(f"warning: rows of the source model not measured: {seal.refusal(record)}", err=True)
     _show_row_logs(run_dir, results["rows"])
     click.echo(f"measured {results['measured']} row(s)" + (f", kept {results['kept']} measured before with the same "
                f"artifact, settings and versions" if results["kept"] else ""), err=True)
@@ -307,9 +318,10 @@ def export(batch, run_dir, force, **opts):
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @bench_options
 @click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
+@source_option
 @verbose_option
 def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-          only_runtimes, tune, thresholds, ray_address, ray_files, force):
+          only_runtimes, tune, thresholds, ray_address, ray_files, force, source):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
     from deploycmp.lock import locked
     from deploycmp.results import exit_status
@@ -320,7 +332,7 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
     with locked(run_dir):
         results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
                             warmup_time, timeout, repeat, force, tune, thresholds, ray_address, ray_files,
-                            only_runtimes)
+                            only_runtimes, source)
     print_table(load_manifest(run_dir), results["rows"], policy=_policy(thresholds))
     return exit_status(results["rows"])
 
@@ -430,7 +442,7 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
         _do_export(run_dir, opts, force, threads, batch)
         results = _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
                             warmup_time, timeout, repeat, False, tune, thresholds, ray_address, ray_files,
-                            only_runtimes)
+                            only_runtimes, opts["model"])
         _do_report(run_dir, report_formats, results, thresholds=thresholds)
     return exit_status(results["rows"])
 
@@ -438,13 +450,17 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--row", "row_id", required=True, help="The int8 row to explain (an id from report.csv).")
+@source_option
 @verbose_option
-def explain(run_dir, row_id):
+def explain(run_dir, row_id, source):
     """Where an int8 row's error enters: every quantized activation against fp32 (ONNX Runtime, LiteRT, ExecuTorch)."""
+    from deploycmp import seal
     from deploycmp.explain import explain as run_explain
     from deploycmp.explain import lines
+    from deploycmp.rundir import load_manifest
 
-    result = run_explain(run_dir, row_id)
+    with seal.allowing(seal.allowed_source(load_manifest(run_dir), source)):
+        result = run_explain(run_dir, row_id)
     for line in lines(result):
         click.echo(line)
     click.echo(f"wrote {Path(run_dir) / 'results' / (row_id + '.layers.json')}", err=True)
@@ -459,10 +475,12 @@ def explain(run_dir, row_id):
 @click.option("--targets-file", type=click.Path(path_type=Path), default=None,
               help="The TOML file defining the row's target, when it is one of your own.")
 @timing_options
+@source_option
 @verbose_option
 def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2,
-           max_steps, targets_file, min_runs, min_time, warmup_runs, warmup_time, timeout):
+           max_steps, targets_file, min_runs, min_time, warmup_runs, warmup_time, timeout, source):
     """Make an int8 row pass: other calibration methods, then its worst layers in float one at a time, each a row."""
+    from deploycmp import seal
     from deploycmp.lock import locked
     from deploycmp.repair import lines, repair as run_repair
     from deploycmp.rundir import load_manifest
@@ -470,9 +488,9 @@ def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, m
     policy, flags = _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
     _check_positive("--max-steps", max_steps)
     settings = _settings(None, min_runs, min_time, warmup_runs, warmup_time, timeout)
-    load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
+    manifest = load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
     bar, update = _progress("repair")
-    with locked(run_dir), bar:
+    with locked(run_dir), bar, seal.allowing(seal.allowed_source(manifest, source)):
         result = run_repair(run_dir, row_id, policy, flags, settings, max_steps, targets_file, update)
     for line in lines(result):
         click.echo(line)

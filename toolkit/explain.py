@@ -26,20 +26,30 @@ EXPLAINERS = {("onnx", "onnxruntime"): "deploycmp.explain_onnx", ("tflite", "lit
 
 def check_row(run_dir: Path, row_id: str, command: str = "explain") -> tuple[dict, dict, dict, dict]:
     """(manifest, row, its artifact, the fp32 artifact to compare with); one line for a row that cannot be taken."""
+    from deploycmp.bench import check_references
+    from deploycmp.schema import Invalid, check_row as check_fields, name_problem
     from deploycmp.tune import fp32_twin
 
     manifest = load_manifest(run_dir)
+    if name_problem(row_id) is not None:
+        raise UsageError(f"{command}: --row {row_id!r} is no row id (see report.csv's id column)")
     try:
         row = read_json(result_path(run_dir, row_id))
+        check_fields(row)
+    except Invalid as e:
+        raise UsageError(f"{command}: {result_path(run_dir, row_id)}: {e.field} {e.why}") from None
     except (OSError, ValueError):
         raise UsageError(f"{command}: {run_dir} has no measured row {row_id!r} (see report.csv's id column)") from None
-    if row["quantization"] != "int8":
-        raise UsageError(f"{command}: row {row_id} is {row['quantization']}, not int8: nothing was quantized")
-    if (row["format"], row["runtime"]) not in EXPLAINERS:
+    check_references(run_dir, manifest)
+    if row.get("quantization") != "int8":
+        raise UsageError(f"{command}: row {row_id} is {row.get('quantization')}, not int8: nothing was quantized")
+    if (row.get("format"), row.get("runtime")) not in EXPLAINERS:
         paths = ", ".join(f"{f} on {r}" for f, r in EXPLAINERS)
         raise UsageError(f"{command}: row {row_id} runs {row['format']} on {row['runtime']}, whose intermediate "
                          f"tensors deploycmp cannot expose (it can: {paths})")
-    artifact = next(a for a in manifest["artifacts"] if a["id"] == row["artifact"])
+    artifact = next((a for a in manifest["artifacts"] if a["id"] == row.get("artifact")), None)
+    if artifact is None:
+        raise UsageError(f"{command}: row {row_id} ran artifact {row.get('artifact')!r}, which the manifest does not hold")
     twin = fp32_twin(artifact, manifest)
     if twin is None:
         raise UsageError(f"{command}: the run has no fp32 {row['format']} artifact to compare {row_id} with "

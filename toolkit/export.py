@@ -12,13 +12,14 @@ import numpy as np
 from deploycmp.data import feed_sha256, follows_shape
 from deploycmp.exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
 from deploycmp.runtimes import missing
-from deploycmp import SCHEMA, __version__, degenerate
+from deploycmp import SCHEMA, __version__, degenerate, seal
 from deploycmp.cache import ExportCache, code_digest, digest
 from deploycmp.environment import environment, versions
 from deploycmp.errors import UsageError
 from deploycmp.isolation import run_isolated
 from deploycmp.lock import LOCK
-from deploycmp.rundir import (CALIBRATION, IDENTITY, MANIFEST, REFERENCE, changed_files, describe_files, read_json,
+from deploycmp.watchdog import deadline
+from deploycmp.rundir import (CALIBRATION, FOLDERS, IDENTITY, MANIFEST, REFERENCE, RESULTS, changed_files, describe_files, read_json,
                               save_feed, sha256_file, write_json)
 from deploycmp.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from_dicts, output_kind, parse_input, point_id, served_by,
                              point_key, points, split_list, to_dicts, with_batch)
@@ -111,29 +112,65 @@ _IDENTITY_WORDS = {"model": "model", "model_content": "model file", "weights": "
                    "data_content": "data file", "versions": "framework versions"}
 
 
+# what deploycmp writes at the top of a run directory (besides the folders of rundir.FOLDERS)
+OWN_FILES = (MANIFEST, IDENTITY, LOCK, RESULTS, "report.md", "report.csv", "report.json", "report.html")
+OWN_PATTERNS = ("reference.npz", "calibration.npz", "reference.*.npz", "calibration.*.npz", ".*.tmp")
+# what it writes inside each of those folders (artifacts/: a folder and an entry per artifact, named by its format)
+OWN_INSIDE = {"artifacts": tuple(f"{fmt}-*{end}" for fmt in ("eager", *EXPORTERS) for end in (".json", "/")),
+              "results": ("*.json", "*.npz", ".*.tmp"), "logs": ("*.log",),
+              "tuning": ("*", "*/")}
+
+
 def check_out(out: Path) -> bool:
-    """Whether `out` holds a run already (False: it is new or empty); refuses a file or another kind of folder."""
+    """Whether `out` holds a run already (False: it is new or empty); refuses a file, a path through a file, and a
+    folder that is not a run directory. A run directory is one holding deploycmp's own marker (manifest.json or
+    identity.json, which export writes before anything else)."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    for above in [out, *out.parents]:
+        if above.exists() and not above.is_dir():
+            raise UsageError(f"--out {out}: {above} " + ("exists and is not a directory" if above == out
+                                                        else "is a file, not a directory"))
     if not out.is_dir() or all(p.name == LOCK for p in out.iterdir()):
         return False
-    if not any((out / f).exists() for f in (MANIFEST, IDENTITY, "artifacts")):
-        raise UsageError(f"--out {out} is a non-empty directory that is not a run directory; choose another")
+    if not any((out / f).is_file() for f in (MANIFEST, IDENTITY)):
+        raise UsageError(f"--out {out} is a non-empty directory that is not a run directory (no {MANIFEST} or "
+                         f"{IDENTITY}); choose another")
     return True
 
 
+def foreign_entry(out: Path) -> Path | None:
+    """The first file or folder in run directory `out` that deploycmp does not write (a user's own), or None."""
+    from fnmatch import fnmatch
+
+    def own(p: Path, patterns) -> bool:
+        return any(fnmatch(p.name, pat.rstrip("/")) and (p.is_dir() and not p.is_symlink()) == pat.endswith("/")
+                   for pat in patterns)
+
+    for p in sorted(out.iterdir()):
+        if p.name in FOLDERS and p.is_dir() and not p.is_symlink():
+            bad = next((q for q in sorted(p.iterdir()) if not own(q, OWN_INSIDE[p.name])), None)
+            if bad is not None:
+                return bad
+        elif not (p.name in OWN_FILES or own(p, OWN_PATTERNS)):
+            return p
+    return None
+
+
 def _prepare_dir(out: Path, force: bool, ident: dict) -> None:
-    """Make `out` ready: new, replaced (--force), or resumed when it holds an earlier export of the same identity."""
+    """Make `out` ready: new, replaced (--force), or resumed when it holds an earlier export of the same identity.
+    --force removes only what deploycmp writes, and refuses a run directory holding anything else."""
     if check_out(out):
         if force:
+            if (foreign := foreign_entry(out)) is not None:
+                raise UsageError(f"--out {out} holds {foreign.relative_to(out)}, which deploycmp does not write: "
+                                 "--force replaces only a run directory's own files; move it away or choose another --out")
             (out / MANIFEST).unlink(missing_ok=True)  # first, so a half-replaced run never looks complete
-            for sub in ("artifacts", "results", "logs"):
+            for sub in FOLDERS:
                 shutil.rmtree(out / sub, ignore_errors=True)
-            for f in ("results.json", "report.md", "report.csv", "report.json", "report.html", IDENTITY):
-                (out / f).unlink(missing_ok=True)
-            for f in [*out.glob("reference*.npz"), *out.glob("calibration*.npz")]:
-                f.unlink()
+            for f in [out / name for name in OWN_FILES if name not in (MANIFEST, LOCK)]:
+                f.unlink(missing_ok=True)
+            for f in [q for pattern in OWN_PATTERNS for q in out.glob(pattern)]:
+                f.unlink(missing_ok=True)
         elif (out / MANIFEST).exists() or any((out / "artifacts").glob("*.json")):  # something finished to resume
             _check_identity(out, ident)
             (out / MANIFEST).unlink(missing_ok=True)  # written again when the resumed export is complete
@@ -169,54 +206,75 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
     _prepare_dir(out, force, ident)
     cache = ExportCache(opts.cache)
 
-    framework = models.framework_of(opts.model)
-    src = models.get(framework)
-    model, record, warnings = src.build(opts.model, opts.weights, opts.inputs, seed=0, num_classes=opts.num_classes,
-                                        layout=opts.layout, value_ranges=opts.value_ranges, task=opts.task)
-    if opts.preprocess:
-        record["preprocess"] = opts.preprocess
-    inputs = inputs_from_dicts(record["inputs"])
-    named = {d for s in inputs for d in s.dims()}  # the model's own default sizes of dimensions no --shape gives
-    defaults = {d: [v] for d, v in record.pop("default_sizes", {}).items() if d in named and d not in opts.sweeps}
-    opts = replace(opts, sweeps={**opts.sweeps, **defaults})
-    points = shape_points(opts.sweeps, inputs)
-    if len(points) > 1 and not follows_shape(opts.data, inputs):
-        raise UsageError(f"--shape sweeps need --data random, texts or digits for a token-id model (a file's inputs "
-                         f"have one shape): {opts.data}")
-    if record.get("weights") == "random":  # well-conditioned: needs the calibration split before any reference
-        calibration = load_split(opts, record, inputs, points[0])[0]
-        src.condition(model, record, calibration, inputs)
-    references, first = [], None
-    for dims in points:
-        entry, ref = write_reference(out, src, model, record, inputs, dims, opts, first=not references)
-        references.append(entry)
-        first = first or (entry, ref)
-    entry, ref = first
-    feed, outputs = ref
-    for ref_entry in references:
-        for name, found in ref_entry["degenerate"].items():
-            where = (f"output {name}" if len(outputs) > 1 else "the output") + (
-                f" at {ref_entry['dims']}" if ref_entry["dims"] else "")
-            warnings.append(f"{where}: {found['reason']}: drift shown as n/a"
-                            + (" (--weights random gives a well-conditioned random model)"
-                               if record.get("weights") == "random-raw" else ""))
-    record["outputs"] = to_dicts(describe_outputs(outputs, inputs, entry["dims"]))
-    record["input_shape"] = list(inputs[0].resolve({**entry["dims"], BATCH: 1}))
-    record["layout"] = inputs[0].layout
-    record["gflops_per_sample"] = src.count_gflops(model, src.example(_take(feed, 1), inputs))
-    # everything an artifact of this run depends on besides its format, quantization and shape
-    fingerprint = digest({"record": record, "weights": src.weights_sha256(model, record), "code": code_digest(),
-                          "versions": versions(), "references": [(r["sha256"], r["calibration_sha256"]) for r in references]})
-    source = _source_artifact(out, src, model, record, inputs, feed, entry["dims"], opts.sweeps[BATCH][0], fingerprint)
-    artifacts = [source]
+    # the user's code runs here, in this process: under the export timeout, as a worker would be
+    with deadline(opts.timeout, f"building --model {opts.model} (and its reference outputs)"):
+        framework = models.framework_of(opts.model)
+        src = models.get(framework)
+        model, record, warnings = src.build(opts.model, opts.weights, opts.inputs, seed=0, num_classes=opts.num_classes,
+                                            layout=opts.layout, value_ranges=opts.value_ranges, task=opts.task)
+        if opts.preprocess:
+            record["preprocess"] = opts.preprocess
+        inputs = inputs_from_dicts(record["inputs"])
+        named = {d for s in inputs for d in s.dims()}  # the model's own default sizes of dimensions no --shape gives
+        defaults = {d: [v] for d, v in record.pop("default_sizes", {}).items() if d in named and d not in opts.sweeps}
+        opts = replace(opts, sweeps={**opts.sweeps, **defaults})
+        points = shape_points(opts.sweeps, inputs)
+        if len(points) > 1 and not follows_shape(opts.data, inputs):
+            raise UsageError(f"--shape sweeps need --data random, texts or digits for a token-id model (a file's inputs "
+                             f"have one shape): {opts.data}")
+        if record.get("weights") == "random":  # well-conditioned: needs the calibration split before any reference
+            calibration = load_split(opts, record, inputs, points[0])[0]
+            src.condition(model, record, calibration, inputs)
+        references, first = [], None
+        for dims in points:
+            entry, ref = write_reference(out, src, model, record, inputs, dims, opts, first=not references)
+            references.append(entry)
+            first = first or (entry, ref)
+        entry, ref = first
+        feed, outputs = ref
+        for ref_entry in references:
+            for name, found in ref_entry["degenerate"].items():
+                where = (f"output {name}" if len(outputs) > 1 else "the output") + (
+                    f" at {ref_entry['dims']}" if ref_entry["dims"] else "")
+                warnings.append(f"{where}: {found['reason']}: drift shown as n/a"
+                                + (" (--weights random gives a well-conditioned random model)"
+                                   if record.get("weights") == "random-raw" else ""))
+        record["outputs"] = to_dicts(describe_outputs(outputs, inputs, entry["dims"]))
+        record["input_shape"] = list(inputs[0].resolve({**entry["dims"], BATCH: 1}))
+        record["layout"] = inputs[0].layout
+        record["gflops_per_sample"] = src.count_gflops(model, src.example(_take(feed, 1), inputs))
+        # everything an artifact of this run depends on besides its format, quantization and shape
+        fingerprint = digest({"record": record, "weights": src.weights_sha256(model, record), "code": code_digest(),
+                              "versions": versions(), "references": [(r["sha256"], r["calibration_sha256"]) for r in references]})
+        source = _source_artifact(out, src, model, record, inputs, feed, entry["dims"], opts.sweeps[BATCH][0], fingerprint)
     jobs = [(f, q) for f in fmts for q in modes]
     export = Exporting(out, record, source["main_file"], opts, fingerprint, cache)
+    with seal.allowing(record["spec"] if seal.runs_code(record) else None):
+        _export_all(export, jobs, opts, points, references, progress)
+    warnings.extend(cache.warnings)
+
+    manifest = {
+        "schema": SCHEMA, "tool": {"name": "deploycmp", "version": __version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": record, "warnings": warnings,
+        "data": references[0]["data"], "shapes": opts.sweeps, "references": references,
+        "reference": REFERENCE, "calibration": CALIBRATION, "artifacts": [source, *export.made], "environment": environment(),
+        "identity": ident, "cache": str(cache.root) if cache.root else None,
+        "reuse": {where: sum(a.get("reused") == where for a in export.made) for where in ("run directory", "cache")},
+    }
+    if seal.runs_code(record):  # this user named the code: bench on this machine may run it (deploycmp.seal)
+        manifest["source_seal"] = seal.seal(record)
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _export_all(export: Exporting, jobs: list, opts: ExportOptions, points: list, references: list, progress) -> None:
+    """Every format x quantization, then again at each further shape point that the first export does not serve."""
     for i, (fmt, quant) in enumerate(jobs):
         if progress:
             progress(i, len(jobs), f"export {fmt} {quant}")
         first_dims = {BATCH: opts.sweeps[BATCH][0], **points[0]}
         made = export.one(fmt, quant, first_dims, references[0])
-        artifacts.append(made)
+        export.made.append(made)
         if made["status"] != "ok":
             continue
         for ref_entry in references:
@@ -226,21 +284,9 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
                     continue
                 if progress:
                     progress(i, len(jobs), f"export {fmt} {quant} {point_id(dims)}")
-                artifacts.append(export.one(fmt, quant, dims, ref_entry, per_point=True))
+                export.made.append(export.one(fmt, quant, dims, ref_entry, per_point=True))
     if progress:
         progress(len(jobs), len(jobs), "export done")
-    warnings.extend(cache.warnings)
-
-    manifest = {
-        "schema": SCHEMA, "tool": {"name": "deploycmp", "version": __version__},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": record, "warnings": warnings,
-        "data": references[0]["data"], "shapes": opts.sweeps, "references": references,
-        "reference": REFERENCE, "calibration": CALIBRATION, "artifacts": artifacts, "environment": environment(),
-        "identity": ident, "cache": str(cache.root) if cache.root else None,
-        "reuse": {where: sum(a.get("reused") == where for a in artifacts[1:]) for where in ("run directory", "cache")},
-    }
-    write_json(out / MANIFEST, manifest)
-    return manifest
 
 
 def shape_points(sweeps: dict, inputs: list[InputSpec]) -> list[dict]:
@@ -367,6 +413,7 @@ class Exporting:
     opts: ExportOptions
     fingerprint: str
     cache: ExportCache
+    made: list = field(default_factory=list)  # the entries of the artifacts made so far, in order
 
     def one(self, fmt: str, quant: str, dims: dict, reference: dict, per_point: bool = False) -> dict:
         path = f"{fmt}-{quant}"

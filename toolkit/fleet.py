@@ -124,7 +124,9 @@ def on_node(job: dict, artifact_files: dict | None, reference_files: dict | None
     # threads and cores are this node's, as local bench's are the host's
     row["threads"] = target.resolved_threads(settings.threads)
     row["target_description"] = target.describe(settings.threads)
-    with tempfile.TemporaryDirectory(prefix="deploycmp-fleet-") as tmp:
+    from deploycmp.seal import allowing
+
+    with tempfile.TemporaryDirectory(prefix="deploycmp-fleet-") as tmp, allowing(row.get("_source")):
         if artifact_files is None:
             run_dir = Path(job["run_dir"])
             manifest_file = run_dir / MANIFEST
@@ -199,7 +201,7 @@ class Dispatch:
 
     def finish(self, row: dict, verdict, outcomes=(), back: dict | None = None) -> None:
         from deploycmp.bench import finish_row
-        from deploycmp.rundir import write_atomic
+        from deploycmp.rundir import inside, write_atomic
 
         env, peak = self.env, None
         if back:
@@ -208,7 +210,7 @@ class Dispatch:
             row.update(back["row"])
             row["node"] = back["node"]
             for rel, data in back["files"].items():
-                write_atomic(self.run_dir / rel, data)
+                write_atomic(inside(self.run_dir, rel), data)
         if self.lost.get(row["id"]):
             row["nodes_lost"] = self.lost[row["id"]]
         if not back or back.get("not_measured"):

@@ -2,7 +2,8 @@
 
 A row joins only when it was measured on the very same artifact files as this run's (the artifact's sha256 digest).
 A merged row's id gets "@HOST" so that it sits beside this machine's row for the same path, runtime and target.
-Everything is checked before anything is written: a file with one foreign row merges nothing.
+Everything is checked before anything is written: a file with one foreign row merges nothing. Another machine's file
+is input like a model file: its rows pass deploycmp.schema (types, ranges, safe ids and hostnames) on the way in.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from deploycmp.errors import UsageError
 from deploycmp.hosts import compiled_for_another_cpu, hostname
+from deploycmp.schema import check_name
 from deploycmp.rundir import RESULTS, artifact_sha256, load_manifest, read_results_file, result_path, write_json
 
 
@@ -58,6 +60,7 @@ def merge(run_dir, others) -> dict:
     digests = {a["id"]: artifact_sha256(a) for a in manifest["artifacts"]}
     present = {(r.get("source_id", r["id"]), hostname(r)) for r in results["rows"]}
     incoming: dict[str, dict] = {}
+    came_from: dict[str, Path] = {}
     skipped = 0
     for other in others:
         file, rows = read_other(other)
@@ -68,8 +71,13 @@ def merge(run_dir, others) -> dict:
                 continue
             check_row(row, manifest, digests, file)
             source_id = row.get("source_id", row["id"])
-            incoming[f"{source_id}@{key[1]}"] = {**row, "id": f"{source_id}@{key[1]}", "source_id": source_id,
-                                                 "merged_from": str(file)}
+            row_id = check_name(f"{source_id}@{key[1]}", f"{file}: row {source_id} measured on {key[1]}: its merged id")
+            if row_id in incoming:  # the same row of the same host twice: which one holds is no guess to make
+                raise UsageError(f"{file}: row {source_id} measured on {key[1]} is given twice"
+                                 + (f" (also in {came_from[row_id]})" if came_from[row_id] != file else "")
+                                 + ": merge one of them")
+            incoming[row_id] = {**row, "id": row_id, "source_id": source_id, "merged_from": str(file)}
+            came_from[row_id] = file
     for row_id, row in incoming.items():
         write_json(result_path(run_dir, row_id), row)
     merged = write_results(run_dir, [r["id"] for r in results["rows"]] + list(incoming), results.get("environment"))

@@ -51,15 +51,28 @@ def read_json(path: Path):
         return json.load(f)
 
 
-def read_results_file(file: Path, label: str) -> dict:
-    """A results.json given by the user (a baseline, another machine's rows): one clear error when it is not one."""
+def read_outside_json(path: Path, label: str):
+    """A JSON file deploycmp did not just write (a manifest, a results file, a row): one clear line when it is too
+    big to be one, unreadable or no JSON."""
+    from deploycmp.schema import MAX_FILE_BYTES
+
     try:
-        results = read_json(file)
+        if Path(path).stat().st_size > MAX_FILE_BYTES:
+            raise UsageError(f"{label} is {Path(path).stat().st_size / 2**20:,.0f} MB: no deploycmp file is that big")
+        return read_json(path)
     except (OSError, ValueError) as e:
         raise UsageError(f"{label} is not readable JSON: {e}") from e
+
+
+def read_results_file(file: Path, label: str) -> dict:
+    """A results.json given by the user (a baseline, another machine's rows): one clear error when it is not one."""
+    from deploycmp.schema import check_rows
+
+    results = read_outside_json(file, label)
     rows = results.get("rows") if isinstance(results, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r and "status" in r for r in rows):
         raise UsageError(f"{label} is not a deploycmp results file (no rows with an id and a status)")
+    check_rows(rows, label)
     return results
 
 
@@ -155,10 +168,7 @@ def load_manifest(run_dir, for_measuring: bool = False) -> dict:
         raise UsageError(f"{run_dir} is not a directory (expected a run directory made by 'deploycmp export')")
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a run directory: no {MANIFEST} (make one with 'deploycmp export')")
-    try:
-        manifest = read_json(path)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path} is not readable JSON: {e}") from e
+    manifest = read_outside_json(path, str(path))
     schema = manifest.get("schema") if isinstance(manifest, dict) else None
     if schema not in READABLE_SCHEMAS:
         raise UsageError(f"{path}: unsupported manifest schema {schema if schema is not None else '?'} (this deploycmp "
@@ -166,22 +176,62 @@ def load_manifest(run_dir, for_measuring: bool = False) -> dict:
     if for_measuring and schema != SCHEMA:
         raise UsageError(f"{run_dir} was made by an older deploycmp (run directory schema {schema}): report and "
                          f"validate read it, but to measure it again export it anew (deploycmp export ... --out NEW_DIR)")
+    from deploycmp.schema import check_manifest
+
+    check_manifest(manifest, str(path))
+    check_layout(run_dir)
     return manifest
 
 
+# the folders deploycmp writes into: a received run directory may not make them links to elsewhere
+FOLDERS = ("artifacts", "results", "logs", "tuning")
+
+
+def check_layout(run_dir: Path) -> None:
+    """Refuses a run directory whose own folders (results/, logs/ ...) lead outside it: writes there would land
+    elsewhere."""
+    root = Path(run_dir).resolve()
+    for name in FOLDERS:
+        p = Path(run_dir) / name
+        if p.is_symlink() or (p.exists() and not p.resolve().is_relative_to(root)):
+            raise UsageError(f"{p} is a link to {p.resolve()}: a run directory's {name}/ must be a folder inside it")
+
+
+def inside(run_dir: Path, relative) -> Path:
+    """RUN_DIR/relative, refused (one line) when it would lead outside the run directory: every path a manifest or
+    row names goes through here before deploycmp reads or writes it."""
+    from deploycmp.schema import relative_path_problem
+
+    if (why := relative_path_problem(str(relative))):
+        raise UsageError(f"{run_dir}: {why}")
+    path = Path(run_dir) / relative
+    if not path.parent.resolve().is_relative_to(Path(run_dir).resolve()):
+        raise UsageError(f"{run_dir}: {relative} leads outside the run directory (through a link)")
+    return path
+
+
 def result_path(run_dir: Path, row_id: str) -> Path:
-    return Path(run_dir) / "results" / f"{row_id}.json"
+    from deploycmp.schema import check_name
+
+    return Path(run_dir) / "results" / f"{check_name(row_id, 'row id')}.json"
 
 
 def load_rows(run_dir: Path) -> list[dict]:
     """Rows measured so far, in the order of results.json when present, else by row id."""
     run_dir = Path(run_dir)
+    from deploycmp.schema import Invalid, check_row
+
     rows = {}
     for p in sorted((run_dir / "results").glob("*.json")):
         try:
             row = read_json(p)
         except (OSError, ValueError):
             continue
-        if isinstance(row, dict) and "id" in row:
-            rows[row["id"]] = row
+        if not isinstance(row, dict) or "id" not in row:
+            continue  # not a row: a row's explain or repair record
+        try:
+            check_row(row)
+        except Invalid as e:
+            raise UsageError(f"{p}: {e.field} {e.why}") from None
+        rows[row["id"]] = row
     return list(rows.values())

@@ -519,6 +519,9 @@ def load_source(run_dir: Path, record: dict, source_file: str):
         return _eval(model)
     else:
         if kind == "factory":
+            from deploycmp.seal import check_allowed
+
+            check_allowed(record["spec"])  # code named by the run directory: only what its user allowed
             model = _call_factory(record["spec"])
         else:
             import torchvision
