@@ -105,22 +105,23 @@ def _ppid(pid: int) -> int:
 
 def _row_running_under(node) -> str | None:
     """The row whose worker process runs under this Ray node (a descendant of its raylet), read from the worker's
-    log file; None when it runs none."""
+    spec (its samples file is named by the row); None when it runs none."""
     raylet = node.all_processes["raylet"][0].process.pid
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if b"deploycmp.worker" not in (proc / "cmdline").read_bytes():
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"deploycmp.worker" not in argv:
                 continue
-            log = os.readlink(proc / "fd" / "1")
+            spec = json.loads(Path(argv[argv.index(b"deploycmp.worker") + 1].decode()).read_text())
             pid = int(proc.name)
             while pid > 1 and pid != raylet:
                 pid = _ppid(pid)
         except (OSError, ValueError, IndexError):
             continue
-        if pid == raylet and "/logs/" in log and not Path(log).name.startswith("peak-"):
-            return Path(log).name.removesuffix(".log")
+        if pid == raylet and spec.get("job") == "row":
+            return Path(spec["samples_file"]).name.removesuffix(".samples.npz")
     return None
 
 

@@ -16,6 +16,7 @@ from deploycmp.rundir import (REFERENCE, artifact_sha256, changed_files, load_ma
                               sha256_file, write_json)
 from deploycmp.specs import BATCH, export_point, parse_sweeps, point_id, served_by
 from deploycmp.targets import Target, worker_env
+from deploycmp.worker_log import log_note
 
 
 @dataclass
@@ -206,7 +207,8 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
             "samples_file": str(samples), "options": trial.get("options") or {},
             "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
     log = run_dir / (Path("logs") / f"{row['id']}.{trial['name']}.log" if trial.get("name") else log_path(row["id"], round_))
-    outcome = run_isolated("deploycmp.worker", spec, settings.timeout, log, env=worker_env(threads, target.device))
+    outcome = run_isolated("deploycmp.worker", spec, settings.timeout, log, env=worker_env(threads, target.device),
+                           memory_limit_mb=target.memory_limit_mb)
     if trial.get("name"):
         samples.unlink(missing_ok=True)  # a trial's samples are not the row's
     return outcome
@@ -234,8 +236,6 @@ def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, pea
             check_memory_budget(out, row["_target"])
             # what the runtime did on its own (OpenVINO computing in bf16 by default ...): said in the row
             out["warnings"].extend((out.get("runtime_info") or {}).get("notes", []))
-        from deploycmp.isolation import log_note
-
         for i, outcome in enumerate(outcomes):  # a worker that flooded its log: its log kept the head and the tail
             if (note := log_note(outcome, log_path(row["id"], i))):
                 out["warnings"].append(note)

@@ -578,10 +578,13 @@ def _on_signal(signum, frame):
 
 
 def _interrupted(e: Interrupted) -> str:
-    """What an interruption kept and how to go on."""
+    """What an interruption kept and how to go on (and that it stopped the worker it came in, where it came in one)."""
+    from deploycmp.isolation import stopped_a_worker
     from deploycmp.lock import held_run_dir
 
-    text = f"deploycmp: interrupted by {signal.Signals(e.signum).name}; the worker it was running is stopped"
+    text = f"deploycmp: interrupted by {signal.Signals(e.signum).name}"
+    if stopped_a_worker(e):
+        text += "; the worker it was running is stopped"
     run_dir = held_run_dir()
     if run_dir is None:
         return text

@@ -8,7 +8,7 @@ from deploycmp.environment import environment
 from deploycmp.errors import UsageError
 from deploycmp.rundir import RESULTS, load_manifest, load_rows, read_results_file, write_json
 
-FAILED = ("failed", "crashed", "timeout", "export_failed")
+FAILED = ("failed", "crashed", "timeout", "out_of_memory", "export_failed")
 
 
 def write_results(run_dir: Path, order: list[str], env: dict | None = None) -> dict:

@@ -112,6 +112,21 @@ def _number(value, field: str, low: float | None = 0.0, finite: bool = True, non
         raise Invalid(field, f"must be >= {low:g}, not {value}")
 
 
+def _numbers(values: list, field: str) -> None:
+    """A long list of finite numbers >= 0, checked at numpy's speed; the first bad one named."""
+    import numpy as np
+
+    try:
+        a = np.asarray(values, dtype=np.float64)
+        ok = a.ndim == 1 and bool(np.all(np.isfinite(a) & (a >= 0)))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        for i, x in enumerate(values):
+            _number(x, f"{field}[{i}]", none=False)
+        raise Invalid(field, "must be a list of numbers")
+
+
 def _text(value, field: str, none: bool = True, most: int = MAX_TEXT) -> None:
     if value is None and none:
         return
@@ -210,15 +225,15 @@ def check_row(row) -> None:
                 raise Invalid(where, "must be a [low, high] pair")
             for i, x in enumerate(pair):
                 _number(x, f"{where}[{i}]", none=False)
-        elif key == "per_call":
-            for i, x in enumerate(_list(v, where)):
-                _number(x, f"{where}[{i}]", none=False)
+        elif isinstance(v, list):  # per_call (every timed call: up to millions), p50_per_process (--repeat)
+            _numbers(v, where)
         elif key == "runs":
             _number(v, where, integer=True)
         elif key in _LATENCY_STATS or isinstance(v, (int, float)):
             _number(v, where, none=key not in ("p50", "p99"))
     for key, v in _dict(row.get("cold_start_ms"), "cold_start_ms").items():
-        _number(v, f"cold_start_ms.{key}")
+        for i, x in enumerate(v if isinstance(v, list) else [v]):  # total_per_process (--repeat): a list
+            _number(x, f"cold_start_ms.{key}" + (f"[{i}]" if isinstance(v, list) else ""))
     _drift(_dict(row.get("drift"), "drift"), "drift")
     host = _dict(row.get("host"), "host")
     _name(host.get("hostname"), "host.hostname", MAX_HOSTNAME, none=True)

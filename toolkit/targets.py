@@ -6,7 +6,8 @@ Built in: server-cpu, mobile-cpu and gpu. Users add their own in a TOML file (--
     base = "mobile-cpu"      # optional: start from a built-in target
     threads = 4
     cores = 4                # how many of the host's cores the worker may use (or cpus = [0, 1, 2, 3])
-    memory_budget_mb = 1024
+    memory_budget_mb = 1024  # a soft budget: a warning when load + inference add more
+    memory_limit_mb = 4096   # a hard limit: the worker's processes are killed past it (the row: out_of_memory)
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class Target:
     cpus: tuple[int, ...] | None = None      # explicit core numbers (instead of cores)
     runtimes: tuple[str, ...] | None = None  # None: every runtime except opt-in ones (keras-predict ...)
     memory_budget_mb: float | None = None    # checked against the memory a row's load + inference added
+    memory_limit_mb: float | None = None     # the most the worker's processes may hold (RSS); None: 90% of what is
+                                             # available when the worker starts (worker_memory.memory_limit)
     description: str = ""
 
     def resolved_cpus(self) -> list[int]:
@@ -78,6 +81,8 @@ class Target:
             text = f"CUDA GPU {names[0] if names else '(none found)'}; host side: {text}"
         if self.memory_budget_mb:
             text += f"; memory budget {self.memory_budget_mb:g} MB"
+        if self.memory_limit_mb:
+            text += f"; memory limit {self.memory_limit_mb:g} MB"
         return text
 
 
@@ -96,6 +101,12 @@ def _positive_int(where: str, key: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UsageError(f"{where}: {key} must be a positive integer, not {value!r}")
     return value
+
+
+def _positive_number(where: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise UsageError(f"{where}: {key} must be a positive number, not {value!r}")
+    return float(value)
 
 
 def _target_from_table(name: str, table, where: str) -> Target:
@@ -135,11 +146,9 @@ def _target_from_table(name: str, table, where: str) -> Target:
         if bad:
             raise UsageError(f"{where}: unknown runtime {bad[0]!r}; runtimes: {', '.join(runtimes.RUNTIMES)}")
         values["runtimes"] = tuple(names)
-    if "memory_budget_mb" in table:
-        budget = table["memory_budget_mb"]
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
-            raise UsageError(f"{where}: memory_budget_mb must be a positive number, not {budget!r}")
-        values["memory_budget_mb"] = float(budget)
+    for key in ("memory_budget_mb", "memory_limit_mb"):
+        if key in table:
+            values[key] = _positive_number(where, key, table[key])
     if "description" in table:
         if not isinstance(table["description"], str):
             raise UsageError(f"{where}: description must be a string")
