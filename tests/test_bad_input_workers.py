@@ -3,6 +3,7 @@ Its log keeps the first and the last of what it wrote (LOG_HEAD_BYTES, LOG_TAIL_
 was left out; its process group is killed past its memory limit and the job is `out_of_memory`. The workers here are
 tiny modules written under tmp_path and run by run_isolated itself, as bench runs deploycmp.worker."""
 import contextlib
+import json
 import io
 import os
 import signal
@@ -328,3 +329,21 @@ def _cli(*args) -> tuple[int, str, str]:
         for s, h in handlers.items():
             signal.signal(s, h)
     return code, out.getvalue(), err.getvalue()
+
+
+def test_a_target_memory_limit_makes_rows_out_of_memory(tmp_path):
+    """End to end: a target whose memory_limit_mb no worker can keep (a Python with torch imported holds more):
+    every measured row is out_of_memory with the limit named, bench exits 1, and report still works."""
+    from tests.conftest import FAST, TINY, deploycmp
+
+    out = tmp_path / "run"
+    assert deploycmp("export", *TINY, "--formats", "onnx", "--out", out).returncode == 0
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[targets.tiny-box]\nbase = "server-cpu"\nmemory_limit_mb = 60\n')
+    proc = deploycmp("bench", out, "--targets-file", targets, "--target", "tiny-box", "--runtimes",
+                     "torch,onnxruntime", *FAST)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert rows and {r["status"] for r in rows} == {"out_of_memory"}, [(r["id"], r["status"], r["error"]) for r in rows]
+    assert all("over the limit of 60 MB" in r["error"] for r in rows)
+    assert deploycmp("report", out, "--format", "md").returncode == 0
