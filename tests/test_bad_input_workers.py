@@ -4,7 +4,6 @@ was left out; its process group is killed past its memory limit and the job is `
 tiny modules written under tmp_path and run by run_isolated itself, as bench runs deploycmp.worker."""
 import contextlib
 import json
-import io
 import os
 import signal
 import textwrap
@@ -18,6 +17,8 @@ import pytest
 from deploycmp import isolation, worker_log, worker_memory
 from deploycmp.errors import Interrupted
 from deploycmp.isolation import Outcome, run_isolated
+from tests.conftest import FAST, TINY, deploycmp
+from tests.test_bad_input_corpus import cli, refused
 
 MB = 1 << 20
 
@@ -163,12 +164,12 @@ def test_a_log_that_is_a_link_is_replaced_not_followed(tmp_path):
 def test_an_interruption_says_whether_it_stopped_a_worker(tmp_path, monkeypatch):
     """Ctrl-C while a worker runs: the worker goes and the message says so; Ctrl-C while deploycmp itself is busy
     (building a model, writing the report): no worker is said to be stopped."""
-    from deploycmp import cli
+    from deploycmp import cli as command_line
 
     monkeypatch.setattr(isolation, "_STOPPED_BY", None)
     idle = Interrupted(signal.SIGINT)
     assert not isolation.stopped_a_worker(idle)
-    assert cli._interrupted(idle) == "deploycmp: interrupted by SIGINT"
+    assert command_line._interrupted(idle) == "deploycmp: interrupted by SIGINT"
     module, env = _worker(tmp_path, "sleeper", "time.sleep(60)\nreturn {}")
 
     def interrupt(signum, frame):
@@ -184,13 +185,13 @@ def test_an_interruption_says_whether_it_stopped_a_worker(tmp_path, monkeypatch)
         timer.cancel()
         signal.signal(signal.SIGINT, old)
     assert isolation.stopped_a_worker(caught.value)
-    assert cli._interrupted(caught.value) == ("deploycmp: interrupted by SIGINT; the worker it was running is "
+    assert command_line._interrupted(caught.value) == ("deploycmp: interrupted by SIGINT; the worker it was running is "
                                               "stopped")
     assert _gone(env["DEPLOYCMP_TEST_TAG"])
     later = Interrupted(signal.SIGTERM)  # a later interruption outside any worker
-    assert cli._interrupted(later) == "deploycmp: interrupted by SIGTERM"
+    assert command_line._interrupted(later) == "deploycmp: interrupted by SIGTERM"
     monkeypatch.setattr(isolation, "_STOPPED_BY", later)  # as if that one had stopped one
-    assert cli._interrupted(later).endswith("; the worker it was running is stopped")
+    assert command_line._interrupted(later).endswith("; the worker it was running is stopped")
 
 
 HOG = """
@@ -221,7 +222,7 @@ def test_a_worker_past_its_memory_limit_is_killed_with_its_process_group(tmp_pat
 
 
 def test_the_default_memory_limit_is_a_fraction_of_the_available_memory(tmp_path, monkeypatch):
-    available = worker_memory._mem_available()
+    available = worker_memory.available_memory()
     if available is None:
         pytest.skip("no /proc/meminfo")
     most, why = worker_memory.memory_limit()
@@ -292,11 +293,8 @@ def test_what_the_job_left_behind_goes_and_its_log_is_closed(tmp_path, monkeypat
 def test_a_targets_file_with_a_bad_memory_limit_is_refused(tmp_path, value, shown):
     f = tmp_path / "targets.toml"
     f.write_text(f"[targets.small]\nmemory_limit_mb = {value}\n")
-    code, _, err = _cli("list", "--targets-file", f)
-    lines = [ln for ln in err.splitlines() if ln.startswith("deploycmp: ")]
-    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
-    assert lines[0] == (f"deploycmp: error: {f}: target 'small': memory_limit_mb must be a positive number, "
-                        f"not {shown}"), lines[0]
+    line = refused(cli("list", "--targets-file", f), 2)
+    assert line == f"deploycmp: error: {f}: target 'small': memory_limit_mb must be a positive number, not {shown}"
 
 
 def test_a_targets_file_with_a_memory_limit(tmp_path):
@@ -304,38 +302,17 @@ def test_a_targets_file_with_a_memory_limit(tmp_path):
 
     f = tmp_path / "targets.toml"
     f.write_text('[targets.small]\nbase = "mobile-cpu"\nmemory_limit_mb = 300\n')
-    code, out, err = _cli("list", "--targets-file", f)
-    assert code == 0, err
-    assert [ln for ln in out.splitlines() if ln.startswith("  small ")][0].split("; runs")[0].endswith(
+    proc = cli("list", "--targets-file", f)
+    assert proc.returncode == 0, proc.stderr
+    assert [ln for ln in proc.stdout.splitlines() if ln.startswith("  small ")][0].split("; runs")[0].endswith(
         "memory budget 512 MB; memory limit 300 MB")
     small, server = parse_targets("small,server-cpu", f)
     assert (small.memory_limit_mb, small.memory_budget_mb, server.memory_limit_mb) == (300.0, 512.0, None)
 
 
-def _cli(*args) -> tuple[int, str, str]:
-    """The command line in this process: (exit status, stdout, stderr)."""
-    from deploycmp import cli as command_line
-
-    out, err = io.StringIO(), io.StringIO()
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            command_line.main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        command_line._VERBOSE["on"] = False
-        for s, h in handlers.items():
-            signal.signal(s, h)
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_a_target_memory_limit_makes_rows_out_of_memory(tmp_path):
     """End to end: a target whose memory_limit_mb no worker can keep (a Python with torch imported holds more):
     every measured row is out_of_memory with the limit named, bench exits 1, and report still works."""
-    from tests.conftest import FAST, TINY, deploycmp
-
     out = tmp_path / "run"
     assert deploycmp("export", *TINY, "--formats", "onnx", "--out", out).returncode == 0
     targets = tmp_path / "targets.toml"

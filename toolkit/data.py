@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from deploycmp.errors import UsageError
+from deploycmp.worker_memory import available_memory
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,21 +73,6 @@ def _warn(info: dict, text: str) -> None:
     if text not in _SHOWN:
         _SHOWN.add(text)
         print(f"warning: {text}", file=sys.stderr, flush=True)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation: /proc/meminfo's MemAvailable, else free physical pages."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _size(n: float) -> str:

@@ -55,7 +55,8 @@ class _GroupMemory:
         return total
 
 
-def _mem_available() -> int | None:
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation: /proc/meminfo's MemAvailable, else free physical pages."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -63,7 +64,10 @@ def _mem_available() -> int | None:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _cgroup_available() -> int | None:
@@ -101,7 +105,7 @@ def memory_limit(memory_limit_mb: float | None = None) -> tuple[int, str] | None
     fraction = _env_number("DEPLOYCMP_MEMORY_FRACTION", MEMORY_FRACTION)
     available = None
     if fraction > 0:
-        found = [n for n in (_mem_available(), _cgroup_available()) if n is not None]
+        found = [n for n in (available_memory(), _cgroup_available()) if n is not None]
         available = min(found) if found else None
     limits = []
     if available is not None:
