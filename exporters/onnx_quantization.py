@@ -34,6 +34,52 @@ def float_nodes(graph, tensors: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def first_non_finite(model_path: Path, feeds: list[dict]) -> str | None:
+    """Where NaN or inf first appears when the ONNX file at model_path runs on `feeds` (graph input name -> batch):
+    'input X', or 'tensor T (OP node NAME)' for the first node in graph order that makes one; None when nowhere (or when
+    that cannot be found out: a model too large to serialize, a runtime error)."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    for feed in feeds:
+        for name, a in feed.items():
+            if np.issubdtype(np.asarray(a).dtype, np.floating) and not np.all(np.isfinite(a)):
+                return f"input {name!r}"
+    try:
+        model = onnx.load(str(model_path))
+        produced = [(out, node) for node in model.graph.node for out in node.output if out]
+        have = {o.name for o in model.graph.output}
+        model.graph.output.extend(onnx.ValueInfoProto(name=out) for out, _ in produced if out not in have)
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        for feed in feeds:
+            values = dict(zip(names, session.run(names, feed)))
+            for out, node in produced:
+                a = np.asarray(values.get(out))
+                if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+                    return f"tensor {out[:40]!r} ({node.op_type[:20]} node{f' {node.name[:40]}' if node.name else ''})"
+    except Exception:  # only a diagnosis: the caller says what it knows without it
+        return None
+    return None
+
+
+def calibration_failure(error: BaseException, model_path: Path, feeds: list[dict]) -> str | None:
+    """ONNX Runtime's static quantization in words, when calibration met NaN or inf activations: its calibrator then
+    stops on `assert scale >= 0, "scale issue"` (a NaN range) or fails converting an infinite range. None when the
+    error has another cause."""
+    scale_issue = isinstance(error, AssertionError) and "scale issue" in str(error)
+    where = first_non_finite(model_path, feeds) if scale_issue or not isinstance(error, AssertionError) else None
+    if where is None and not scale_issue:
+        return None
+    quoted = f" ({str(error).strip()[:40]!r})" if str(error).strip() else ""
+    if where and where.startswith("input "):
+        return (f"ONNX Runtime's int8 calibration met NaN or inf values{quoted}: the calibration data holds them "
+                f"({where})")
+    return (f"ONNX Runtime's int8 calibration met NaN or inf activations{quoted}: the model computes non-finite "
+            f"values on the calibration inputs" + (f", first at {where}" if where else ""))
+
+
 def static_recipe(isa: list[str], machine: str) -> dict:
     """ONNX Runtime's quantization guide: on x86-64, U8S8 (uint8 activations, int8 weights) is what its VNNI/AVX2
     kernels are built for (VPMADDUBSW / VPDPBUSD take unsigned x signed bytes), with reduce_range on CPUs without
@@ -89,10 +135,16 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
         per_channel = recipe["per_channel"]
         kept = recipe.get("keep_float") or []
         excluded = float_nodes(onnx.load(str(prepped)).graph, kept)
-        quantize_static(str(prepped), str(out_path), Reader(), quant_format=getattr(QuantFormat, recipe["format"]),
-                        per_channel=per_channel, reduce_range=recipe["reduce_range"], nodes_to_exclude=excluded,
-                        activation_type=types[recipe["activations"]], weight_type=types[recipe["weights"]],
-                        calibrate_method=getattr(CalibrationMethod, recipe["calibration_method"]))
+        try:
+            quantize_static(str(prepped), str(out_path), Reader(), quant_format=getattr(QuantFormat, recipe["format"]),
+                            per_channel=per_channel, reduce_range=recipe["reduce_range"], nodes_to_exclude=excluded,
+                            activation_type=types[recipe["activations"]], weight_type=types[recipe["weights"]],
+                            calibrate_method=getattr(CalibrationMethod, recipe["calibration_method"]))
+        except (AssertionError, ValueError, OverflowError) as e:
+            why = calibration_failure(e, prepped, [by_graph_name(feed) for feed in calibration])
+            if why is None:
+                raise
+            raise RuntimeError(why) from e
         return {"tool": "onnxruntime.quantization.quantize_static", "format": recipe["format"],
                 "per_channel": per_channel, "recipe": name,
                 "why": recipe["why"] if not changed else f"changed from that recommendation: {', '.join(changed)}",

@@ -164,9 +164,10 @@ def test_a_log_that_is_a_link_is_replaced_not_followed(tmp_path):
 def test_an_interruption_says_whether_it_stopped_a_worker(tmp_path, monkeypatch):
     """Ctrl-C while a worker runs: the worker goes and the message says so; Ctrl-C while deploycmp itself is busy
     (building a model, writing the report): no worker is said to be stopped."""
-    from deploycmp import cli as command_line
+    from deploycmp import cli as command_line, lock
 
     monkeypatch.setattr(isolation, "_STOPPED_BY", None)
+    monkeypatch.setattr(lock, "_HELD", {})  # no run directory held (an earlier test in this process held one)
     idle = Interrupted(signal.SIGINT)
     assert not isolation.stopped_a_worker(idle)
     assert command_line._interrupted(idle) == "deploycmp: interrupted by SIGINT"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from deploycmp.hosts import hostname
 from deploycmp.results import FAILED
+from deploycmp.sanitize import terminal
 from deploycmp.table import runtime_label
 from deploycmp.validate import Policy, Thresholds, check, resolve
 
@@ -89,7 +90,8 @@ def answer(manifest: dict, rows: list[dict], policy: Policy = DEFAULT_POLICY,
 
 
 def lines(entries: list[dict], rows: list[dict]) -> list[str]:
-    """The answer in words, one paragraph (line) per group."""
+    """The answer in words, one paragraph (line) per group, as plain text: the ids, paths and hosts of merged rows
+    may hold any text, but no escape sequence or control character reaches the terminal or report.md."""
     by_id = {r["id"]: r for r in rows}
     with_host = len({e["host"] for e in entries}) > 1
     text = []
@@ -119,7 +121,7 @@ def lines(entries: list[dict], rows: list[dict]) -> list[str]:
         if other:
             parts.append("not measured: " + ", ".join(other))
         text.append(". ".join(parts))
-    return text
+    return [terminal(line) for line in text]
 
 
 def _mb(row: dict) -> str:

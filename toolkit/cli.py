@@ -400,16 +400,14 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
              allow_degenerate):
     """Pass/fail per row against thresholds (flags override the file); exit 1 if any row breaks one."""
     from deploycmp.results import load_results
-    from deploycmp.validate import validate as run_validate, write_junit
+    from deploycmp.validate import check_junit_path, validate as run_validate, verdict_lines, write_junit
 
     policy, flags = _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
+    if junit:
+        check_junit_path(junit)  # before validating: a path it cannot write is one line, not a verdict lost
     verdicts, status = run_validate(load_results(run_dir)["rows"], policy, flags, allow_degenerate)
-    for v in verdicts:
-        click.echo(f"{v.verdict.upper():4}  {v.row['id']}" + (f": {'; '.join(v.reasons)}" if v.reasons else ""))
-        for note in v.notes:
-            click.echo(f"      note: {note}")
-    counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("pass", "fail", "skip")}
-    click.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    for line in verdict_lines(verdicts):
+        click.echo(line)
     if junit:
         write_junit(junit, verdicts)
         click.echo(f"wrote {junit}", err=True)

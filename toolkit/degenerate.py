@@ -1,6 +1,6 @@
-"""Reference outputs that make drift meaningless: all zero, constant over samples, near the dtype's resolution,
-NaN/inf, or one class winning every sample. Any path "matches" such a reference, an int8 one included, so rows
-show drift as n/a with the reason instead of exact/100%."""
+"""Reference outputs that make drift meaningless: empty (no elements), all zero, constant over samples, near the
+dtype's resolution, NaN/inf, or one class winning every sample. Any path "matches" such a reference, an int8 one
+included, so rows show drift as n/a with the reason instead of exact/100%."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +11,11 @@ ALL, TOP1 = "all", "top1"  # what a finding makes meaningless: every drift metri
 def check(reference: np.ndarray, kind: str) -> dict | None:
     """{"reason": ..., "scope": all|top1} for a degenerate reference output (samples first), else None."""
     a = np.asarray(reference, dtype=np.float64)
+    if a.size == 0:  # nothing to compare: not "constant (all 0)", which max() of nothing would make it
+        return {"reason": f"reference output is empty: shape {tuple(a.shape)} has no elements", "scope": ALL}
     if not np.all(np.isfinite(a)):
         return {"reason": f"reference outputs hold {int(np.sum(~np.isfinite(a)))} NaN/inf values", "scope": ALL}
-    peak = float(np.max(np.abs(a))) if a.size else 0.0
+    peak = float(np.max(np.abs(a)))
     if peak == 0.0:
         return {"reason": "reference outputs are constant (all 0)", "scope": ALL}
     if len(a) > 1 and np.all(a == a[:1]):

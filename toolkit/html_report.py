@@ -7,6 +7,7 @@ from html import escape
 from deploycmp import plots
 from deploycmp import compare
 from deploycmp.hosts import describe_host, hosts_of, targets_of
+from deploycmp.sanitize import document
 from deploycmp.table import COLUMNS, LEFT, cells, heading, warnings_of
 
 STYLE = """
@@ -177,7 +178,9 @@ def _env_tables(manifest: dict, results: dict, groups: dict[str, list[dict]]) ->
 
 
 def html(manifest: dict, results: dict, comparison: dict | None = None, policy=None, explained: list[dict] = ()) -> str:
-    """The page; `explained`: what deploycmp explain wrote for rows of this run (results/ROW.layers.json)."""
+    """The page; `explained`: what deploycmp explain wrote for rows of this run (results/ROW.layers.json). Every text
+    in it is HTML-escaped, and the page holds no escape sequence, control character or lone surrogate (rows merged
+    from other machines may hold any)."""
     from deploycmp.answer import DEFAULT_POLICY, answer, lines as answer_lines
 
     rows = results["rows"]
@@ -210,4 +213,4 @@ def html(manifest: dict, results: dict, comparison: dict | None = None, policy=N
     created = manifest.get("created")
     parts.append(f'<p class="note">deploycmp {escape(str((manifest.get("tool") or {}).get("version", "")))}'
                  f'{f", run created {escape(str(created))}" if created else ""}.</p></body></html>\n')
-    return "\n".join(parts)
+    return document("\n".join(parts))

@@ -66,7 +66,8 @@ def _figure(name: str, height_in: float):
     from matplotlib.figure import Figure
 
     style = {"svg.fonttype": "path", "svg.hashsalt": name, "font.size": 9, "axes.spines.top": False,
-             "axes.spines.right": False, "axes.grid": True, "grid.color": "0.9", "axes.axisbelow": True}
+             "axes.spines.right": False, "axes.grid": True, "grid.color": "0.9", "axes.axisbelow": True,
+             "text.parse_math": False}  # labels are row text ($ in a merged hostname ...), drawn as it is
     with matplotlib.rc_context(style):  # also read when the SVG is written, so _svg runs inside
         yield Figure(figsize=(WIDTH_IN, height_in), layout="constrained")
 

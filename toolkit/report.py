@@ -13,6 +13,7 @@ from deploycmp.errors import UsageError
 from deploycmp.hosts import describe_host, hosts_of, targets_of
 from deploycmp.plots import scaling_lines
 from deploycmp.rundir import load_manifest, read_json, write_atomic, write_json
+from deploycmp.sanitize import csv_cell, document, terminal
 from deploycmp.specs import split_list
 from deploycmp.table import COLUMNS, LEFT, cells, heading, markdown_table, warnings_of
 
@@ -48,35 +49,39 @@ def _get(row: dict, dotted: str):
 
 
 def markdown(manifest: dict, rows: list[dict], policy=None) -> str:
-    lines = [f"# deploycmp report: {manifest['model']['name']}", "", heading(manifest), ""]
+    """report.md: every text from the rows and the manifest as one line without escape sequences or control
+    characters (rows merged from other machines may hold any)."""
+    lines = [terminal(f"# deploycmp report: {manifest['model']['name']}"), "", heading(manifest), ""]
     lines += [f"> **Warning:** {w}" for w in warnings_of(manifest, rows)]
     groups = hosts_of(rows)
     for name, host_rows in groups.items():
         if len(groups) > 1:
-            lines += ["", f"### Host {name}", "", describe_host(host_rows[0])]
+            lines += ["", terminal(f"### Host {name}"), "", terminal(describe_host(host_rows[0]))]
         else:
-            lines += ["", f"Host {name}: {describe_host(host_rows[0])}"]
+            lines += ["", terminal(f"Host {name}: {describe_host(host_rows[0])}")]
         lines += [""] + markdown_table(COLUMNS, [cells(r) for r in host_rows])
     lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, "
               "SQNR, top-1: drift against the source model (top-1: share of samples whose top class is unchanged); "
               "acc: task accuracy on the labeled data, and its change against the source model in percentage points; "
               "cold: process start to first result (import + load + first inference); RSS: the worker's peak "
               "resident memory.", ""]
-    lines += [f"- **{name}**: {desc}" for name, desc in targets_of(rows).items()]
+    lines += [terminal(f"- **{name}**: {desc}") for name, desc in targets_of(rows).items()]
     if said := answer_lines(answer(manifest, rows, policy or DEFAULT_POLICY), rows):
         lines += ["", "## Which path to ship", ""] + [f"- {line}" for line in said]
     if scaling := scaling_lines(rows):
         lines += ["", "Scaling along the swept dimensions (p50; a path stops scaling where its rate falls by more "
-                  "than 10%):", ""] + [f"- {line}" for line in scaling]
-    return "\n".join(lines) + "\n"
+                  "than 10%):", ""] + [terminal(f"- {line}") for line in scaling]
+    return document("\n".join(lines) + "\n")
 
 
 def csv_text(rows: list[dict]) -> str:
+    """report.csv; a text cell that a spreadsheet would run as a formula (=, +, -, @ ...) starts with a quote."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_FIELDS)
     for row in rows:
-        writer.writerow(["" if (v := _get(row, f)) is None else (json.dumps(v) if isinstance(v, (list, dict)) else v) for f in CSV_FIELDS])
+        writer.writerow([csv_cell("" if (v := _get(row, f)) is None else (json.dumps(v) if isinstance(v, (list, dict))
+                                                                           else v)) for f in CSV_FIELDS])
     return buf.getvalue()
 
 
@@ -85,6 +90,8 @@ def print_table(manifest: dict, rows: list[dict], console=None, policy=None) -> 
     from rich.markup import escape
     from rich.table import Table
 
+    # every text from the rows and the manifest: one line, no escape sequences or control characters (sanitize), and
+    # no rich markup (printed with markup=False, or escaped)
     console = console or Console(width=None if sys.stdout.isatty() else 200)
     console.print(heading(manifest), markup=False, highlight=False)
     for w in warnings_of(manifest, rows):
@@ -92,10 +99,11 @@ def print_table(manifest: dict, rows: list[dict], console=None, policy=None) -> 
     groups = hosts_of(rows)
     if len(groups) == 1 and rows:
         name = next(iter(groups))
-        console.print(f"host {name}: {describe_host(rows[0])}", markup=False, highlight=False)
+        console.print(terminal(f"host {name}: {describe_host(rows[0])}"), markup=False, highlight=False)
     for name, host_rows in groups.items():
         table = Table(show_lines=False, header_style="bold",
-                      title=escape(f"host {name}: {describe_host(host_rows[0])}") if len(groups) > 1 else None)
+                      title=(escape(terminal(f"host {name}: {describe_host(host_rows[0])}")) if len(groups) > 1
+                             else None))
         for col in COLUMNS:
             table.add_column(col, justify="left" if col in LEFT else "right", overflow="fold",
                              max_width=60 if col == "note" else None)
@@ -103,9 +111,9 @@ def print_table(manifest: dict, rows: list[dict], console=None, policy=None) -> 
             table.add_row(*map(escape, cells(row)))
         console.print(table)
     for name, desc in targets_of(rows).items():
-        console.print(f"{name}: {desc}", highlight=False)
+        console.print(terminal(f"{name}: {desc}"), markup=False, highlight=False)
     for line in scaling_lines(rows):
-        console.print(f"scaling: {line}", markup=False, highlight=False)
+        console.print(terminal(f"scaling: {line}"), markup=False, highlight=False)
     for line in answer_lines(answer(manifest, rows, policy or DEFAULT_POLICY), rows):
         console.print(f"answer: {line}", markup=False, highlight=False)
 
@@ -119,7 +127,8 @@ def write_reports(run_dir, formats: list[str], results: dict, comparison: dict |
     for fmt in formats:
         path = run_dir / f"report.{fmt}"
         if fmt == "md":
-            write_atomic(path, markdown(manifest, rows, policy) + ("\n" + compare.markdown(comparison) if comparison else ""))
+            write_atomic(path, document(markdown(manifest, rows, policy)
+                                        + ("\n" + compare.markdown(comparison) if comparison else "")))
         elif fmt == "csv":
             write_atomic(path, csv_text(rows))
         elif fmt == "html":

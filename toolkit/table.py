@@ -3,6 +3,7 @@ Markdown and HTML reports."""
 from __future__ import annotations
 
 from deploycmp.degenerate import hides
+from deploycmp.sanitize import terminal
 
 MARKS = {"ok": "✅", "unavailable": "❎"}
 COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
@@ -48,7 +49,8 @@ def _accuracy(d: dict) -> str:
 
 
 def cells(row: dict) -> list[str]:
-    """One table row as text, the same for the terminal and Markdown."""
+    """One table row as text, the same for the terminal, Markdown and HTML: one line each, without escape sequences or
+    control characters (a row merged from another machine may hold any text)."""
     d, lat = row.get("drift") or {}, row.get("latency_ms") or {}
     size = row.get("size_bytes")
     cold = (row.get("cold_start_ms") or {}).get("total")
@@ -59,18 +61,19 @@ def cells(row: dict) -> list[str]:
         max_abs = sqnr = "n/a"
     if hides(d, "top1_agreement"):
         top1 = "n/a"
-    return [
+    return [terminal(c) for c in (
         MARKS.get(row["status"], "❌"), row["format"], row["quantization"], runtime_label(row), row["target"],
         shape_text(row), _num(size / 1e6 if size is not None else None, ".3g"),
         _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"), _num(row.get("latency_per_item_ms"), ".3g"),
         _num(row.get("throughput_per_s"), ".1f"),
         max_abs, sqnr, top1, _accuracy(d),
         _num(cold, ".0f"), _num(row.get("peak_rss_mb"), ".0f"), _short_reason(row),
-    ]
+    )]
 
 
 def warnings_of(manifest: dict, rows: list[dict]) -> list[str]:
-    """The run's warnings: the manifest's (random weights ...) and a count of rows that are not ok."""
+    """The run's warnings: the manifest's (random weights ...) and a count of rows that are not ok; each one line of
+    plain text."""
     out = list(manifest.get("warnings", [])) + list((manifest.get("data") or {}).get("warnings", []))
     unavailable = sum(r["status"] == "unavailable" for r in rows)
     failed = sum(r["status"] not in ("ok", "unavailable") for r in rows)
@@ -80,8 +83,8 @@ def warnings_of(manifest: dict, rows: list[dict]) -> list[str]:
         out.append(f"{unavailable} row(s) unavailable in this install or on this machine")
     over = [r["id"] for r in rows if not (r.get("memory_budget") or {}).get("within", True)]
     if over:
-        out.append(f"{len(over)} row(s) over their target's memory budget: {', '.join(over)}")
-    return out
+        out.append(f"{len(over)} row(s) over their target's memory budget: {', '.join(map(str, over))}")
+    return [terminal(w) for w in out]
 
 
 def inputs_text(model: dict) -> str:
@@ -97,9 +100,9 @@ def heading(manifest: dict) -> str:
     gf = m.get("gflops_per_sample")
     outputs = m.get("outputs") or []
     shown = f"; drift of output {outputs[0]['name']} shown (all {len(outputs)} in JSON/HTML)" if len(outputs) > 1 else ""
-    return (f"{m['name']} ({m['framework']}, weights: {m['weights']}, {inputs_text(m)}"
-            f"{f', {gf:.3g} GFLOP/sample' if gf else ''}); drift vs the source model on "
-            f"{manifest['data']['samples']} {manifest['data']['kind']} samples{shown}")
+    return terminal(f"{m['name']} ({m['framework']}, weights: {m['weights']}, {inputs_text(m)}"
+                    f"{f', {gf:.3g} GFLOP/sample' if gf else ''}); drift vs the source model on "
+                    f"{manifest['data']['samples']} {manifest['data']['kind']} samples{shown}")
 
 
 def shape_text(row: dict) -> str:
@@ -109,6 +112,7 @@ def shape_text(row: dict) -> str:
 
 
 def markdown_table(columns, cell_rows) -> list[str]:
-    """A Markdown table's lines: header, separator, one line per row (a | inside a cell escaped)."""
+    """A Markdown table's lines: header, separator, one line per row (each cell one line of plain text, a | inside
+    it escaped)."""
     return (["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-            + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cell_rows])
+            + ["| " + " | ".join(terminal(c).replace("|", "\\|") for c in row) + " |" for row in cell_rows])

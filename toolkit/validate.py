@@ -17,6 +17,8 @@ The most specific wins: default < quantization < format < path < flags.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import tomllib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, fields, replace
@@ -27,6 +29,7 @@ from deploycmp.exporters import EXPORTERS, QUANTIZATIONS
 from deploycmp.degenerate import hides
 from deploycmp.errors import UsageError
 from deploycmp.rundir import write_atomic
+from deploycmp.sanitize import terminal, xml_text
 
 FORMATS = (*EXPORTERS, "eager")
 
@@ -110,11 +113,12 @@ def _within(key: str, value: float, limit: float) -> bool:
 
 def check(row: dict, t: Thresholds, allow_degenerate: bool = False) -> Verdict:
     """The verdict for one row under thresholds `t`, every output of the model checked. Identical outputs pass
-    every drift threshold."""
+    every drift threshold. Reasons and notes are one line of plain text each (sanitize.terminal): a merged row's
+    error or output names may hold any text."""
     if row["status"] == "unavailable":
-        return Verdict(row, "skip", [f"unavailable: {row.get('error')}"], [])
+        return Verdict(row, "skip", [terminal(f"unavailable: {row.get('error')}")], [])
     if row["status"] != "ok":
-        return Verdict(row, "fail", [f"{row['status']}: {row.get('error')} (nothing to validate)"], [])
+        return Verdict(row, "fail", [terminal(f"{row['status']}: {row.get('error')} (nothing to validate)")], [])
     broken, notes = [], []
     drift = row.get("drift") or {}
     outputs = drift.get("outputs") or {None: drift}  # every output of the model (schema 1 rows: the one)
@@ -139,7 +143,7 @@ def check(row: dict, t: Thresholds, allow_degenerate: bool = False) -> Verdict:
         broken.append(f"memory {budget['used_mb']:.0f} MB > {row['target']} budget {budget['limit_mb']:g} MB")
     if not t.any():
         notes.append("no threshold applies to this row")
-    return Verdict(row, "fail" if broken else "pass", broken, notes)
+    return Verdict(row, "fail" if broken else "pass", [terminal(b) for b in broken], [terminal(n) for n in notes])
 
 
 def validate(rows: list[dict], policy: Policy, flags: Thresholds = Thresholds(),
@@ -148,6 +152,17 @@ def validate(rows: list[dict], policy: Policy, flags: Thresholds = Thresholds(),
     degenerate (drift n/a) fails unless allow_degenerate."""
     verdicts = [check(row, resolve(row, policy, flags), allow_degenerate) for row in rows]
     return verdicts, (1 if any(v.verdict == "fail" for v in verdicts) else 0)
+
+
+def verdict_lines(verdicts: list[Verdict]) -> list[str]:
+    """What validate prints: a line per row (its verdict, id and reasons), its notes, and the counts; plain text."""
+    out = []
+    for v in verdicts:
+        out.append(terminal(f"{v.verdict.upper():4}  {v.row.get('id')}" + (f": {'; '.join(v.reasons)}" if v.reasons
+                                                                             else "")))
+        out += [f"      note: {terminal(note)}" for note in v.notes]
+    counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("pass", "fail", "skip")}
+    return out + [f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped"]
 
 
 # --- thresholds file ---
@@ -234,21 +249,59 @@ def measured(row: dict) -> str:
     return ("identical outputs; " if d.get("identical") else "") + (text or "nothing measured")
 
 
+def _xml(text) -> str:
+    """One line of plain text that XML 1.0 allows (a row's id, format ... may hold any text)."""
+    return xml_text(terminal(text))
+
+
 def junit_xml(verdicts: list[Verdict], suite_name: str = "deploycmp.validate") -> str:
-    """One <testsuite>, one <testcase> per row: <failure> lists the broken thresholds, <skipped> says why."""
+    """One <testsuite>, one <testcase> per row: <failure> lists the broken thresholds, <skipped> says why. Every
+    text is one that XML 1.0 allows: any parser reads the file, whatever the rows hold."""
     count = {v: sum(1 for x in verdicts if x.verdict == v) for v in ("fail", "skip")}
-    suite = ET.Element("testsuite", name=suite_name, tests=str(len(verdicts)), failures=str(count["fail"]),
+    suite = ET.Element("testsuite", name=_xml(suite_name), tests=str(len(verdicts)), failures=str(count["fail"]),
                        errors="0", skipped=str(count["skip"]))
     for v in verdicts:
-        case = ET.SubElement(suite, "testcase", name=str(v.row.get("id")),
-                             classname=f"deploycmp.{v.row.get('format')}.{v.row.get('quantization')}")
+        case = ET.SubElement(suite, "testcase", name=_xml(v.row.get("id")),
+                             classname=_xml(f"deploycmp.{v.row.get('format')}.{v.row.get('quantization')}"))
+        reasons = [_xml(r) for r in v.reasons]
         if v.verdict != "pass":
             tag = "failure" if v.verdict == "fail" else "skipped"
-            ET.SubElement(case, tag, message="; ".join(v.reasons)).text = "\n".join(v.reasons)
-        ET.SubElement(case, "system-out").text = "\n".join([measured(v.row), *v.notes])
+            ET.SubElement(case, tag, message="; ".join(reasons)).text = "\n".join(reasons)
+        ET.SubElement(case, "system-out").text = "\n".join(_xml(line) for line in [measured(v.row), *v.notes])
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def check_junit_path(path) -> Path:
+    """The --junit path, if a file can be written there (before validating: the verdicts are not worth computing
+    when their report cannot be kept); else UsageError, one line naming the problem. Folders missing on the way are
+    fine (write_junit makes them) when the nearest one that exists is a folder that takes new files. Nothing is
+    created or changed here."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--junit {path} is a directory: give the path of a file, e.g. {path / 'junit.xml'}")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"--junit {path} exists and is not a regular file: give the path of a file to write")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"--junit {path}: {folder} is not a directory")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"--junit {path}: the file is not writable")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--junit {path}: cannot write into folder {folder} (permission denied)")
+    try:  # what write_atomic does: a temporary file in the folder (os.access says yes to root, even in /proc)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise UsageError(f"--junit {path}: cannot write a file in {folder}: {e.strerror or e}") from e
+    return path
+
+
 def write_junit(path: Path, verdicts: list[Verdict], suite_name: str = "deploycmp.validate") -> None:
-    write_atomic(Path(path), junit_xml(verdicts, suite_name))
+    path = check_junit_path(path)
+    try:
+        write_atomic(path, junit_xml(verdicts, suite_name))
+    except OSError as e:
+        raise UsageError(f"--junit {path}: cannot write the JUnit XML: {e.strerror or e}") from e

@@ -82,7 +82,8 @@ def test_a_shape_change_is_a_recompile(compiled):
             "s = torch_compile.load(a, sys.argv[1], 1)\n"
             "for b in (1, 1, 2, 3):\n    s.infer({'x': np.ones((b, 3, 16, 16), np.float32)})\n"
             "print(json.dumps(s.info()['notes']))\nprint(json.dumps(s.info()['compile']))")
-    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "DEPLOYCMP_ALLOW_SOURCE": "tests.tiny_models:tiny_cnn"})  # as bench would
     assert proc.returncode == 0, proc.stderr[-3000:]
     c = json.loads(proc.stdout.splitlines()[-1])
     # batch 2 recompiles (the batch axis becomes dynamic), batch 3 reuses that graph

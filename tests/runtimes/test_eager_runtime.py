@@ -20,7 +20,8 @@ def _roundtrip(tmp_path, model, record):
     np.testing.assert_array_equal(session.to_numpy(session.run(session.prepare({"x": x})))["output"], expected)
 
 
-def test_factory_source(tmp_path):
+def test_factory_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYCMP_ALLOW_SOURCE", "tests.tiny_models:tiny_cnn")  # as bench allows its workers
     model, record, _ = models.build("tests.tiny_models:tiny_cnn", "auto", IMAGE)
     assert record["weights"] == "factory" and record["inputs"][0]["layout"] == "NCHW"
     _roundtrip(tmp_path, model, record)

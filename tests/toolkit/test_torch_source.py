@@ -97,7 +97,8 @@ def test_inputs_follow_forward_and_a_model_is_fed_by_name():
     assert [i["name"] for i in record["inputs"]] == ["feats", "ids"]
 
 
-def test_inputs_that_skip_an_argument_are_passed_by_name(tmp_path):
+def test_inputs_that_skip_an_argument_are_passed_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYCMP_ALLOW_SOURCE", "tests.tiny_models:optional_mask")  # as bench allows its workers
     """An optional argument left out (a mask) makes the inputs non-leading: the model is wrapped to take them by name."""
     given = [InputSpec("ids", "int64", ["batch", 8])]
     model, record, _ = models.build("tests.tiny_models:optional_mask", "auto", given)
