@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from deploycmp.errors import DeployError, Interrupted, UsageError
+from deploycmp.sanitize import terminal
 from deploycmp.hf_source import TASKS as HF_TASKS
 
 _VERBOSE = {"on": False}
@@ -619,14 +620,14 @@ def main(argv=None) -> None:
     except DeployError as e:
         if _VERBOSE["on"]:
             traceback.print_exc()
-        click.echo(f"deploycmp: error: {e}", err=True)
+        click.echo(f"deploycmp: error: {terminal(str(e))}", err=True)  # it may quote a received row's text
         sys.exit(e.exit_code)
     except Exception as e:  # a bug or an unforeseen failure: still one line unless --verbose
         if _VERBOSE["on"]:
             traceback.print_exc()
         line = _disk_error(e) if isinstance(e, OSError) else None
         click.echo(f"deploycmp: error: {line}" if line else
-                   f"deploycmp: unexpected error: {type(e).__name__}: {e} (run with --verbose for the traceback)", err=True)
+                   f"deploycmp: unexpected error: {type(e).__name__}: {terminal(str(e))} (run with --verbose for the traceback)", err=True)
         sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)
 
