@@ -12,8 +12,8 @@ from deploycmp.errors import UsageError
 from deploycmp.environment import environment, versions
 from deploycmp.isolation import run_isolated
 from deploycmp.results import write_results
-from deploycmp.rundir import (REFERENCE, artifact_sha256, changed_files, load_manifest, load_rows, read_json, result_path,
-                              sha256_file, write_json)
+from deploycmp.rundir import (REFERENCE, artifact_sha256, changed_files, inside, load_manifest, load_rows, read_json,
+                              result_path, sha256_file, write_json)
 from deploycmp.specs import BATCH, export_point, parse_sweeps, point_id, served_by
 from deploycmp.targets import Target, worker_env
 from deploycmp.worker_log import log_note
@@ -63,7 +63,6 @@ def check_references(run_dir: Path, manifest: dict) -> None:
     """Every reference and calibration file the manifest names, unchanged since export (the content digest it
     recorded): golden outputs edited or replaced would make every row's drift a lie. One line when one is not."""
     from deploycmp.data import feed_sha256
-    from deploycmp.rundir import inside
 
     for ref in manifest.get("references", []):
         for key, digest_key, prefix in (("file", "sha256", ""), ("calibration", "calibration_sha256", "input/")):

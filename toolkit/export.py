@@ -18,11 +18,11 @@ from deploycmp.environment import environment, versions
 from deploycmp.errors import UsageError
 from deploycmp.isolation import run_isolated
 from deploycmp.lock import LOCK
-from deploycmp.watchdog import deadline
-from deploycmp.rundir import (CALIBRATION, FOLDERS, IDENTITY, MANIFEST, REFERENCE, RESULTS, changed_files, describe_files, read_json,
-                              save_feed, sha256_file, write_json)
+from deploycmp.rundir import (CALIBRATION, FOLDERS, IDENTITY, MANIFEST, REFERENCE, RESULTS, changed_files, describe_files,
+                              read_json, save_feed, sha256_file, write_json)
 from deploycmp.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from_dicts, output_kind, parse_input, point_id, served_by,
                              point_key, points, split_list, to_dicts, with_batch)
+from deploycmp.watchdog import deadline
 
 
 def parse_formats(spec: str) -> list[str]:

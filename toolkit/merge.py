@@ -11,8 +11,8 @@ from pathlib import Path
 
 from deploycmp.errors import UsageError
 from deploycmp.hosts import compiled_for_another_cpu, hostname
-from deploycmp.schema import check_name
 from deploycmp.rundir import RESULTS, artifact_sha256, load_manifest, read_results_file, result_path, write_json
+from deploycmp.schema import check_name
 
 
 def read_other(path) -> tuple[Path, list[dict]]:
