@@ -22,8 +22,11 @@ $(STAMP): setup.cfg constraints.txt
 	$(BIN)/pip install --quiet --no-deps keras-hub==0.32.0
 	touch $(STAMP)
 
+# bf16 where the CPU computes it (AVX512-BF16 or AMX): OpenVINO runs it there (its rows say so); elsewhere it is no path
+DEMO_QUANTIZE := $(shell grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo none,bf16,int8 || echo none,int8)
+
 demo: install
-	$(BIN)/deploycmp run --model resnet18 --formats torchscript,torch-export,onnx,tflite,executorch --quantize none,int8 \
+	$(BIN)/deploycmp run --model resnet18 --formats torchscript,torch-export,onnx,openvino,tflite,executorch --quantize $(DEMO_QUANTIZE) \
 		--target server-cpu,mobile-cpu --format md,csv,json,html --out $(RUN_DIR) --force
 
 test: install

@@ -23,9 +23,11 @@ def _dynamo(source, path):
 
     from deploycmp.exporters.torch_export import dynamic_shapes
 
-    program = torch.onnx.export(source.model, source.dynamic_example(), dynamo=True, dynamic_shapes=dynamic_shapes(source),
-                                input_names=source.names, output_names=source.outputs or None, external_data=True,
-                                verbose=False)
+    # an argument passed as a Python number has no shape to make dynamic (torch.export specialises the graph to it)
+    shapes = tuple(None if s.passed_as else d for s, d in zip(source.inputs, dynamic_shapes(source)))
+    program = torch.onnx.export(source.model, source.dynamic_example(), dynamo=True, dynamic_shapes=shapes,
+                                input_names=_graph_inputs(source), output_names=source.outputs or None,
+                                external_data=True, verbose=False)
     program.save(str(path), external_data=True)
     return {"name": "torch.onnx.export", "dynamo": True}
 
@@ -33,30 +35,65 @@ def _dynamo(source, path):
 def _legacy(source, path):
     import torch
 
-    axes = {s.name: {axis: d for axis, d in enumerate(s.shape) if isinstance(d, str)} for s in source.inputs}
-    torch.onnx.export(source.model, source.example, str(path), dynamo=False, input_names=source.names,
-                      output_names=source.outputs or None, dynamic_axes={**axes, **{o: {0: "batch"} for o in source.outputs}},
-                      opset_version=17)
+    # a 0-d input has no axis to make dynamic (an axis named there is what fails "Dynamic shape axis should be no
+    # more than the shape dimension")
+    axes = {s.name: {axis: d for axis, d in enumerate(s.shape) if isinstance(d, str)} for s in source.inputs if s.shape}
+    torch.onnx.export(source.model, source.example, str(path), dynamo=False, input_names=_graph_inputs(source),
+                      output_names=source.outputs or None,
+                      dynamic_axes={**axes, **{o: {0: "batch"} for o in source.outputs}}, opset_version=17)
     return {"name": "torch.onnx.export", "dynamo": False}
+
+
+def _graph_inputs(source) -> list[str]:
+    """The names of the inputs the graph will have: a Python number passed to an nn.Module is no graph input (both
+    exporters specialise the graph to it); a ScriptModule's int or float argument is one (the legacy exporter keeps
+    it as a 0-d tensor)."""
+    import torch
+
+    scripted = isinstance(source.model, torch.jit.ScriptModule)
+    return [s.name for s in source.inputs if scripted or not s.passed_as]
 
 
 def _from_torch(source, path: Path, prefer: str = "dynamo") -> dict:
     """The `prefer`red torch.onnx exporter ("dynamo" or "legacy", the TorchScript-based one), the other if it fails
-    (its error kept as `{prefer}_error`)."""
+    (its error kept as `{prefer}_error`). A ScriptModule (a TorchScript file) goes to the legacy exporter only: the
+    dynamo exporter does not take one. Constants the graph does not take as inputs are said in `baked_in`."""
     import torch
 
-    first, then = (_dynamo, _legacy) if prefer == "dynamo" else (_legacy, _dynamo)
+    scripted = isinstance(source.model, torch.jit.ScriptModule)
+    first, then = (_legacy, None) if scripted else (_dynamo, _legacy) if prefer == "dynamo" else (_legacy, _dynamo)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             info = first(source, path)
         except Exception as e:
+            if then is None:
+                raise RuntimeError(f"the TorchScript-based exporter (torch.onnx.export dynamo=False; the dynamo "
+                                   f"exporter takes no ScriptModule) failed: {_first_line(e)}") from e
             for f in path.parent.iterdir():
                 f.unlink()
             info = then(source, path)
-            info[f"{prefer}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            info[f"{prefer}_error"] = f"{type(e).__name__}: {_first_line(e)}"
+    if scripted:
+        info["dynamo_skipped"] = "the source is a ScriptModule, which the dynamo exporter does not take"
+    baked = _baked_in(source, path)
+    if baked:
+        info["baked_in"] = baked
     info["torch"] = torch.__version__
     return info
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+
+
+def _baked_in(source, path: Path) -> dict:
+    """The constants (--const, 0-d inputs) the exported graph does not take: their value is part of the graph (an
+    exporter specialises it to a Python number), so the file computes with that value only."""
+    import onnx
+
+    names = {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
+    return {s.name: s.value for s in source.inputs if s.is_constant() and s.name not in names}
 
 
 def _from_keras(source, path: Path) -> dict:
@@ -116,12 +153,14 @@ def inspect(path, source) -> dict:
 
 def export(source, out_dir, quantization: str) -> dict:
     from deploycmp.exporters import convert_then_quantize
+    from deploycmp.exporters.onnx_check import check
     from deploycmp.exporters.onnx_quantization import quantize, to_fp16
 
     path = out_dir / "model.onnx"
     info = convert_then_quantize(source, path, quantization, CONVERTERS[source.framework],
                                  lambda fp32, out, mode: to_fp16(fp32, out) if mode == "fp16" else
                                  quantize(fp32, out, mode, source.calibration_feeds()))
+    info["checked"] = check(path, f"the {quantization} ONNX file" if quantization != "none" else "the ONNX export")
     graph = inspect(path, source)
     info["opset"] = graph["opset"]
     return {"main_file": path.name, "layout": source.layout, "dynamic_dims": graph["dynamic_dims"],

@@ -150,10 +150,12 @@ def _quantize(source, fp32: Path, out: Path, mode: str) -> dict:
 def export(source, out_dir, quantization: str) -> dict:
     from deploycmp.exporters import convert_then_quantize
     from deploycmp.exporters.onnx import inspect
+    from deploycmp.exporters.onnx_check import check
 
     path = out_dir / "model.onnx"
     info = convert_then_quantize(source, path, quantization, _convert_and_fuse,
                                  lambda fp32, out, mode: _quantize(source, fp32, out, mode))
+    info["checked"] = check(path, f"the fused {quantization} ONNX file" if quantization != "none" else "the fused ONNX file")
     graph = inspect(path, source)
     info["opset"] = graph["opset"]
     return {"main_file": path.name, "layout": source.layout, "dynamic_dims": graph["dynamic_dims"],

@@ -91,6 +91,33 @@ def static_recipe(isa: list[str], machine: str) -> dict:
     return {**RECIPES["S8S8"], "name": "S8S8", "reduce_range": False, "why": f"ONNX Runtime's default QDQ recipe on {machine}"}
 
 
+# per-axis (per-channel) QuantizeLinear/DequantizeLinear, the QDQ format's per-channel weights, came in opset 13
+PER_AXIS_OPSET = 13
+
+
+def _opset_for(model_path: Path, fmt: str, per_channel: bool) -> dict:
+    """A QDQ per-channel recipe on a graph older than opset 13 (paddle2onnx writes 11 and 12): the graph upgraded
+    in place by onnx.version_converter, or, where the converter cannot upgrade it, per-tensor weights, which its
+    own opset allows. Returns what was done, for the manifest (nothing when nothing was needed)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(model_path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if fmt != "QDQ" or not per_channel or opset is None or opset >= PER_AXIS_OPSET:
+        return {}
+    try:
+        upgraded = version_converter.convert_version(model, PER_AXIS_OPSET)
+        onnx.checker.check_model(upgraded)
+    except Exception as e:
+        return {"per_channel_off": f"the graph is opset {opset}, per-channel QDQ needs {PER_AXIS_OPSET}, and "
+                                   f"onnx.version_converter could not upgrade it ({type(e).__name__}: "
+                                   f"{' '.join(str(e).split())[:200]}): weights per-tensor"}
+    onnx.save(upgraded, str(model_path))
+    return {"opset_upgraded": f"{opset} -> {PER_AXIS_OPSET} (per-channel QuantizeLinear/DequantizeLinear need opset "
+                              f"{PER_AXIS_OPSET}; onnx.version_converter)"}
+
+
 def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict], recipe: dict | None = None) -> dict:
     """Quantize fp32_path into out_path (static int8: calibrated on `calibration`, a list of feeds, name -> batch,
     with `recipe`, default the host's: static_recipe); returns what was done, for the manifest. Integer inputs
@@ -133,6 +160,9 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
         name = short[recipe["activations"]] + short[recipe["weights"]]
         types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         per_channel = recipe["per_channel"]
+        opset = _opset_for(prepped, recipe["format"], per_channel)
+        if opset.get("per_channel_off"):
+            per_channel = False
         kept = recipe.get("keep_float") or []
         excluded = float_nodes(onnx.load(str(prepped)).graph, kept)
         try:
@@ -152,6 +182,7 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
                 "weights": f"{recipe['weights']} {'per-channel' if per_channel else 'per-tensor'}",
                 "activations": recipe["activations"], "calibration_method": recipe["calibration_method"],
                 "pre_process": True, "calibration_samples": sum(len(next(iter(f.values()))) for f in calibration),
+                **opset,
                 **({"kept_float": kept, "nodes_excluded": excluded} if kept else {})}
 
 

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from deploycmp.environment import versions
+from deploycmp.specs import BATCH
 
 FORMAT = "savedmodel"
 SOURCES = ("torch", "keras", "onnx")
@@ -42,14 +43,121 @@ def onnx2tf_reason(log: str) -> str:
     return (f"at ONNX node {node}: " if node else "") + detail[:400]
 
 
-def onnx2tf(onnx_path: Path, tf_dir: Path) -> dict:
-    """onnx2tf on an ONNX file in a folder of its own (onnx2tf rewrites its input file): a SavedModel with
-    signatures, and its .tflite side files (model_float32.tflite ...), in `tf_dir`."""
-    proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(tf_dir), "-osd", "-n"],
-                          capture_output=True, text=True)
+# onnx2tf checks its conversion on this file from its working directory, or downloads it from GitHub when every
+# input is a static-batch 4-D image (common_functions.download_test_image_data); the name is onnx2tf's own
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+ONNX2TF_SAMPLES = 20
+# no download at run time: requests in onnx2tf's process goes through a proxy that is not there
+# TensorFlow's scope names (tf.Graph.name_scope)
+SCOPE_NAME = re.compile(r"[A-Za-z0-9_.\\/>-]*")
+OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
+
+
+def static_inputs(onnx_path: Path, source, free_batch: bool = True) -> dict:
+    """The ONNX file's free input axes fixed at the export's shape point (what deploycmp measures at), except the
+    batch axis, which onnx2tf keeps free (-1) and LiteRT resizes at load: a graph whose height or width is free
+    (paddle2onnx leaves every axis free) otherwise becomes a TensorFlow graph of -1 dimensions that onnx2tf cannot
+    build or XNNPack cannot prepare. The file's static axes stay; `free_batch` False fixes the batch axis too.
+    Returns name -> the shape given to onnx2tf."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    specs = {s.name: s for s in source.inputs}
+    by_position = dict(zip([i.name for i in graph_inputs], source.inputs))
+    fixed = {}
+    for graph_input in graph_inputs:
+        spec = specs.get(graph_input.name) or by_position.get(graph_input.name)
+        array = source.feed.get(spec.name) if spec is not None else None
+        if array is None or array.ndim != len(graph_input.type.tensor_type.shape.dim):
+            continue
+        shape = []
+        for axis, dim in enumerate(graph_input.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0:  # the file's own static axis (a batch of 1 too)
+                shape.append(dim.dim_value)
+            elif spec.shape[axis] == BATCH and free_batch:
+                dim.Clear()
+                dim.dim_param = BATCH
+                shape.append(BATCH)
+            else:
+                dim.Clear()
+                dim.dim_value = int(array.shape[axis])
+                shape.append(int(array.shape[axis]))
+        fixed[graph_input.name] = shape
+    if fixed:  # the outputs' free axes (paddle2onnx names them too) inferred again from the fixed inputs
+        for output in model.graph.output:
+            for dim in output.type.tensor_type.shape.dim:
+                if not dim.HasField("dim_value"):
+                    dim.Clear()
+        model = onnx.shape_inference.infer_shapes(model)
+    renamed = _scope_names(model.graph)
+    if fixed or renamed:
+        onnx.save(model, str(onnx_path))  # external data, if any, stays in its file beside it
+    return fixed
+
+
+def _scope_names(graph) -> int:
+    """Node names TensorFlow takes as scope names (onnx2tf names its layers after them): paddle2onnx's
+    `Softmax@0` has a character TensorFlow refuses. Only node names change, never a tensor's; returns how many."""
+    taken = {n.name for n in graph.node}
+    count = renamed = 0
+    for node in graph.node:
+        if node.name and not SCOPE_NAME.fullmatch(node.name):
+            name = base = re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", node.name)
+            while name in taken:
+                name = f"{base}_{count}"
+                count += 1
+            taken.add(name)
+            node.name = name
+            renamed += 1
+    return renamed
+
+
+def _write_sample(folder: Path, source) -> None:
+    """onnx2tf's sample file, made from deploycmp's own calibration split (channels last, as onnx2tf reads it,
+    repeated to its 20 samples) when the model's single image input has 3 channels."""
+    import numpy as np
+
+    images = [a for a in source.calibration.values() if getattr(a, "ndim", 0) == 4 and a.shape[1] == 3]
+    if len(images) != 1 or len(source.calibration) != 1:
+        return
+    nhwc = np.transpose(images[0], (0, 2, 3, 1)).astype(np.float32)
+    np.save(folder / ONNX2TF_SAMPLE, np.resize(nhwc, (ONNX2TF_SAMPLES, *nhwc.shape[1:])))
+
+
+def onnx2tf(onnx_path: Path, tf_dir: Path, source) -> dict:
+    """onnx2tf on an ONNX file in a folder of its own (onnx2tf rewrites its input file), its inputs fixed at the
+    export's shapes (static_inputs), run offline with its check data from the calibration split: a SavedModel
+    with signatures, and its .tflite side files (model_float32.tflite ...), in `tf_dir`. Where onnx2tf cannot
+    keep the batch axis free (a ConvTranspose needs every output size), again with the batch fixed; where its
+    strict mode's accuracy correction itself fails, again without it (the row's drift says what that cost)."""
+    info = {"onnx2tf": md.version("onnx2tf"), "input_shapes": static_inputs(onnx_path, source)}
+    _write_sample(onnx_path.parent, source)
+    failure, log = _run_onnx2tf(onnx_path, tf_dir)
+    if failure and any(BATCH in shape for shape in info["input_shapes"].values()):
+        info["input_shapes"] = static_inputs(onnx_path, source, free_batch=False)
+        info["batch_fixed"] = f"onnx2tf could not keep the batch axis free ({failure[:200]})"
+        failure, log = _run_onnx2tf(onnx_path, tf_dir)
+    if failure and "correction_process_for_accuracy_errors" in log:
+        info["strict_mode_off"] = f"onnx2tf's accuracy correction failed ({failure[:200]}): -dsm"
+        failure, log = _run_onnx2tf(onnx_path, tf_dir, "--disable_strict_mode")
+    if failure:
+        raise RuntimeError(f"onnx2tf failed: {failure}")
+    return info
+
+
+def _run_onnx2tf(onnx_path: Path, tf_dir: Path, *options: str) -> tuple[str | None, str]:
+    """(None when onnx2tf wrote a SavedModel, else the reason it gives; its log)."""
+    import os
+
+    shutil.rmtree(tf_dir, ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(tf_dir), "-osd", "-n",
+                           *options], capture_output=True, text=True, cwd=onnx_path.parent,
+                          env={**os.environ, **OFFLINE})
+    log = proc.stdout + proc.stderr
     if proc.returncode != 0 or not (tf_dir / "saved_model.pb").is_file():
-        raise RuntimeError(f"onnx2tf failed: {onnx2tf_reason(proc.stdout + proc.stderr) or proc.returncode}")
-    return {"onnx2tf": md.version("onnx2tf")}
+        return onnx2tf_reason(log) or f"exit status {proc.returncode}", log
+    return None, log
 
 
 def _copy_savedmodel(tf_dir: Path, out: Path) -> None:
@@ -70,7 +178,7 @@ def _from_torch(source, out: Path) -> dict:
         onnx_dir, tf_dir = Path(tmp) / "onnx", Path(tmp) / "tf"
         onnx_dir.mkdir()
         onnx_info = to_onnx(source, onnx_dir / "model.onnx")
-        info = onnx2tf(onnx_dir / "model.onnx", tf_dir)
+        info = onnx2tf(onnx_dir / "model.onnx", tf_dir, source)
         _copy_savedmodel(tf_dir, out)
     return {"name": "onnx2tf (from the ONNX export)", **info, "onnx": onnx_info}
 
@@ -79,7 +187,7 @@ def _from_onnx(source, out: Path) -> dict:
     """onnx2tf's SavedModel from a copy of the source file (and its external data)."""
     with tempfile.TemporaryDirectory(prefix="deploycmp-onnx2tf-") as tmp:
         tf_dir = Path(tmp) / "tf"
-        info = onnx2tf(source.model.copy_to(Path(tmp) / "onnx"), tf_dir)
+        info = onnx2tf(source.model.copy_to(Path(tmp) / "onnx"), tf_dir, source)
         _copy_savedmodel(tf_dir, out)
     return {"name": "onnx2tf (from the source ONNX file)", **info}
 

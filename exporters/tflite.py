@@ -4,7 +4,6 @@ ai-edge-quantizer, the same for every source."""
 from __future__ import annotations
 
 import importlib.metadata as md
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,14 +37,19 @@ def _from_keras(source, path: Path) -> dict:
 
 
 def _from_onnx(source, path: Path) -> dict:
-    """onnx2tf (as the savedmodel exporter runs it) on a copy of the source file: the float32 .tflite it writes."""
+    """onnx2tf (as the savedmodel exporter runs it) on a copy of the source file, then the TF converter on the
+    SavedModel it writes (with its serving signature: onnx2tf's own .tflite has none when it falls back to
+    converting a concrete function, as on paddle2onnx files)."""
+    import tensorflow as tf
+
     from deploycmp.exporters.savedmodel import onnx2tf
 
     with tempfile.TemporaryDirectory(prefix="deploycmp-onnx2tf-") as tmp:
         onnx_path = source.model.copy_to(Path(tmp) / "onnx")
-        info = onnx2tf(onnx_path, Path(tmp) / "tf")
-        shutil.copyfile(Path(tmp) / "tf" / f"{onnx_path.stem}_float32.tflite", path)
-    return {"name": "onnx2tf (its float32 .tflite, from the source ONNX file)", **info}
+        info = onnx2tf(onnx_path, Path(tmp) / "tf", source)
+        path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "tf")).convert())
+    return {"name": "onnx2tf, then tf.lite.TFLiteConverter.from_saved_model (from the source ONNX file)", **info,
+            "tensorflow": tf.__version__}
 
 
 CONVERTERS = {"torch": _from_torch, "keras": _from_keras, "onnx": _from_onnx}
