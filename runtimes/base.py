@@ -64,14 +64,25 @@ class Session:
         """Check the feed against the artifact's inputs, convert what the artifact requires, then make the runtime's
         native input (not timed). Every conversion is recorded once in self.conversions."""
         meta = {m.name: m for m in self.input_metadata()}
-        names = feed_names(list(feed), list(meta))
         if not hasattr(self, "conversions"):
             self.conversions = {}
+        # a constant (--const) the artifact does not take: the exporter put its value into the graph
+        baked = [k for k in feed if k not in meta and _one_value(np.asarray(feed[k]))]
+        if baked and len(feed) - len(baked) == len(meta) and set(feed) - set(baked) <= set(meta):
+            for k in baked:
+                self.conversions.setdefault(k, "left out: the artifact does not take it (its value is in the graph)")
+            feed = {k: a for k, a in feed.items() if k not in baked}
+        names = feed_names(list(feed), list(meta))
         if any(s != a for s, a in names.items()):
             self.conversions.setdefault("names", ", ".join(f"{s} -> {a}" for s, a in names.items()) + " (by position)")
         return self.prepare_native({names[k]: self._convert(k, np.asarray(a), meta[names[k]]) for k, a in feed.items()})
 
     def _convert(self, name: str, a: np.ndarray, m: TensorMeta) -> np.ndarray:
+        if not m.shape and a.ndim == 1:  # a 0-d input (a constant): the feed holds its one value once per sample
+            if not _one_value(a):
+                raise ValueError(f"input {name}: the artifact takes one value (shape []), the batch holds several")
+            self.conversions.setdefault(name, "one value for the batch (the artifact takes a 0-d input)")
+            a = a.reshape(-1)[:1].reshape(())
         if len(a.shape) != len(m.shape) or any(w is not None and w != g for w, g in zip(m.shape, a.shape)):
             raise ValueError(f"input {name}: the artifact takes shape {_shape(m.shape)}, got {list(a.shape)}")
         want = np.dtype(m.dtype)
@@ -121,6 +132,10 @@ class Session:
     def device_memory_mb(self) -> float | None:
         """Peak device memory this session allocated, when the runtime can tell."""
         return None
+
+
+def _one_value(a: np.ndarray) -> bool:
+    return a.size > 0 and bool((a == a.reshape(-1)[0]).all())
 
 
 def _shape(shape: list) -> str:

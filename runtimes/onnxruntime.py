@@ -45,7 +45,7 @@ class OrtSession(Session):
         return self.inputs
 
     def prepare_native(self, feed: dict):
-        return {k: np.ascontiguousarray(a) for k, a in feed.items()}
+        return {k: np.require(a, requirements="C") for k, a in feed.items()}  # ascontiguousarray makes 0-d 1-d
 
     def run(self, prepared):
         return self.sess.run(self.output_names, prepared)

@@ -59,14 +59,20 @@ class TorchSession(Session):
         return info
 
     def input_metadata(self):
-        return spec_metadata(self.inputs)
+        return spec_metadata([i for i in self.inputs if i["shape"]])
+
+    def prepare(self, feed: dict):
+        """0-d inputs (constants) are passed from the manifest's value, as a Python number where forward() takes
+        one: the feed's copy of them (one per sample) is left out of the checks."""
+        scalars = {i["name"] for i in self.inputs if not i["shape"]}
+        return super().prepare({k: a for k, a in feed.items() if k not in scalars})
 
     def prepare_native(self, feed: dict):
         from deploycmp.specs import inputs_from_dicts
         from deploycmp.torch_source import example
 
         args = example(feed, inputs_from_dicts(self.inputs))
-        return tuple(t.to(self.device) for t in args) if self.device != "cpu" else args
+        return tuple(t.to(self.device) if hasattr(t, "to") else t for t in args) if self.device != "cpu" else args
 
     def run(self, prepared):
         with self._torch.inference_mode():

@@ -210,3 +210,45 @@ def hangs():
     lock.acquire()
     lock.acquire()  # blocks for ever, in C, where only a signal handler between bytecodes can reach it
     return tiny_cnn()
+
+
+class RateScaled(nn.Module):
+    """Takes a sample rate as a Python int, as silero-vad's TorchScript file does (forward(self, x, sr: int)), and a
+    0-d tensor gain: features [batch, 8] -> 4 outputs that change with both."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, x, sr: int, gain: torch.Tensor):
+        y = self.proj(x) * gain
+        if sr == 16000:
+            return y
+        return y * (float(sr) / 16000.0)
+
+
+def rate_scaled():
+    torch.manual_seed(0)
+    return RateScaled().eval()
+
+
+def rate_scaled_file(path) -> str:
+    """RateScaled scripted into a TorchScript file (its schema: forward(Tensor x, int sr, Tensor gain))."""
+    torch.jit.script(rate_scaled()).save(str(path))
+    return str(path)
+
+
+class Gained(nn.Module):
+    """A 0-d tensor argument: features [batch, 8] times a learned projection times `gain` (shape [])."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, x, gain):
+        return self.proj(x) * gain
+
+
+def gained():
+    torch.manual_seed(0)
+    return Gained().eval()

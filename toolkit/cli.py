@@ -47,7 +47,11 @@ export_options = _stack(
     click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE",
                  help="One model input, repeatable: e.g. --input ids:int64:1,16 --input feats:float32:1,8. DTYPE: "
                       "float32, float16, bfloat16, int64, int32, bool, uint8; a dimension may be a name "
-                      "(ids:int64:batch,sequence with --shape sequence=16,64); axis 0 is the batch."),
+                      "(ids:int64:batch,sequence with --shape sequence=16,64); axis 0 is the batch; SHAPE scalar "
+                      "(or empty) for a 0-d input: sr:int64:scalar."),
+    click.option("--const", "constants", multiple=True, metavar="NAME=VALUE",
+                 help="An input fed VALUE on every call, repeatable: e.g. --const sr=16000 (a TorchScript int "
+                      "argument, a 0-d ONNX input). Recorded in the manifest; never drawn, swept or calibrated."),
     click.option("--input-shape", default=None, help="Shorthand for one float32 input: N,C,H,W (default: the model's own)."),
     click.option("--shape", "shapes", multiple=True, metavar="NAME=V1,V2",
                  help="Sizes of a named input dimension, repeatable, e.g. sequence=16,64 (swept like --batch)."),
@@ -158,14 +162,15 @@ def _do_export(run_dir, opts: dict, force, threads, batch):
     from deploycmp.cache import default_dir
     from deploycmp.data import parse_preprocess
     from deploycmp.export import ExportOptions, export_run, given_inputs
-    from deploycmp.specs import parse_sweeps, parse_value_ranges
+    from deploycmp.specs import parse_constants, parse_sweeps, parse_value_ranges, with_constants
     from deploycmp.targets import usable_cpus
 
     _check_positive("--num-classes", opts["num_classes"])
     _check_positive("--samples", opts["samples"])
     _check_positive("--calibration-samples", opts["calibration_samples"])
     options = ExportOptions(
-        model=opts["model"], weights=opts["weights"], inputs=given_inputs(opts["inputs"], opts["input_shape"]),
+        model=opts["model"], weights=opts["weights"],
+        inputs=with_constants(given_inputs(opts["inputs"], opts["input_shape"]), parse_constants(opts["constants"])),
         value_ranges=parse_value_ranges(opts["value_ranges"]), sweeps=parse_sweeps(opts["shapes"], batch),
         formats=opts["formats"], quantize=opts["quantize"], data=opts["data"], samples=opts["samples"],
         calibration_samples=opts["calibration_samples"], num_classes=opts["num_classes"],

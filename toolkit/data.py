@@ -33,8 +33,14 @@ def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, prepr
 
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, not {samples}")
-    per_sample = {s.name: s.resolve({**dims, "batch": 1})[1:] for s in inputs}
-    check_memory(inputs, per_sample, samples)
+    every = inputs
+    # a constant is no data: each sample holds its value (batches and splits slice it as any input), never drawn
+    inputs = [s for s in every if not s.is_constant()]
+    if not inputs:
+        raise UsageError(f"every input is a constant ({', '.join(f'--const {s.name}' for s in every)}): nothing varies "
+                         "to measure drift on; let the data give at least one input")
+    per_sample = {s.name: s.resolve({**dims, "batch": 1})[1:] for s in every}
+    check_memory(every, per_sample, samples)
     if data == "random":
         rng = np.random.default_rng(seed)
         feed = {s.name: random_input(s, per_sample[s.name], samples, rng) for s in inputs}
@@ -57,6 +63,9 @@ def load(data: str, inputs: list, dims: dict, samples: int, seed: int = 0, prepr
         raise UsageError(f"--data {data!r}: expected 'random', 'digits', an image folder, a .npz file or a text file "
                          f"({', '.join(text_data.SUFFIXES)})")
     found = samples_in(feed)
+    feed = {s.name: feed[s.name] if s.name in feed else constant_column(s, per_sample[s.name], found) for s in every}
+    if len(inputs) < len(every):
+        info["constants"] = {s.name: s.value for s in every if s.is_constant()}
     if found < samples:
         _warn(info, f"--data {data} holds {found} samples, fewer than the {samples} asked (--samples + "
                     f"--calibration-samples): the split uses the {found} there are")
@@ -115,6 +124,13 @@ def feed_sha256(feed: dict) -> str:
     for name, a in feed.items():
         h.update(name.encode() + np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
+
+
+def constant_column(spec, per_sample: tuple, samples: int) -> np.ndarray:
+    """A constant as a feed holds it: its value in every element, once per sample (0-d: one value per sample)."""
+    from deploycmp.specs import numpy_dtype
+
+    return np.full((samples, *per_sample), spec.value, dtype=numpy_dtype(spec.dtype))
 
 
 def random_input(spec, per_sample: tuple, samples: int, rng) -> np.ndarray:
@@ -264,6 +280,7 @@ def token_inputs(inputs: list) -> bool:
     input_ids, attention_mask and token_type_ids."""
     from deploycmp.specs import FLOAT_DTYPES
 
+    inputs = [s for s in inputs if not s.is_constant()]
     return bool(inputs) and all(s.dtype not in FLOAT_DTYPES and len(s.shape) == 2 and isinstance(s.shape[1], str)
                                 for s in inputs)
 

@@ -89,8 +89,11 @@ class Source:
         return {i: {axis: d for axis, d in enumerate(s.shape) if isinstance(d, str)} for i, s in enumerate(self.inputs)}
 
     def calibration_feeds(self) -> list[dict]:
-        """The calibration split in batches of the example's size (static-shape artifacts take no other)."""
-        return calibration_batches(self.calibration, self.inputs, self.dims[BATCH])
+        """The calibration split in batches of the example's size (static-shape artifacts take no other), each 0-d
+        input as its one value."""
+        from deploycmp.specs import per_call
+
+        return [per_call(f, self.inputs) for f in calibration_batches(self.calibration, self.inputs, self.dims[BATCH])]
 
     def free_dims(self, module) -> list[str]:
         """The named dimensions along which `module` also takes another size (the artifact is not specialised)."""

@@ -152,9 +152,10 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     record = {"framework": "onnx", "kind": "onnx-file", "spec": spec, "name": Path(spec).stem, "weights": "file",
               "onnx": {"opset": opset, "ir_version": graph.ir_version, "producer": f"{graph.producer_name} "
                        f"{graph.producer_version}".strip(), "external_data": external_data(graph)}}
+    warnings: list[str] = []
     record["inputs"] = describe_inputs(model.session.get_inputs(), list(given or []), spec, layout, value_ranges or {},
-                                       _vocab_sizes(graph))
-    return model, record, []
+                                       _vocab_sizes(graph), warnings, seed)
+    return model, record, warnings
 
 
 def _dim_name(text: str) -> str:
@@ -194,17 +195,21 @@ def _image_layout(shape: list, layout: str | None) -> str:
     return "NHWC" if shape[3] in channels and shape[1] not in channels else "NCHW"
 
 
-def describe_inputs(ort_inputs, given: list, spec: str, layout: str | None, ranges: dict, vocab: dict) -> list[dict]:
-    """The graph's inputs, each replaced by the --input of the same name; --input-shape gives a single-input
-    graph its shape. Integer inputs that index an embedding table take its size as their value range."""
-    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, over_own, to_dicts
+def describe_inputs(ort_inputs, given: list, spec: str, layout: str | None, ranges: dict, vocab: dict,
+                    warnings: list | None = None, seed: int = 0) -> list[dict]:
+    """The graph's inputs, each replaced by the --input (or --const) of the same name; --input-shape gives a
+    single-input graph its shape. Integer inputs that index an embedding table take its size as their value range;
+    a 0-d input takes one value for every call (its --const)."""
+    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, fix_scalars, over_own, to_dicts
 
     own = own_inputs(ort_inputs, spec)
-    if len(given) == 1 and not given[0].name:
-        if len(own) != 1:
+    nameless = [g for g in given if not g.name]
+    if nameless:
+        varying = [o for o in own if o.name not in {g.name for g in given if g.is_constant()}]
+        if len(varying) != 1:
             raise UsageError(f"--input-shape gives one input; {spec} takes {', '.join(o.name for o in own)}: give "
                              "each with --input NAME:DTYPE:SHAPE")
-        given = [InputSpec(own[0].name, own[0].dtype, given[0].shape)]
+        given = [InputSpec(varying[0].name, varying[0].dtype, nameless[0].shape) if not g.name else g for g in given]
     specs = over_own(own, given, spec)
     for s in specs:
         if s.layout is None and s.dtype in FLOAT_DTYPES and len(s.shape) == 4:
@@ -213,6 +218,9 @@ def describe_inputs(ort_inputs, given: list, spec: str, layout: str | None, rang
             s.value_range = [0, vocab[s.name]]
     apply_ranges(specs, ranges)
     check_ranges(specs)
+    said = fix_scalars(specs, seed)
+    if warnings is not None:
+        warnings.extend(said)
     return to_dicts(specs)
 
 
@@ -252,10 +260,17 @@ def load_source(run_dir: Path, record: dict, source_file: str) -> OnnxModel:
 
 
 def example(feed: dict, inputs: list) -> dict:
-    """A feed as ONNX Runtime takes it: by name, each array of its spec's dtype."""
+    """A feed as ONNX Runtime takes it: by name, each array of its spec's dtype; a 0-d input as its one value (the
+    spec's; the feed holds it once per sample)."""
     from deploycmp.specs import numpy_dtype
 
-    return {s.name: np.ascontiguousarray(feed[s.name], dtype=numpy_dtype(s.dtype)) for s in inputs}
+    def one(s):
+        if s.shape:
+            return np.ascontiguousarray(feed[s.name], dtype=numpy_dtype(s.dtype))
+        value = s.value if s.is_constant() else np.asarray(feed[s.name]).reshape(-1)[0]
+        return np.asarray(value, dtype=numpy_dtype(s.dtype))  # 0-d (ascontiguousarray would make it 1-d)
+
+    return {s.name: one(s) for s in inputs}
 
 
 def reference_outputs(model: OnnxModel, feed: dict, inputs: list) -> dict:
@@ -272,7 +287,7 @@ def batch_works(model: OnnxModel, args: dict) -> bool:
     """Whether the graph takes `args` (another batch size, sequence length ... than the export's) and returns
     outputs of their batch size."""
     try:
-        n = len(next(iter(args.values())))
+        n = len(next(a for a in args.values() if np.ndim(a)))
         return all(np.shape(o)[:1] == (n,) for o in model.run(args).values())
     except Exception:
         return False

@@ -112,6 +112,15 @@ def _number(value, field: str, low: float | None = 0.0, finite: bool = True, non
         raise Invalid(field, f"must be >= {low:g}, not {value}")
 
 
+def _constant(value, field: str) -> None:
+    """A constant input's value: true/false, an integer of int64's range, or a finite number."""
+    if value is None or isinstance(value, bool):
+        return
+    _number(value, field, low=None)
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        raise Invalid(field, f"{value} does not fit an int64")
+
+
 def _numbers(values: list, field: str) -> None:
     """A long list of finite numbers >= 0, checked at numpy's speed; the first bad one named."""
     import numpy as np
@@ -305,6 +314,11 @@ def _check_manifest(m: dict) -> None:
                     _text(d, f"model.{io}[{i}].shape[{j}]", most=MAX_ID)
                 else:
                     _number(d, f"model.{io}[{i}].shape[{j}]", low=-1, integer=True, none=False)
+            if io == "inputs":  # a constant (--const, a 0-d input): what every runtime is fed on every call
+                _constant(spec.get("value"), f"model.inputs[{i}].value")
+                if spec.get("passed_as") not in (None, "int", "float", "bool"):
+                    raise Invalid(f"model.inputs[{i}].passed_as",
+                                  f"{_shown(spec['passed_as'])} is none of int, float, bool")
     for key in ("reference", "calibration"):
         _name(m.get(key), key, none=True)
     for i, ref in enumerate(_list(m.get("references"), "references")):

@@ -2,6 +2,8 @@
 
 Every part of deploycmp speaks in feeds: name -> numpy array, in the order of the model's input specs.
 An image classifier is the special case of one float input (`x`, NCHW or NHWC) and one `logits` output.
+A constant (--const NAME=VALUE, and every 0-d input) has one value for every call, kept on its spec: feeds and data
+files hold it once per sample like any input, and what calls the model passes the spec's value.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ class InputSpec:
     shape: list  # ints (fixed) and names (free: "batch", "sequence" ...); axis 0 is the batch
     value_range: list | None = None  # [low, high): integers are drawn from it (token ids in [0, vocab))
     layout: str | None = None  # NCHW | NHWC, images only
+    value: int | float | bool | None = None  # a constant: every element, on every call (never drawn, swept, calibrated)
+    passed_as: str | None = None  # "int" | "float" | "bool": forward() takes a Python number (TorchScript), no tensor
 
     def dims(self) -> list[str]:
         return [d for d in self.shape if isinstance(d, str)]
@@ -41,6 +45,9 @@ class InputSpec:
 
     def is_mask(self) -> bool:
         return "mask" in self.name.lower() and self.dtype not in FLOAT_DTYPES
+
+    def is_constant(self) -> bool:
+        return self.value is not None
 
 
 @dataclass
@@ -59,8 +66,12 @@ def outputs_from_dicts(items: list[dict]) -> list[OutputSpec]:
     return [OutputSpec(**o) for o in items]
 
 
+# fields written only where they are set, so that the inputs of a model without constants read as before
+_OPTIONAL = ("value", "passed_as")
+
+
 def to_dicts(specs) -> list[dict]:
-    return [asdict(s) for s in specs]
+    return [{k: v for k, v in asdict(s).items() if v is not None or k not in _OPTIONAL} for s in specs]
 
 
 def split_list(text: str, what: str, cast=str) -> list:
@@ -88,18 +99,122 @@ def parse_dim(text: str, what: str):
     raise UsageError(f"{what}: dimension {text!r} is neither a positive integer nor a name (batch, sequence ...)")
 
 
+SCALAR = "scalar"  # --input NAME:DTYPE:scalar (or an empty SHAPE): a 0-d input, one value for every call
+
+
 def parse_input(text: str) -> InputSpec:
-    """--input NAME:DTYPE:SHAPE, e.g. ids:int64:batch,sequence or feats:float32:1,8 (axis 0 is the batch)."""
+    """--input NAME:DTYPE:SHAPE, e.g. ids:int64:batch,sequence or feats:float32:1,8 (axis 0 is the batch);
+    sr:int64:scalar or sr:int64: is a 0-d input."""
     parts = text.split(":")
-    if len(parts) != 3 or not all(p.strip() for p in parts):
-        raise UsageError(f"--input {text!r}: expected NAME:DTYPE:SHAPE, e.g. ids:int64:1,16")
+    # an empty SHAPE is a 0-d input; one of blanks only is more likely a slip, as an empty NAME or DTYPE is
+    if len(parts) != 3 or not all(p.strip() for p in parts[:2]) or (parts[2] and not parts[2].strip()):
+        raise UsageError(f"--input {text!r}: expected NAME:DTYPE:SHAPE, e.g. ids:int64:1,16 (or sr:int64:scalar)")
     name, dtype, shape = (p.strip() for p in parts)
     if not name.isidentifier():
         raise UsageError(f"--input {text!r}: {name!r} is not a valid input name")
     if dtype not in DTYPES:
         raise UsageError(f"--input {text!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if shape in ("", SCALAR):
+        return InputSpec(name, dtype, [])
     dims = [parse_dim(d, f"--input {text!r}") for d in shape.split(",")]
     return InputSpec(name, dtype, with_batch(dims))
+
+
+def parse_value(text: str, what: str):
+    """A constant's VALUE: an integer, a number (1e-3, 0.5) or true/false."""
+    t = text.strip()
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        v = float(t)
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a value; expected an integer, a number or true/false, "
+                         "e.g. --const sr=16000") from None
+    if not np.isfinite(v):
+        raise UsageError(f"{what}: a constant must be finite, not {text}")
+    return v
+
+
+def parse_constants(items: tuple | list) -> dict:
+    """--const NAME=VALUE (repeatable) as {name: value}."""
+    out = {}
+    for text in items or ():
+        name, sep, value = text.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier() or not value.strip():
+            raise UsageError(f"--const {text!r}: expected NAME=VALUE, e.g. sr=16000")
+        if name in out:
+            raise UsageError(f"--const {name} is given twice")
+        out[name] = parse_value(value, f"--const {text!r}")
+    return out
+
+
+def per_call(feed: dict, inputs: list[InputSpec]) -> dict:
+    """A batch feed as one call takes it: each 0-d input as its one value (a 0-d array; the feed holds it once per
+    sample), every other input as it is. For what feeds a model outside a runtime session: calibration, checks."""
+    out = dict(feed)
+    for s in inputs:
+        if not s.shape and s.name in out:
+            value = s.value if s.is_constant() else np.asarray(out[s.name]).reshape(-1)[0]
+            out[s.name] = np.asarray(value, dtype=numpy_dtype(s.dtype))
+    return out
+
+
+def literal_dtype(value) -> str:
+    """The dtype of a constant no --input and no model declares: bool, int64 or float32 as its VALUE is written."""
+    return "bool" if isinstance(value, bool) else "int64" if isinstance(value, int) else "float32"
+
+
+def check_value(spec: InputSpec) -> None:
+    """A constant's value fits its dtype: true/false for bool, an integer in range for integer dtypes."""
+    v, what = spec.value, f"--const {spec.name}={spec.value}"
+    if v is None:
+        return
+    if spec.dtype == "bool":
+        if not isinstance(v, bool):
+            raise UsageError(f"{what}: input {spec.name} is bool: give true or false")
+    elif spec.dtype in FLOAT_DTYPES:
+        if isinstance(v, bool):
+            raise UsageError(f"{what}: input {spec.name} is {spec.dtype}: give a number")
+        spec.value = float(v)
+    else:
+        if isinstance(v, bool) or not float(v).is_integer():
+            raise UsageError(f"{what}: input {spec.name} is {spec.dtype}: give an integer")
+        info = np.iinfo(spec.dtype)
+        if not info.min <= int(v) <= info.max:
+            raise UsageError(f"{what}: {int(v)} does not fit input {spec.name}'s {spec.dtype} "
+                             f"[{info.min}, {info.max}]")
+        spec.value = int(v)
+
+
+def with_constants(given: list[InputSpec], constants: dict) -> list[InputSpec]:
+    """--const values onto the --input of their name (copied), else as inputs of their own: 0-d, their dtype from
+    the model (dtype None until its source fills it)."""
+    from dataclasses import replace
+
+    out = [replace(g) for g in given]
+    by_name = {g.name: g for g in out}
+    for name, value in constants.items():
+        if name in by_name:
+            by_name[name].value = value
+            check_value(by_name[name])
+        else:
+            out.append(InputSpec(name, None, [], value=value))
+    return out
+
+
+def settle_constant(spec: InputSpec, dtype: str | None, shape: list | None = None, passed_as: str | None = None):
+    """A --const that no --input declared takes the model's own dtype and shape for that input (bool, int64 or
+    float32 from how VALUE is written where the model does not say), then is checked against them."""
+    if spec.dtype is None:
+        spec.dtype = dtype or literal_dtype(spec.value)
+        spec.shape = list(shape) if shape is not None and not passed_as else []
+    spec.passed_as = spec.passed_as or passed_as
+    check_value(spec)
 
 
 def with_batch(shape: list) -> list:
@@ -182,14 +297,22 @@ def point_id(dims: dict) -> str:
 
 
 def over_own(own: list[InputSpec], given: list[InputSpec], spec: str) -> list[InputSpec]:
-    """A model's own inputs, each replaced by the --input of its name (copied); an --input it lacks is refused."""
+    """A model's own inputs, each replaced by the --input of its name (copied); an --input it lacks is refused.
+    A --const alone takes the model's own dtype and shape of that input."""
     from dataclasses import replace
 
     by_name = {g.name: replace(g) for g in given}
     unknown = [n for n in by_name if n not in {o.name for o in own}]
     if unknown:
-        raise UsageError(f"--input {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")
-    return [by_name.get(o.name, o) for o in own]
+        flag = "--const" if by_name[unknown[0]].is_constant() else "--input"
+        raise UsageError(f"{flag} {unknown[0]}: {spec} takes {', '.join(o.name for o in own)}")
+    out = []
+    for o in own:
+        g = by_name.get(o.name, o)
+        if g.dtype is None:
+            settle_constant(g, o.dtype, o.shape)
+        out.append(g)
+    return out
 
 
 def apply_ranges(inputs: list[InputSpec], ranges: dict) -> None:
@@ -200,14 +323,39 @@ def apply_ranges(inputs: list[InputSpec], ranges: dict) -> None:
         raise UsageError(f"--value-range {unknown[0]}: the model has no input {unknown[0]!r} ({', '.join(names)})")
     for s in inputs:
         if s.name in ranges:
+            if s.is_constant():
+                raise UsageError(f"--value-range {s.name}: {s.name} is a constant (--const {s.name}={s.value}): "
+                                 "it takes that value on every call, never a range")
             s.value_range = list(ranges[s.name])
 
 
 def check_ranges(inputs: list[InputSpec]) -> None:
     for s in inputs:
-        if s.dtype in ("int64", "int32", "uint8") and s.value_range is None and not s.is_mask():
+        if s.dtype in ("int64", "int32", "uint8") and s.value_range is None and not s.is_mask() and not s.is_constant():
+            if not s.shape:
+                raise UsageError(f"input {s.name} is a 0-d {s.dtype} (one value for every call): give it with --const "
+                                 f"{s.name}=VALUE (or --value-range {s.name}:LOW,HIGH to draw one)")
             raise UsageError(f"input {s.name} is {s.dtype}: give its values with --value-range {s.name}:LOW,HIGH "
                              f"(e.g. token ids in [0, vocab): --value-range {s.name}:0,30522)")
+
+
+def fix_scalars(inputs: list[InputSpec], seed: int = 0) -> list[str]:
+    """A 0-d input without --const takes one value for every call (a batch has one): drawn once, seeded, as its data
+    would be (floats standard normal, integers from the value range), and kept on its spec. Returns warnings."""
+    rng = np.random.default_rng(seed)
+    said = []
+    for s in inputs:
+        if s.shape or s.is_constant():
+            continue
+        if s.dtype in FLOAT_DTYPES:
+            s.value = round(float(rng.standard_normal()), 6)
+        elif s.dtype == "bool":
+            s.value = bool(rng.integers(0, 2))
+        else:
+            s.value = int(rng.integers(*(s.value_range or (0, 2))))
+        said.append(f"input {s.name} is 0-d: one value for every call, drawn once: {s.value} (give it with --const "
+                    f"{s.name}=VALUE)")
+    return said
 
 
 def output_kind(shape: tuple, inputs: list[InputSpec], dims: dict) -> str:
@@ -223,5 +371,6 @@ def output_kind(shape: tuple, inputs: list[InputSpec], dims: dict) -> str:
 
 
 def describe(inputs: list[InputSpec]) -> str:
-    """One line per model for messages: ids:int64[batch,sequence], mask:int64[batch,sequence]."""
-    return ", ".join(f"{s.name}:{s.dtype}[{','.join(map(str, s.shape))}]" for s in inputs)
+    """One line per model for messages: ids:int64[batch,sequence], mask:int64[batch,sequence], sr:int64[]=16000."""
+    return ", ".join(f"{s.name}:{s.dtype}[{','.join(map(str, s.shape))}]" + (f"={s.value}" if s.is_constant() else "")
+                     for s in inputs)

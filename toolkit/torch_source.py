@@ -204,7 +204,8 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
             given = [InputSpec("x", "float32", with_batch(default_input_shape(spec)), layout="NCHW")]
     _eval(model)
     record["forward_params"] = forward_params(model)
-    record["inputs"] = describe_inputs(model, record["forward_params"], given, spec, layout, value_ranges or {})
+    record["inputs"] = describe_inputs(model, record["forward_params"], given, spec, layout, value_ranges or {},
+                                       warnings, seed)
     return model, record, warnings
 
 
@@ -230,7 +231,7 @@ def _build_hf(spec, weights, given, seed, layout, value_ranges, task, record, wa
                       "outputs": list(hf_source.TASKS[task][1])})
     record["forward_params"] = forward_params(inner)
     record["inputs"] = describe_inputs(inner, record["forward_params"], given or hf_source.input_specs(config, inner, task),
-                                       spec, layout, value_ranges)
+                                       spec, layout, value_ranges, warnings, seed)
     record["default_sizes"] = hf_source.default_sizes(config)
     model = hf_source.wrap(inner, [i["name"] for i in record["inputs"]], hf_source.TASKS[task][1])
     return model, record, warnings
@@ -352,39 +353,115 @@ def forward_params(model) -> list[str] | None:
     return names or None
 
 
-def describe_inputs(model, params: list[str] | None, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
-    """The input specs, in forward()'s order: given by --input (checked against forward's names), or one float
-    input from --input-shape named after forward's first argument."""
+# forward() arguments TorchScript types as Python numbers (or an nn.Module annotates so): passed as such, not as tensors
+NUMBER_ARGS = {"int": "int64", "float": "float32", "bool": "bool"}
+NUMBER_DTYPES = {"int": ("int64", "int32", "uint8"), "float": ("float32", "float16", "bfloat16"), "bool": ("bool",)}
+
+
+def forward_types(model) -> dict[str, str]:
+    """forward()'s argument types by name where they are known: a ScriptModule's schema (Tensor, int, float ...),
+    an nn.Module's annotations (int, float, bool; Tensor where annotated so)."""
+    import inspect
+
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        try:
+            return {a.name: str(a.type) for a in model.forward.schema.arguments[1:]}
+        except Exception:
+            return {}
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    names = {int: "int", float: "float", bool: "bool", torch.Tensor: "Tensor"}
+    out = {}
+    for p in params:  # an annotation is a type, or its text under `from __future__ import annotations`
+        kind = p.annotation.rpartition(".")[2] if isinstance(p.annotation, str) else names.get(p.annotation)
+        if kind in names.values():
+            out[p.name] = kind
+    return out
+
+
+def _flags(params: list[str], types: dict) -> str:
+    """The options that give forward()'s arguments: --const NAME=INT for a Python number, --input for a tensor."""
+    return " ".join(f"--const {p}={types[p].upper()}" if types.get(p) in NUMBER_ARGS else f"--input {p}:DTYPE:SHAPE"
+                    for p in params)
+
+
+def _suggestion(params: list[str] | None, types: dict) -> str:
+    """What to give for a model without --input, from forward()'s names and types (never a guessed shape)."""
+    if not params:
+        return "e.g. --input x:DTYPE:SHAPE (or --input-shape N,...)"
+    sig = ", ".join(f"{p}: {types[p]}" if p in types else p for p in params)
+    return (f"forward({sig}) takes {_flags(params, types)}"
+            + (" (the file does not record a tensor's dtype and shape: give its real ones, axis 0 the batch)"
+               if any(types.get(p) not in NUMBER_ARGS for p in params) else ""))
+
+
+def describe_inputs(model, params: list[str] | None, given: list, spec: str, layout: str | None, ranges: dict,
+                    warnings: list | None = None, seed: int = 0) -> list[dict]:
+    """The input specs, in forward()'s order: given by --input/--const (checked against forward's names and types),
+    or one float input from --input-shape named after forward's first argument. An argument TorchScript types int,
+    float or bool is passed as a Python number: a 0-d input with one value for every call."""
     from dataclasses import replace
 
-    from deploycmp.specs import apply_ranges, check_ranges, describe, to_dicts
+    from deploycmp.specs import (apply_ranges, check_ranges, check_value, describe, fix_scalars, settle_constant,
+                                 to_dicts)
 
-    if not given:
-        example = f"--input {params[0]}:float32:1,3,224,224" if params else "--input-shape 1,3,224,224"
-        raise UsageError(f"--model {spec}: give its inputs, e.g. {example}"
-                         + (f" (forward takes {', '.join(params)})" if params else ""))
-    given = [replace(g, name=g.name or (params[0] if params and len(given) == 1 else "x")) for g in given]
+    types = forward_types(model)
+    if not [g for g in given if not g.is_constant()]:
+        raise UsageError(f"--model {spec}: give its inputs: {_suggestion(params, types)}")
+    tensors = [g for g in given if not g.is_constant() or g.shape]
+    given = [replace(g, name=g.name or (params[0] if params and len(tensors) == 1 else "x")) for g in given]
     for g in given:
         if g.layout is None and g.dtype == "float32" and len(g.shape) == 4:
             g.layout = layout or "NCHW"
     if params is not None:
-        unknown = [g.name for g in given if g.name not in params]
+        unknown = [g for g in given if g.name not in params]
         if unknown:
-            raise UsageError(f"--input {unknown[0]}: {spec} forward() takes {', '.join(params)}")
+            flag = "--const" if unknown[0].dtype is None else "--input"
+            raise UsageError(f"{flag} {unknown[0].name}: {spec} forward() takes {', '.join(params)}")
         given = sorted(given, key=lambda g: params.index(g.name))
+    for g in given:
+        number = types.get(g.name) if types.get(g.name) in NUMBER_ARGS else None
+        if g.dtype is None:
+            settle_constant(g, NUMBER_ARGS.get(number), [], number)
+        elif number:
+            if g.shape:
+                raise UsageError(f"input {g.name}: {spec} forward() takes a Python {number}, not a tensor: give its "
+                                 f"value with --const {g.name}=VALUE (or declare it 0-d: "
+                                 f"--input {g.name}:{g.dtype}:scalar)")
+            if g.dtype not in NUMBER_DTYPES[number]:
+                raise UsageError(f"input {g.name}: {spec} forward() takes a Python {number}; declare it "
+                                 f"{NUMBER_ARGS[number]} (--input {g.name}:{NUMBER_ARGS[number]}:scalar)")
+            g.passed_as = number
+        check_value(g)
     apply_ranges(given, ranges)
     _default_ranges(model, given)
     check_ranges(given)
+    said = fix_scalars(given, seed)
+    if warnings is not None:
+        warnings.extend(said)
     if params is not None:
         required = [p for p in params if p not in {g.name for g in given} and _required(model, p)]
         if required:
-            raise UsageError(f"{spec} forward() also needs {', '.join(required)}; give every input: {describe(given)}")
+            raise UsageError(f"{spec} forward() also needs {', '.join(required)} ({_flags(required, types)}); give "
+                             f"every input: {describe(given)}")
     return to_dicts(given)
 
 
 def _required(model, param: str) -> bool:
     import inspect
 
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        try:
+            arg = next(a for a in model.forward.schema.arguments if a.name == param)
+            return not arg.has_default_value()
+        except Exception:
+            return True
     try:
         return inspect.signature(model.forward).parameters[param].default is inspect.Parameter.empty
     except (TypeError, ValueError, KeyError):
@@ -555,9 +632,10 @@ def batch_works(module, args) -> bool:
     from deploycmp.outputs import flatten
 
     try:
+        batch = next(a for a in args if isinstance(a, torch.Tensor) and a.dim()).shape[:1]
         with torch.no_grad():
             out = flatten(module(*args))
-        return all(o.shape[:1] == args[0].shape[:1] for o in out.values())
+        return all(o.shape[:1] == batch for o in out.values())
     except Exception:
         return False
 
@@ -579,13 +657,22 @@ def same_outputs(module, reference, args) -> bool:
         return False
 
 
+PYTHON_NUMBERS = {"int": int, "float": float, "bool": bool}
+
+
 def example(feed: dict, inputs: list) -> tuple:
-    """A feed as the model's positional arguments, each a tensor of its spec's dtype (bf16 and fp16 too)."""
+    """A feed as the model's positional arguments, each a tensor of its spec's dtype (bf16 and fp16 too); a 0-d input
+    is its one value (the spec's; the feed holds it once per sample), a Python number where forward() takes one."""
     import numpy as np
     import torch
 
     out = []
     for s in inputs:
+        if not s.shape:
+            value = s.value if s.is_constant() else np.asarray(feed[s.name]).reshape(-1)[0].item()
+            out.append(PYTHON_NUMBERS[s.passed_as](value) if s.passed_as else
+                       torch.tensor(value, dtype=getattr(torch, s.dtype)))
+            continue
         t = torch.from_numpy(np.ascontiguousarray(feed[s.name]))
         out.append(t.to(getattr(torch, s.dtype)) if s.dtype in ("bfloat16", "float16") else t)
     return tuple(out)
