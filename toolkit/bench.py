@@ -270,11 +270,8 @@ def tune_first(row: dict, run_dir: Path, manifest: dict, settings: Settings, pol
         return check({**_public(row), **result}, resolve(row, policy), allow_degenerate=True).verdict == "pass"
 
     found = tune.search(row, manifest, run_dir, settings, passes, measure_once)
-    row["tuning"] = {"method": f"one knob at a time from the untuned settings; kept when at least {tune.MARGIN:.0%} "
-                               "faster and within the thresholds in force (or no worse than the untuned "
-                               "drift); trials with short timing, the winner "
-                               "measured in full",
-                     "tried": found["tried"], "notes": found["notes"]}
+    row["tuning"] = {"method": tune.METHOD, "tried": found["tried"], "notes": found["notes"],
+                     "decision": found["decision"]}
     if found.get("failed"):
         return "failed", f"bench --tune: the untuned trial failed: {found['failed']}"
     row["settings"] = found["settings"]

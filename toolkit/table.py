@@ -27,7 +27,8 @@ def tuned_text(row: dict) -> str:
         return ""
     untuned = tried[0]["settings"]
     changed = [f"{k}={v}" for k, v in row["settings"].items() if untuned.get(k) != v]
-    return f"tuned ({len(tried)} trials): " + (", ".join(changed) if changed else "the untuned settings were fastest")
+    return f"tuned ({len(tried)} trials): " + (", ".join(changed) if changed else
+                                               "the untuned settings kept (nothing faster beyond noise)")
 
 
 def _short_reason(row: dict) -> str:

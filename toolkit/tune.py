@@ -3,11 +3,16 @@
 The knobs are the ones each runtime module declares (TUNE, or tune_space(artifact, device)), plus the thread count
 (never above the target's) and, for ONNX Runtime's static int8 files, the quantization recipes ONNX Runtime
 documents (exporters.onnx_quantization.RECIPE_KNOBS), re-quantized from the path's fp32 file on the same
-calibration split. The search changes one knob at a time from the untuned settings and keeps a change when its
-trial is at least 3% faster and its drift still passes the thresholds in force (or, where the untuned settings
-miss them too, is no worse than theirs); every trial is a fresh worker process with
-short timing, and the winner is then measured like any row. The row records the winner (`settings`) and every
-trial with its p50 and SQNR (`tuning`).
+calibration split. The search tries every value of every knob, each changed alone from the untuned settings, in
+fresh workers with short timing: what is tried never depends on a noisy trial. Each knob whose fastest value passed
+the thresholds (or, where the untuned settings miss them too, is no worse) and beat the untuned trial by MARGIN is a
+finalist, and so are those knobs together (one more trial). The finalists and the untuned settings are then measured
+with full timing, interleaved, FINAL_ROUNDS worker processes each. A finalist counts only where its p50's 95% CI
+(two-level bootstrap over processes and calls) lies wholly below the untuned one's and its drift still passes; the
+fastest such knob wins, the knobs together only where each counted alone and together they are faster beyond noise.
+Otherwise the untuned settings are kept and the row says why, with the numbers. The row records the decision
+(`settings`), every trial with its p50 and SQNR (`tuning.tried`; `full`, `finalist`, `beyond_noise` on the finalists
+and the untuned trial) and the reason (the last of `tuning.notes`).
 """
 from __future__ import annotations
 
@@ -21,7 +26,14 @@ from deploycmp.rundir import artifact_sha256
 from deploycmp.specs import export_point
 
 SUFFIX = "-tuned"
-MARGIN = 0.03  # a changed setting is kept only when its trial is at least this much faster (short trials are noisy)
+MARGIN = 0.03  # a trial this much faster than the untuned one makes its knob part of the finalist
+FINAL_ROUNDS = 2  # worker processes per side when the finalist and the untuned settings are measured in full
+BOOTSTRAP_CALLS = 5000
+METHOD = ("every value of every knob tried alone from the untuned settings (short trials); each knob whose best value "
+          f"passed and was at least {MARGIN:.0%} faster in its trial, and those knobs together, measured in full against "
+          f"the untuned settings, interleaved, {FINAL_ROUNDS}+ processes each; a setting replaces the untuned one only "
+          "where its p50's 95% CI lies below the untuned one's and its drift still passes (within the thresholds in "
+          "force, or no worse than the untuned drift)")
 
 
 def thread_counts(limit: int) -> tuple[int, ...]:
@@ -124,29 +136,151 @@ def no_worse(result: dict, untuned: dict) -> bool:
     return bool(pairs) and all(a is not None and a >= b - tol for a, b, tol in pairs)
 
 
+def _changed(settings: dict, untuned: dict) -> list[str]:
+    return [k for k, v in settings.items() if untuned.get(k) != v]
+
+
+def finalists(tried: list[dict], untuned: dict) -> dict[str, int]:
+    """knob -> the index of its fastest passing trial, for the knobs whose trial beat the untuned one by MARGIN."""
+    base, best = tried[0]["p50_ms"], {}
+    for i, t in enumerate(tried[1:], 1):
+        changed = _changed(t["settings"], untuned)
+        if len(changed) == 1 and t.get("passes") and t["p50_ms"] < base * (1 - MARGIN):
+            if changed[0] not in best or t["p50_ms"] < tried[best[changed[0]]]["p50_ms"]:
+                best[changed[0]] = i
+    return best
+
+
+def _full(outcomes: list) -> dict:
+    """One side's full measurements: the p50 of all its calls and its 95% CI, from the two-level bootstrap over its
+    processes (as --repeat combines them), so that the scatter between processes widens it."""
+    import numpy as np
+
+    from deploycmp.latency import median_ci95
+    from deploycmp.repeats import bootstrap_ci95
+
+    per = [np.asarray(o.result["latency_ms"]["per_call"], dtype=np.float64) for o in outcomes]
+    pooled = np.concatenate(per)
+    # a 10 µs model times 300k calls in 3 s: the bootstrap resamples at most BOOTSTRAP_CALLS of each process's calls
+    # (drawn at random: a CI a little wider, never narrower than it should be), seconds less per side
+    rng = np.random.default_rng(0)
+    few = [c if len(c) <= BOOTSTRAP_CALLS else rng.choice(c, BOOTSTRAP_CALLS, replace=False) for c in per]
+    ci = bootstrap_ci95(few, 0.5) if len(per) > 1 else median_ci95(np.sort(pooled))
+    return {"p50_ms": float(np.percentile(pooled, 50)), "ci95_p50": ci, "processes": len(per),
+            "p50_per_process": [o.result["latency_ms"]["p50"] for o in outcomes]}
+
+
+def _below(a: dict, b: dict) -> bool:
+    """a's p50 is below b's beyond noise: their 95% CIs do not overlap."""
+    return a["ci95_p50"][1] < b["ci95_p50"][0]
+
+
+def _numbers(t: dict, untuned: dict) -> str:
+    f, change = t["full"], ", ".join(f"{k}={t['settings'][k]}" for k in _changed(t["settings"], untuned))
+    return f"{change}: p50 {f['p50_ms']:.4g} ms (95% CI {f['ci95_p50'][0]:.4g}-{f['ci95_p50'][1]:.4g})"
+
+
+def decide(row, manifest, run_dir, settings, tried: list[dict], measured: list[int], artifacts: dict, passes,
+           measure_once) -> dict:
+    """Measure the untuned settings (tried[0]) and the finalists (tried[i] for i in `measured`) in full, interleaved,
+    FINAL_ROUNDS processes each (more with --repeat). A finalist counts only where its p50's CI lies below the
+    untuned one's and its drift passes; the knobs together win only where each knob counted alone and the
+    combination is below the best single knob beyond noise. `winner`: the index in tried (0: untuned)."""
+    full, untuned = replace(settings, repeats=1), tried[0]["settings"]
+    order = [0, *measured]
+    outcomes = {i: [] for i in order}
+    for r in range(max(FINAL_ROUNDS, settings.repeats)):
+        for i in (order if r % 2 == 0 else order[::-1]):  # interleaved: a slow spell touches every side
+            t = tried[i]
+            outcome = measure_once(row, run_dir, manifest, full, trial={
+                "artifact": artifacts.get(i, row["_artifact"]), "options": _options(t["settings"]),
+                "threads": t["settings"].get("threads", row["threads"]), "name": f"full-{i}-{r + 1}"})
+            if outcome.status != "ok":
+                return {"winner": 0, "why": f"the untuned settings were kept: the full measurement of trial {i} "
+                        f"{outcome.status} ({outcome.error})"}
+            outcomes[i].append(outcome)
+    for i in order:
+        tried[i]["full"] = _full(outcomes[i])
+        if i:
+            tried[i]["finalist"] = True
+    base = tried[0]["full"]
+    counted, verdict = [], {}
+    for i in measured:
+        result = outcomes[i][0].result
+        drift = result.get("drift") or {}
+        ok = passes({**result, "status": "ok"}) or no_worse(
+            {"sqnr_db": drift.get("sqnr_db"), "cosine_min": drift.get("cosine_min")}, tried[0])
+        tried[i]["beyond_noise"] = _below(tried[i]["full"], base)
+        verdict[i] = ("not faster beyond noise" if not tried[i]["beyond_noise"] else
+                      "beyond noise, but its drift did not pass in full" if not ok else "beyond noise")
+        if tried[i]["beyond_noise"] and ok:
+            counted.append(i)
+    singles = [i for i in counted if not tried[i].get("combined")]
+    winner = min(singles, key=lambda i: tried[i]["full"]["p50_ms"]) if singles else 0
+    both = next((i for i in counted if tried[i].get("combined")), None)
+    if both is not None:
+        if len(singles) < len(measured) - 1:
+            verdict[both] = "beyond noise, but not each of its knobs alone"
+        elif _below(tried[both]["full"], tried[winner]["full"]):
+            winner = both
+        else:
+            verdict[both] = "beyond noise, but not faster beyond noise than its fastest knob alone"
+    against = f"the untuned {base['p50_ms']:.4g} ms ({base['ci95_p50'][0]:.4g}-{base['ci95_p50'][1]:.4g})"
+    rest = "; ".join(f"{_numbers(tried[i], untuned)}, {verdict[i]}" for i in measured if i != winner)
+    each = f"{base['processes']} processes each"
+    if winner:
+        why = (f"tuned: {_numbers(tried[winner], untuned)} against {against}, {each}"
+               + (f"; also measured: {rest}" if rest else ""))
+    else:
+        why = (f"the untuned settings were kept, as no setting was faster beyond noise and within the thresholds: "
+               f"{rest}; against {against}, {each} (a setting wins only where its p50's 95% CI lies below the "
+               "untuned one's)")
+    return {"winner": winner, "why": why}
+
+
 def search(row: dict, manifest: dict, run_dir: Path, settings, passes, measure_once) -> dict:
-    """One knob at a time from the untuned settings: keep a value whose trial is faster and passes. Returns the
-    winner's `settings` and `artifact`, every trial (`tried`) and `notes`; `failed` when the untuned trial failed."""
+    """Every value of every knob alone from the untuned settings (short trials), then the finalists against the
+    untuned settings in full (decide). Returns the decided `settings` and `artifact`, every trial (`tried`),
+    `notes` and the `decision`; `failed` when the untuned trial failed."""
     knobs, notes = space(row, manifest)
-    untuned = best = {k: v[0] for k, v in knobs.items()}
-    first, _, best_artifact = trial(row, manifest, run_dir, settings, best, untuned, 0, measure_once)
-    tried = [first]
+    untuned = {k: v[0] for k, v in knobs.items()}
+    first, _, untuned_artifact = trial(row, manifest, run_dir, settings, untuned, untuned, 0, measure_once)
+    tried, artifacts = [first], {}
     if first["status"] != "ok":
-        return {"settings": best, "artifact": row["_artifact"], "tried": tried, "notes": notes,
+        return {"settings": untuned, "artifact": row["_artifact"], "tried": tried, "notes": notes,
                 "failed": first.get("error")}
     first["passes"] = True  # the untuned settings are the baseline, whatever their drift
-    best_p50 = first["p50_ms"]
-    for knob, values in knobs.items():
+
+    def attempt(chosen: dict) -> dict:
+        result, outcome, artifact = trial(row, manifest, run_dir, settings, chosen, untuned, len(tried), measure_once)
+        result["passes"] = result["status"] == "ok" and (passes({**outcome.result, "status": "ok"})
+                                                         or no_worse(result, first))
+        tried.append(result)
+        artifacts[len(tried) - 1] = artifact
+        return result
+
+    for knob, values in knobs.items():  # what is tried depends on no trial's timing
         for value in values[1:]:
-            chosen = {**best, knob: value}
-            result, outcome, artifact = trial(row, manifest, run_dir, settings, chosen, untuned, len(tried), measure_once)
-            result["passes"] = result["status"] == "ok" and (passes({**outcome.result, "status": "ok"})
-                                                             or no_worse(result, first))
-            tried.append(result)
-            if result["passes"] and result["p50_ms"] < best_p50 * (1 - MARGIN):
-                best, best_p50, best_artifact = chosen, result["p50_ms"], artifact
-    next(t for t in tried if t["settings"] == best)["winner"] = True
-    return {"settings": best, "artifact": best_artifact, "tried": tried, "notes": notes}
+            attempt({**untuned, knob: value})
+    best = finalists(tried, untuned)
+    measured = list(best.values())
+    if len(best) > 1:  # knobs that won their trials alone: together, in one more trial, measured in full too
+        combined = attempt({**untuned, **{k: tried[i]["settings"][k] for k, i in best.items()}})
+        combined["combined"] = True
+        if combined["passes"]:
+            measured.append(len(tried) - 1)
+    if measured:
+        decision = decide(row, manifest, run_dir, settings, tried, measured, artifacts, passes, measure_once)
+    else:
+        decision = {"winner": 0, "why": f"the untuned settings were kept: no trial passed and was {MARGIN:.0%} "
+                    f"faster than the untuned one ({first['p50_ms']:.4g} ms)"}
+    won = tried[decision["winner"]]
+    won["winner"] = True
+    notes.append(decision["why"])
+    if not decision["winner"] and measured:  # a trial looked faster: the row says why it did not win
+        row.setdefault("warnings", []).append(f"bench --tune: {decision['why']}")
+    return {"settings": won["settings"], "artifact": artifacts.get(decision["winner"], untuned_artifact),
+            "tried": tried, "notes": notes, "decision": decision}
 
 
 def tuned_row(row: dict, key: str) -> dict:
