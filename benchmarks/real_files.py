@@ -1,0 +1,76 @@
+"""Every path deploycmp offers for each real model file of tests/real_files.py (trained files shipped inside PyPI
+packages, made by other exporters), fp32 and int8: one matrix of status (ok / unavailable / failed with the first
+line of the reason), drift (SQNR dB) and p50 ms at batch 1 on server-cpu.
+
+    .venv/bin/python benchmarks/real_files.py [--only NAME,...] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deploycmp import models  # noqa: E402
+from deploycmp.environment import isa_flags  # noqa: E402
+from deploycmp.exporters import EXPORTERS, get  # noqa: E402
+from tests.real_files import CATALOG, fetch  # noqa: E402
+
+TIMING = ["--min-runs", "20", "--min-time", "0.5", "--warmup-runs", "3", "--samples", "8", "--calibration-samples", "8"]
+
+
+def offered(path: Path) -> list[str]:
+    framework = models.framework_of(str(path))
+    return [f for f in EXPORTERS if framework in get(f).SOURCES]
+
+
+def first_line(text: str | None) -> str:
+    return " ".join((text or "").split())[:110]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="", help="comma-separated catalog names")
+    parser.add_argument("--out", default=None, help="where the run directories go (default: a temporary folder)")
+    args = parser.parse_args()
+    only = {n for n in args.only.split(",") if n}
+    out = Path(args.out or tempfile.mkdtemp(prefix="deploycmp-real-files-"))
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    wanted = ("avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
+    print(f"machine: {cpu}; {' '.join(f for f in isa_flags() if f in wanted)}")
+    print(f"{'file':<18} {'path':<42} {'status':<12} {'SQNR dB':>8} {'p50 ms':>8}  reason")
+    for entry in CATALOG:
+        if only and entry.name not in only:
+            continue
+        model = fetch(entry)
+        run_dir = out / entry.name
+        proc = subprocess.run([sys.executable, "-m", "deploycmp.cli", "run", "--model", str(model), *entry.args,
+                               "--formats", ",".join(offered(model)), "--quantize", "none,int8", "--target",
+                               "server-cpu", "--out", str(run_dir), "--force", *TIMING], cwd=REPO,
+                              capture_output=True, text=True)
+        results = run_dir / "results.json"
+        if not results.is_file():
+            said = (proc.stderr or proc.stdout).strip().splitlines()
+            print(f"{entry.name:<18} {'(whole run)':<42} {'failed':<12} {'-':>8} {'-':>8}  {first_line(said[-1] if said else '')}")
+            continue
+        for row in json.loads(results.read_text())["rows"]:
+            if row.get("batch", 1) != 1:
+                continue
+            sqnr = (row.get("drift") or {}).get("sqnr_db")
+            p50 = (row.get("latency_ms") or {}).get("p50")
+            path = f"{row['format']} {row['quantization']} {row['runtime']}"
+            print(f"{entry.name:<18} {path:<42} {row['status']:<12} "
+                  f"{'-' if sqnr is None else f'{sqnr:.1f}':>8} {'-' if p50 is None else f'{p50:.2f}':>8}  "
+                  f"{first_line(row.get('error')) if row['status'] != 'ok' else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
