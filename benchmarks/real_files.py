@@ -63,11 +63,12 @@ def main() -> int:
         for row in json.loads(results.read_text())["rows"]:
             if row.get("batch", 1) != 1:
                 continue
-            sqnr = (row.get("drift") or {}).get("sqnr_db")
+            drift = row.get("drift") or {}
+            sqnr = "exact" if drift.get("identical") or drift.get("max_abs") == 0 else drift.get("sqnr_db")
             p50 = (row.get("latency_ms") or {}).get("p50")
             path = f"{row['format']} {row['quantization']} {row['runtime']}"
             print(f"{entry.name:<18} {path:<42} {row['status']:<12} "
-                  f"{'-' if sqnr is None else f'{sqnr:.1f}':>8} {'-' if p50 is None else f'{p50:.2f}':>8}  "
+                  f"{'-' if sqnr is None else sqnr if isinstance(sqnr, str) else f'{sqnr:.1f}':>8} {'-' if p50 is None else f'{p50:.2f}':>8}  "
                   f"{first_line(row.get('error')) if row['status'] != 'ok' else ''}")
     return 0
 
