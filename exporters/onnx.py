@@ -147,7 +147,9 @@ def inspect(path, source) -> dict:
         axes = [(i, axis) for i, s in enumerate(source.inputs) for axis, x in enumerate(s.shape) if x == d]
         if all(i < len(inputs) and not isinstance(inputs[i]["shape"][axis], int) for i, axis in axes):
             free.append(d)
-    return {"opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+    from deploycmp.onnx_source import default_opset
+
+    return {"opset": default_opset(model),
             "inputs": inputs, "dynamic_dims": free}
 
 

@@ -102,8 +102,11 @@ def _opset_for(model_path: Path, fmt: str, per_channel: bool) -> dict:
     import onnx
     from onnx import version_converter
 
+    from deploycmp.exporters.onnx_check import first_line
+    from deploycmp.onnx_source import default_opset
+
     model = onnx.load(str(model_path))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = default_opset(model)
     if fmt != "QDQ" or not per_channel or opset is None or opset >= PER_AXIS_OPSET:
         return {}
     try:
@@ -111,8 +114,8 @@ def _opset_for(model_path: Path, fmt: str, per_channel: bool) -> dict:
         onnx.checker.check_model(upgraded)
     except Exception as e:
         return {"per_channel_off": f"the graph is opset {opset}, per-channel QDQ needs {PER_AXIS_OPSET}, and "
-                                   f"onnx.version_converter could not upgrade it ({type(e).__name__}: "
-                                   f"{' '.join(str(e).split())[:200]}): weights per-tensor"}
+                                   f"onnx.version_converter could not upgrade it ({first_line(e, 200)}): "
+                                   "weights per-tensor"}
     onnx.save(upgraded, str(model_path))
     return {"opset_upgraded": f"{opset} -> {PER_AXIS_OPSET} (per-channel QuantizeLinear/DequantizeLinear need opset "
                               f"{PER_AXIS_OPSET}; onnx.version_converter)"}

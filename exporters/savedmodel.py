@@ -47,9 +47,9 @@ def onnx2tf_reason(log: str) -> str:
 # input is a static-batch 4-D image (common_functions.download_test_image_data); the name is onnx2tf's own
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 ONNX2TF_SAMPLES = 20
-# no download at run time: requests in onnx2tf's process goes through a proxy that is not there
 # TensorFlow's scope names (tf.Graph.name_scope)
 SCOPE_NAME = re.compile(r"[A-Za-z0-9_.\\/>-]*")
+# no download at run time: requests in onnx2tf's process goes through a proxy that is not there
 OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
 
 

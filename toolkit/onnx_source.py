@@ -56,6 +56,11 @@ class OnnxModel:
         return folder / name
 
 
+def default_opset(model) -> int | None:
+    """The model's opset of the default (ai.onnx) domain."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def _tensors(graph):
     """Every tensor a graph holds: initializers and node attributes, subgraphs (If, Loop, Scan) included."""
     yield from graph.initializer
@@ -148,7 +153,7 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
     if task is not None:
         raise UsageError("--task applies to Hugging Face and KerasHub models, not to an ONNX file")
     graph, model = _open(spec)
-    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = default_opset(graph)
     record = {"framework": "onnx", "kind": "onnx-file", "spec": spec, "name": Path(spec).stem, "weights": "file",
               "onnx": {"opset": opset, "ir_version": graph.ir_version, "producer": f"{graph.producer_name} "
                        f"{graph.producer_version}".strip(), "external_data": external_data(graph)}}
