@@ -1,8 +1,8 @@
 """deploycmp explain on an ExecuTorch int8 row (XNNPACKQuantizer PT2E, XNNPACK .pte): the outlier model's conv2,
-whose per-tensor activation scale is stretched 200x by one channel, is named first, from the PT2E program in
-PyTorch (the .pte exposes no intermediates); deploycmp repair re-quantizes from the run's source model with conv2's
-activation kept float (the quantizer leaves conv2, which makes it, and conv3, which reads it, unquantized) and passes.
-Real exports, real ExecuTorch runtime."""
+whose per-tensor activation scale is stretched 1000x by one channel nothing reads, is named first (where the
+error enters, not conv3, where it shows), from the PT2E program in PyTorch (the .pte exposes no intermediates);
+deploycmp repair re-quantizes from the run's source model with conv2's activation kept float (the quantizer leaves
+conv2, which makes it, and conv3, which reads it, unquantized) and passes. Real exports, real ExecuTorch runtime."""
 import math
 
 import pytest
@@ -22,7 +22,8 @@ def test_the_outlier_layer_is_named_first(explained):
     assert result["compared_with"] == "executorch-none" and "before lowering to XNNPACK" in result["compared"]
     first = next(x for x in result["layers"] if x["tensor"] == result["top"][0])
     assert (first["layer"], first["op"]) == ("conv2", "relu")
-    assert first["channel_sqnr_db"] < 10 < first["sqnr_db"]  # the whole tensor looks fine, its other channels do not
+    # the whole tensor looks fine, its read channels do not, with conv1's output float: the error enters there
+    assert first["own_channel_sqnr_db"] < 3 and first["own_sqnr_db"] > 40 and first["channel_sqnr_db"] < 3
     assert "  1. conv2 " in proc.stdout
 
 
@@ -33,7 +34,7 @@ def test_activations_in_execution_order_with_their_quantization(explained):
     assert [(x["layer"], x["op"]) for x in layers] == [("x", "input"), ("conv1", "relu"), ("conv2", "relu"),
                                                        ("conv3", "relu"), ("mean", "mean"), ("head", "linear")]
     for x in layers:
-        assert math.isfinite(x["sqnr_db"]) and 0.9 < x["cosine"] <= 1 + 1e-9
+        assert math.isfinite(x["sqnr_db"]) and 0 <= x["cosine"] <= 1 + 1e-9
         assert x["range_from"] == "scale and zero point" and x["scale"] > 0 and x["range"][0] <= 0 < x["range"][1]
 
 

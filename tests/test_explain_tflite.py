@@ -1,7 +1,8 @@
 """deploycmp explain on a TFLite int8 row (litert-torch file, ai-edge-quantizer int8, LiteRT): the outlier model's
-conv2, whose per-tensor activation scale is stretched 200x by one channel, is named first; deploycmp repair keeps
-that tensor float (ai-edge-quantizer leaves the ops that make and read it unquantized) and passes. Real exports,
-real LiteRT; TensorFlow, litert_torch and LiteRT only ever run in subprocesses."""
+conv2, whose per-tensor activation scale is stretched 1000x by one channel nothing reads, is named first (where the
+error enters, not conv3, where it shows); deploycmp repair keeps that tensor float (ai-edge-quantizer leaves the ops
+that make and read it unquantized) and passes. Real exports, real LiteRT; TensorFlow, litert_torch and LiteRT only
+ever run in subprocesses."""
 import json
 import math
 
@@ -23,7 +24,8 @@ def test_the_outlier_layer_is_named_first(explained):
     layers = {x["tensor"]: x for x in result["layers"]}
     first = layers[result["top"][0]]
     assert first["layer"] == "conv2" and first["op"] == "CONV_2D"
-    assert first["channel_sqnr_db"] < 10 < first["sqnr_db"]  # the whole tensor looks fine, its other channels do not
+    # the whole tensor looks fine, its read channels do not, with conv1's output float: the error enters there
+    assert first["own_channel_sqnr_db"] < 3 and first["own_sqnr_db"] > 40 and first["channel_sqnr_db"] < 3
     assert "  1. conv2 " in proc.stdout
 
 
@@ -35,7 +37,7 @@ def test_activations_in_execution_order_with_their_quantization(explained):
                                          "FULLY_CONNECTED"]
     assert [x["layer"] for x in layers if x["op"] == "CONV_2D"] == ["conv1", "conv2", "conv3"]
     for x in layers:
-        assert math.isfinite(x["sqnr_db"]) and 0.9 < x["cosine"] <= 1 + 1e-9
+        assert math.isfinite(x["sqnr_db"]) and 0 <= x["cosine"] <= 1 + 1e-9
         assert x["range_from"] == "scale and zero point" and x["scale"] > 0
         assert x["range"][0] <= 0 < x["range"][1]
     # the transposed conv3 output is the same values, channels first: the same worst channel and SQNR
@@ -45,10 +47,12 @@ def test_activations_in_execution_order_with_their_quantization(explained):
 def test_repair_keeps_the_outlier_tensor_float_and_passes(explained):
     out, _, result = explained
     tensor = result["top"][0]
-    # the int8 row misses 44 dB; ai-edge-quantizer's other calibration does not reach it, conv2 in float does
+    # the int8 row misses 44 dB; ai-edge-quantizer's other calibration does not reach it (a little better, so
+    # kept), conv2 in float does
     steps, artifacts = repair_steps(out, INT8, "--min-sqnr", "44")
     assert [(s["change"], s["verdict"]) for s in steps] == [
-        ("none: the int8 row as exported", "fail"), ("calibration global-min-max", "fail"), ("float: conv2", "pass")]
+        ("none: the int8 row as exported", "fail"), ("calibration global-min-max", "fail"),
+        ("calibration global-min-max; float: conv2", "pass")]
     info = artifacts["tflite-int8-r2"]["exporter"]["quantization"]
     assert info["kept_float"] == [tensor]
     assert [op["op"] for op in info["float_ops"]] == ["CONV_2D", "CONV_2D"]  # conv2 makes it, conv3 takes it

@@ -1,12 +1,18 @@
 """deploycmp explain: where the error of an int8 row enters, layer by layer, against its fp32 counterpart.
 
 The row's int8 file and the path's fp32 file run on the row's evaluation inputs with their intermediate tensors
-exposed, in a worker process (one module per path, EXPLAINERS). Per quantized activation, in execution order: SQNR
-and cosine of the int8 model's tensor against the fp32 model's tensor of the same name (`sqnr_db`, `cosine`), the
-SQNR of its worst channel (`channel_sqnr_db`: a per-tensor scale stretched by one outlier channel crushes the
-others while the whole tensor, dominated by the outlier, still looks fine), the SQNR lost since the tensor before
-(`drop_db`, `channel_drop_db`: where the error enters rather than where it accumulates), and the scale and zero
-point with the range they cover (what calibration saw). Ranked by the larger of the two drops.
+exposed, in a worker process (one module per path, EXPLAINERS). Per quantized activation, in execution order:
+
+- its own error, everything before it float (`own_sqnr_db`, `own_channel_sqnr_db`): the fp32 model's tensor
+  rounded to the int8 file's scale and zero point for it, against itself: one quantizer at a time, as AIMET's
+  per-layer analysis and TFLite's quantization debugger look at it. This is where error enters, and the ranking (the
+  lower of the two, worst first): a per-tensor scale stretched by one outlier channel crushes the others while
+  the whole tensor, dominated by the outlier, still looks fine, so the worst channel counts;
+- the error accumulated up to it (`sqnr_db`, `cosine`, `channel_sqnr_db`: the int8 model's tensor against the
+  fp32 model's), and the SQNR lost since the tensor before (`drop_db`, `channel_drop_db`): where the error shows.
+  A layer after the cause can lose most (its input's crushed channels, hidden in the whole-tensor SQNR before it,
+  now make its output): the symptom, which the ranking by own error does not take for the cause;
+- the scale and zero point with the range they cover (what calibration saw) beside the range fp32 reached.
 """
 from __future__ import annotations
 
@@ -101,17 +107,42 @@ def batches(spec: dict, names: list[str]) -> list[dict]:
     return [dict(zip(names, (a[i:i + b] for a in feed.values()))) for i in range(0, n - b + 1, b)]
 
 
+def own_error(ref: list, quantization: dict, channel_axis: int | None) -> dict:
+    """One tensor's own int8 error, everything before it float: the fp32 values (`ref`, one array per call) rounded to
+    the int8 grid of `quantization` (its scale and the range its zero point and integer type cover), against
+    themselves. None where the tensor is not quantized (left float) or the rounding is exact."""
+    import numpy as np
+
+    scale, (lo, hi) = quantization.get("scale"), quantization.get("range") or (None, None)
+    if not scale:
+        return {"own_sqnr_db": None, "own_channel_sqnr_db": None, "own_worst_channel": None}
+    # (clip(round(x / s) + z, qmin, qmax) - z) * s, z an integer: the same as clipping round(x / s) * s to the range
+    rounded = [np.clip(np.round(np.asarray(a, np.float64) / scale) * scale, lo, hi) for a in ref]
+    m = tensor_metrics(ref, rounded, channel_axis)
+    return {"own_sqnr_db": m["sqnr_db"], "own_channel_sqnr_db": m["channel_sqnr_db"],
+            "own_worst_channel": m["worst_channel"]}
+
+
+def own_db(layer: dict) -> float | None:
+    """The ranking: the lower of a tensor's own whole-tensor and worst-channel SQNR (None: no own error)."""
+    values = [v for v in (layer.get("own_sqnr_db"), layer.get("own_channel_sqnr_db")) if v is not None]
+    return min(values) if values else None
+
+
 def with_drops(layers: list[dict]) -> list[dict]:
-    """Each layer's SQNR lost since the one before (whole tensor and worst channel), and the larger of the two."""
+    """Each layer's accumulated SQNR lost since the one before (whole tensor and worst channel)."""
     before = {"sqnr_db": None, "channel_sqnr_db": None}
     for x in layers:
         for key, drop in (("sqnr_db", "drop_db"), ("channel_sqnr_db", "channel_drop_db")):
             x[drop] = None if before[key] is None or x[key] is None else before[key] - x[key]
             if x[key] is not None:
                 before[key] = x[key]
-        drops = [d for d in (x["drop_db"], x["channel_drop_db"]) if d is not None]
-        x["entry_db"] = max(drops) if drops else None
     return layers
+
+
+def ranked(layers: list[dict]) -> list[dict]:
+    """The quantized tensors by where error enters: lowest own SQNR first (execution order among equals)."""
+    return sorted((x for x in layers if own_db(x) is not None), key=own_db)
 
 
 def explain(run_dir: Path, row_id: str, timeout: float = 600.0) -> dict:
@@ -129,12 +160,13 @@ def explain(run_dir: Path, row_id: str, timeout: float = 600.0) -> dict:
     if outcome.status != "ok":
         raise DeployError(f"explain: {outcome.status}: {outcome.error} (log: logs/{row_id}.explain.log)")
     layers = with_drops(outcome.result)
-    ranked = sorted((x for x in layers if x["entry_db"] is not None), key=lambda x: -x["entry_db"])
     out = {"row": row_id, "artifact": artifact["id"], "compared_with": twin["id"], "format": row["format"],
            "runtime": row["runtime"], "sqnr_db": row.get("drift", {}).get("sqnr_db"),
            "compared": importlib.import_module(module).COMPARED,
-           "what": "per quantized activation, in execution order: the int8 model's tensor against the fp32 model's",
-           "layers": layers, "top": [x["tensor"] for x in ranked[:TOP]]}
+           "what": "per quantized activation, in execution order: its own error (the fp32 tensor rounded to its int8 "
+                   "scale and zero point, everything before it float) and the int8 model's tensor against the fp32 "
+                   "model's (the error accumulated up to it)",
+           "layers": layers, "top": [x["tensor"] for x in ranked(layers)[:TOP]]}
     write_json(result_path(run_dir, row_id).with_suffix(".layers.json"), out)
     return out
 
@@ -144,14 +176,16 @@ def _db(v: float | None) -> str:
 
 
 def lines(result: dict) -> list[str]:
-    """The terminal's top 10: where the SQNR drops most."""
+    """The terminal's top 10: where the error enters, the accumulated error beside it."""
     by = {x["tensor"]: x for x in result["layers"]}
     out = [f"{result['row']}: {len(result['layers'])} quantized activations against {result['compared_with']}",
            f"  compared: {result['compared']}",
-           "  where the error enters (largest SQNR drop since the tensor before, whole tensor or worst channel):"]
+           "  where the error enters (each tensor alone rounded to int8, everything before it float: own SQNR of the "
+           "whole tensor and of its worst channel, lowest first); accumulated: the int8 model's tensor against fp32:"]
     for i, name in enumerate(result["top"], 1):
         x = by[name]
-        out.append(f"{i:3}. {x['layer']:32.32} {x['op']:12.12} SQNR {_db(x['sqnr_db'])} dB, worst channel "
-                   f"{_db(x['channel_sqnr_db'])} dB (drop {x['entry_db']:+5.1f}), cosine {x['cosine']:.4f}, "
-                   f"range [{x['range'][0]:.3g}, {x['range'][1]:.3g}]")
+        out.append(f"{i:3}. {x['layer']:28.28} {x['op']:12.12} own {_db(x['own_sqnr_db'])} dB, worst channel "
+                   f"{_db(x['own_channel_sqnr_db'])} dB; accumulated {_db(x['sqnr_db'])} dB, worst channel "
+                   f"{_db(x['channel_sqnr_db'])} dB, cosine {x['cosine']:.4f}; range [{x['range'][0]:.3g}, "
+                   f"{x['range'][1]:.3g}]")
     return out

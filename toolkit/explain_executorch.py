@@ -82,11 +82,12 @@ def _quantization(dequantize) -> dict:
 
 def job(spec: dict) -> list[dict]:
     """Worker: the calibrated float module and its converted int8 program on the row's inputs; per quantized
-    activation in execution order, the metrics of deploycmp.explain.tensor_metrics and its scale and zero point."""
+    activation in execution order, the metrics of deploycmp.explain.tensor_metrics and own_error and its scale
+    and zero point."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from deploycmp.explain import batches, tensor_metrics
+    from deploycmp.explain import batches, own_error, tensor_metrics
     from deploycmp.exporters.executorch import calibrated
     from deploycmp.requantize import run_source
 
@@ -105,9 +106,11 @@ def job(spec: dict) -> list[dict]:
     layers = []
     for name, dequantize in pairs.items():
         node = nodes[name]
-        metrics = tensor_metrics(ref[name], got[dequantize.name], 1 if ref[name][0].ndim == 4 else -1)  # NCHW inside
+        axis = 1 if ref[name][0].ndim == 4 else -1  # NCHW inside
+        metrics, quantization = tensor_metrics(ref[name], got[dequantize.name], axis), _quantization(dequantize)
         op = node.target.overloadpacket.__name__ if node.op == "call_function" else "input"
-        layers.append({"tensor": name, "layer": names[name], "op": op, **metrics, **_quantization(dequantize)})
+        layers.append({"tensor": name, "layer": names[name], "op": op, **metrics,
+                       **own_error(ref[name], quantization, axis), **quantization})
     return layers
 
 

@@ -91,13 +91,13 @@ def _qparams(model) -> dict:
 
 def job(spec: dict) -> list[dict]:
     """Worker: both models with their intermediate tensors as outputs, on the row's inputs; per quantized activation
-    in graph order, the metrics of deploycmp.explain.tensor_metrics and the quantization parameters."""
+    in graph order, the metrics of deploycmp.explain.tensor_metrics and own_error and the quantization parameters."""
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import create_activation_matching
     from onnxruntime.quantization.quant_utils import QUANT_INPUT_SUFFIX
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from deploycmp.explain import batches, tensor_metrics
+    from deploycmp.explain import batches, own_error, tensor_metrics
 
     int8 = onnx.load(spec["int8"])
     feeds = batches(spec, [i.name for i in int8.graph.input])
@@ -125,6 +125,7 @@ def job(spec: dict) -> list[dict]:
         metrics = tensor_metrics(matched[name]["float"], matched[name]["post_qdq"], axis)
         op = producer[name].op_type if name in producer else "input"
         layers.append({"tensor": name, "layer": names[name], "op": op, **metrics,
+                       **own_error(matched[name]["float"], q, axis),
                        "scale": q.get("scale"), "zero_point": q.get("zero_point"),
                        "range": q.get("range") or metrics["fp32_seen"],
                        "range_from": "scale and zero point" if q else "fp32 values seen"})

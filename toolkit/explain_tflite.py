@@ -123,8 +123,8 @@ def _quantization(detail: dict, metrics: dict) -> dict:
 def job(spec: dict) -> list[dict]:
     """Worker: both files on the row's inputs with their intermediate tensors kept; per activation an op of the int8
     file makes that the fp32 file has by name (quantized per tensor, or left float), in op order, the metrics of
-    deploycmp.explain.tensor_metrics and its scale and zero point."""
-    from deploycmp.explain import tensor_metrics
+    deploycmp.explain.tensor_metrics and own_error and its scale and zero point."""
+    from deploycmp.explain import own_error, tensor_metrics
     from deploycmp.runtimes.litert import signature_details
 
     it = _interpreter(spec["int8"])
@@ -139,8 +139,9 @@ def job(spec: dict) -> list[dict]:
             if _kind(d) is None or d["name"] not in ref:
                 continue
             metrics = tensor_metrics(ref[d["name"]], got[d["name"]], axes[d["index"]])
+            quantization = _quantization(d, metrics)
             layers.append({"tensor": d["name"], "layer": layer_name(d["name"]), "op": op["op_name"], **metrics,
-                           **_quantization(d, metrics)})
+                           **own_error(ref[d["name"]], quantization, axes[d["index"]]), **quantization})
     return layers
 
 

@@ -102,7 +102,7 @@ def repair(run_dir: Path, row_id: str, policy, flags, settings, max_steps: int, 
     manifest = _drop_earlier(run_dir, manifest, artifact["id"])
     layers = explain(run_dir, row_id)
     by = {x["tensor"]: x for x in layers["layers"]}
-    worst = [t for t in layers["top"] if (by[t]["entry_db"] or 0) > 0]
+    worst = layers["top"]  # where explain found the error entering, worst first
     used = (artifact.get("exporter") or {}).get("quantization", {}).get("calibration_method")
     methods = [m for m in quantizer(row["format"]).CALIBRATION_METHODS if m != used]
     plans = [({"calibration_method": m}, f"calibration {m}") for m in methods]
