@@ -39,13 +39,14 @@ def test_explain_names_the_outlier_layer_first(explained):
     # where the error enters: conv2's output alone rounded to int8 (conv1's output float) loses its read channels
     # to the scale the outlier sets; the whole tensor, dominated by the outlier, still looks fine
     assert conv2["own_channel_sqnr_db"] < 3 and conv2["own_worst_channel"] != 0 and conv2["own_sqnr_db"] > 40
+    assert conv2["own_channel_mean_sqnr_db"] < 15
     assert conv2["sqnr_db"] > 40 and conv2["channel_sqnr_db"] < 3
     # where it shows: conv3 reads only the crushed channels; its accumulated SQNR falls most, its own error is small
     assert max(layers[1:], key=lambda y: y["drop_db"]) is conv3 and conv3["drop_db"] > 40 and conv3["sqnr_db"] < 5
     assert conv3["own_channel_sqnr_db"] > 20 and conv3["cosine"] < 0.5
     assert min(conv1["own_sqnr_db"], conv1["own_channel_sqnr_db"], x["own_channel_sqnr_db"]) > 30
     assert result["top"][0] == conv2["tensor"]
-    own = sorted(layers, key=lambda y: min(y["own_sqnr_db"], y["own_channel_sqnr_db"]))
+    own = sorted(layers, key=lambda y: min(y["own_sqnr_db"], y["own_channel_mean_sqnr_db"]))
     assert result["top"] == [y["tensor"] for y in own]
     assert "1. conv2 " in proc.stdout and "where the error enters" in proc.stdout
 
@@ -109,7 +110,7 @@ def test_the_html_report_draws_sqnr_through_the_depth(run, explained):
     assert proc.returncode == 0, proc.stderr
     page = (run / "report.html").read_text()
     assert "Where int8 error enters" in page
-    for key in ("sqnr_db", "channel_sqnr_db", "own_channel_sqnr_db"):
+    for key in ("sqnr_db", "channel_sqnr_db", "own_channel_mean_sqnr_db"):
         assert f'id="layer-sqnr:{INT8}:{key}"' in page
 
 

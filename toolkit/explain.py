@@ -3,11 +3,12 @@
 The row's int8 file and the path's fp32 file run on the row's evaluation inputs with their intermediate tensors
 exposed, in a worker process (one module per path, EXPLAINERS). Per quantized activation, in execution order:
 
-- its own error, everything before it float (`own_sqnr_db`, `own_channel_sqnr_db`): the fp32 model's tensor
-  rounded to the int8 file's scale and zero point for it, against itself: one quantizer at a time, as AIMET's
-  per-layer analysis and TFLite's quantization debugger look at it. This is where error enters, and the ranking (the
-  lower of the two, worst first): a per-tensor scale stretched by one outlier channel crushes the others while
-  the whole tensor, dominated by the outlier, still looks fine, so the worst channel counts;
+- its own error, everything before it float (`own_sqnr_db`, `own_channel_mean_sqnr_db`, `own_channel_sqnr_db`):
+  the fp32 model's tensor rounded to the int8 file's scale and zero point for it, against itself: one quantizer at
+  a time, as AIMET's per-layer analysis and TFLite's quantization debugger look at it. This is where error enters,
+  and the ranking (the lower of the whole-tensor and channel-mean SQNR, worst first): a per-tensor scale stretched
+  by one outlier channel crushes the others while the whole tensor, dominated by the outlier, still looks fine, so
+  the channels count, each relative to its own signal;
 - the error accumulated up to it (`sqnr_db`, `cosine`, `channel_sqnr_db`: the int8 model's tensor against the
   fp32 model's), and the SQNR lost since the tensor before (`drop_db`, `channel_drop_db`): where the error shows.
   A layer after the cause can lose most (its input's crushed channels, hidden in the whole-tensor SQNR before it,
@@ -65,9 +66,10 @@ def check_row(run_dir: Path, row_id: str, command: str = "explain") -> tuple[dic
 
 def tensor_metrics(ref: list, got: list, channel_axis: int | None) -> dict:
     """One tensor of the int8 model (`got`) against the fp32 model's (`ref`), each a list of arrays, one per call:
-    SQNR over all values, SQNR of the worst channel along `channel_axis` (channels the fp32 model leaves all zero
-    are skipped), mean cosine per call (1 where both are all zeros), and the fp32 range seen. None where the int8
-    values are exact."""
+    SQNR over all values; along `channel_axis`, the SQNR of the worst channel and the channel-mean SQNR (each
+    channel's SQNR in dB, averaged over the channels: one stretched scale crushing most channels brings it down,
+    one weak channel among many does not), channels fp32 leaves all zero or int8 leaves exact skipped; mean cosine
+    per call (1 where both are all zeros), and the fp32 range seen. None where the int8 values are exact."""
     import numpy as np
 
     ref = [np.asarray(a, np.float64) for a in ref]
@@ -85,7 +87,7 @@ def tensor_metrics(ref: list, got: list, channel_axis: int | None) -> dict:
            for a, b in zip(ref, got)]
     out = {"shape": list(ref[0].shape), "sqnr_db": sqnr(float(r @ r), float((r - g) @ (r - g))),
            "cosine": float(np.mean(cos)), "channel_sqnr_db": None, "worst_channel": None,
-           "fp32_seen": [float(r.min()), float(r.max())]}
+           "channel_mean_sqnr_db": None, "fp32_seen": [float(r.min()), float(r.max())]}
     if channel_axis is not None and ref[0].ndim >= 2:
         def by_channel(arrays):
             return np.concatenate([np.moveaxis(a, channel_axis, -1).reshape(-1, a.shape[channel_axis]) for a in arrays])
@@ -95,6 +97,7 @@ def tensor_metrics(ref: list, got: list, channel_axis: int | None) -> dict:
         per = [(sqnr(s, n), c) for c, (s, n) in enumerate(zip(signal, noise)) if s > 0 and n > 0]
         if per:
             out["channel_sqnr_db"], out["worst_channel"] = min(per)
+            out["channel_mean_sqnr_db"] = float(np.mean([db for db, _ in per]))
     return out
 
 
@@ -114,18 +117,21 @@ def own_error(ref: list, quantization: dict, channel_axis: int | None) -> dict:
     import numpy as np
 
     scale, (lo, hi) = quantization.get("scale"), quantization.get("range") or (None, None)
+    keys = {"sqnr_db": "own_sqnr_db", "channel_mean_sqnr_db": "own_channel_mean_sqnr_db",
+            "channel_sqnr_db": "own_channel_sqnr_db", "worst_channel": "own_worst_channel"}
     if not scale:
-        return {"own_sqnr_db": None, "own_channel_sqnr_db": None, "own_worst_channel": None}
+        return dict.fromkeys(keys.values())
     # (clip(round(x / s) + z, qmin, qmax) - z) * s, z an integer: the same as clipping round(x / s) * s to the range
     rounded = [np.clip(np.round(np.asarray(a, np.float64) / scale) * scale, lo, hi) for a in ref]
     m = tensor_metrics(ref, rounded, channel_axis)
-    return {"own_sqnr_db": m["sqnr_db"], "own_channel_sqnr_db": m["channel_sqnr_db"],
-            "own_worst_channel": m["worst_channel"]}
+    return {mine: m[theirs] for theirs, mine in keys.items()}
 
 
 def own_db(layer: dict) -> float | None:
-    """The ranking: the lower of a tensor's own whole-tensor and worst-channel SQNR (None: no own error)."""
-    values = [v for v in (layer.get("own_sqnr_db"), layer.get("own_channel_sqnr_db")) if v is not None]
+    """The ranking: the lower of a tensor's own whole-tensor and channel-mean SQNR (None: no own error). Not the
+    worst channel: in a trained network some channel is always weak, and ranking by it keeps layers in float that
+    buy nothing."""
+    values = [v for v in (layer.get("own_sqnr_db"), layer.get("own_channel_mean_sqnr_db")) if v is not None]
     return min(values) if values else None
 
 
@@ -181,11 +187,12 @@ def lines(result: dict) -> list[str]:
     out = [f"{result['row']}: {len(result['layers'])} quantized activations against {result['compared_with']}",
            f"  compared: {result['compared']}",
            "  where the error enters (each tensor alone rounded to int8, everything before it float: own SQNR of the "
-           "whole tensor and of its worst channel, lowest first); accumulated: the int8 model's tensor against fp32:"]
+           "whole tensor, its channels' mean and its worst channel; ranked by the lower of the first two); "
+           "accumulated: the int8 model's tensor against fp32:"]
     for i, name in enumerate(result["top"], 1):
         x = by[name]
-        out.append(f"{i:3}. {x['layer']:28.28} {x['op']:12.12} own {_db(x['own_sqnr_db'])} dB, worst channel "
-                   f"{_db(x['own_channel_sqnr_db'])} dB; accumulated {_db(x['sqnr_db'])} dB, worst channel "
-                   f"{_db(x['channel_sqnr_db'])} dB, cosine {x['cosine']:.4f}; range [{x['range'][0]:.3g}, "
-                   f"{x['range'][1]:.3g}]")
+        out.append(f"{i:3}. {x['layer']:28.28} {x['op']:12.12} own {_db(x['own_sqnr_db'])} dB, channel mean "
+                   f"{_db(x.get('own_channel_mean_sqnr_db'))}, worst {_db(x['own_channel_sqnr_db'])}; accumulated "
+                   f"{_db(x['sqnr_db'])} dB, worst channel {_db(x['channel_sqnr_db'])}, cosine {x['cosine']:.4f}; "
+                   f"range [{x['range'][0]:.3g}, {x['range'][1]:.3g}]")
     return out

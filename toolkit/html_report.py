@@ -143,7 +143,7 @@ def plots_section(rows: list[dict], explained: list[dict] = ()) -> str:
         *(["<h3>Where int8 error enters</h3>", _figure(plots.layer_sqnr(explained), escape(
             "SQNR of each quantized activation against the fp32 model through the depth of the network (deploycmp "
             "explain), one line per explained int8 row; dotted: its worst channel; dashed: each tensor's own error "
-            "(its worst channel rounded to int8 with everything before it float); labelled: the layer ranked first "
+            "(rounded to int8 with everything before it float; its channels' mean); labelled: the layer ranked first "
             "(the lowest own SQNR: where the error enters). Every tensor is in results/ROW.layers.json."), "")]
           if explained else []),
     ])

@@ -351,7 +351,7 @@ def drift_bars(rows: list[dict]) -> str | None:
 def layer_sqnr(explained: list[dict]) -> str | None:
     """deploycmp explain's SQNR of each quantized activation against fp32 through the depth of the network, one
     line per explained int8 row (x: position in execution order, 0 = input, 1 = output, so paths with different
-    tensor counts line up); dotted: the worst channel; dashed: each tensor's own error (worst channel), where the
+    tensor counts line up); dotted: the worst channel; dashed: each tensor's own error (channel mean), where the
     error enters; the tensor each ranked first is marked on it."""
     lines = [e for e in explained if any(x["sqnr_db"] is not None for x in e["layers"])]
     if not lines:
@@ -362,15 +362,14 @@ def layer_sqnr(explained: list[dict]) -> str | None:
             n, colour = max(len(e["layers"]) - 1, 1), f"C{i % 10}"
             at = {x["tensor"]: j / n for j, x in enumerate(e["layers"])}
             for key, style, name in (("sqnr_db", "-", e["row"]), ("channel_sqnr_db", ":", None),
-                                     ("own_channel_sqnr_db", "--", None)):
+                                     ("own_channel_mean_sqnr_db", "--", None)):
                 points = [(at[x["tensor"]], x[key]) for x in e["layers"] if x.get(key) is not None]
                 if points:
                     ax.plot(*zip(*points), style, color=colour, marker="o" if name else None, markersize=3,
                             label=name, gid=f"layer-sqnr:{e['row']}:{key}")
             if e["top"]:
                 first = next(x for x in e["layers"] if x["tensor"] == e["top"][0])
-                y = next(v for v in (first.get("own_channel_sqnr_db"), first["channel_sqnr_db"], first["sqnr_db"], 0)
-                         if v is not None)
+                y = next(v for v in (first.get("own_channel_mean_sqnr_db"), first["sqnr_db"], 0) if v is not None)
                 ax.annotate(first["layer"], (at[first["tensor"]], y), xytext=(4, -12 - 10 * i),
                             textcoords="offset points", color=colour, fontsize=8)
         ax.set_xlabel("depth: position of the quantized activation in execution order (0 = input, 1 = output)")

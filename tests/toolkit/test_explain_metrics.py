@@ -18,6 +18,22 @@ def test_an_outlier_channel_crushes_the_others_while_the_whole_tensor_looks_fine
     out = own_error([x[:1], x[1:]], q, channel_axis=1)
     assert out["own_sqnr_db"] > 50  # dominated by the outlier, represented exactly
     assert out["own_channel_sqnr_db"] < 3 and out["own_worst_channel"] != 0  # the others: about one step, rounded
+    assert out["own_channel_mean_sqnr_db"] < 3  # most channels are crushed, so their mean is too
+
+
+def test_one_weak_channel_does_not_make_a_tensor_the_cause():
+    rng = np.random.default_rng(0)
+    even = rng.uniform(0, 1, (1, 64, 8, 8))  # 64 channels of the same size: noise spread evenly
+    weak = even.copy()
+    weak[:, 5] *= 0.002  # one channel below the step: crushed, its worst-channel SQNR about 0 dB
+    q = _grid(1.0 / 255, -128)
+    layers = [{"tensor": name, **own_error([a], q, 1)} for name, a in (("weak", weak), ("even", even))]
+    assert layers[0]["own_channel_sqnr_db"] < 3 < 40 < layers[1]["own_channel_sqnr_db"]
+    assert layers[0]["own_channel_mean_sqnr_db"] > layers[1]["own_channel_mean_sqnr_db"] - 1  # one channel in 64
+    coarse = {"tensor": "coarse", **own_error([even], _grid(8.0 / 255, -128), 1)}  # every channel a little worse
+    assert coarse["own_channel_sqnr_db"] > layers[0]["own_channel_sqnr_db"]
+    assert own_db(coarse) < own_db(layers[0])
+    assert [x["tensor"] for x in ranked([*layers, coarse])] == ["coarse", "weak", "even"]
 
 
 def test_the_rounding_is_the_quantizers():
@@ -37,9 +53,9 @@ def test_exact_and_float_tensors_have_no_own_error_and_are_not_ranked():
     assert own_error(on_grid, _grid(0.5, 0), None)["own_sqnr_db"] is None  # no noise: exact
     left_float = own_error(on_grid, {"scale": None, "range": [0.0, 1.0]}, None)
     assert set(left_float.values()) == {None}
-    layers = [{"tensor": "a", "own_sqnr_db": 40.0, "own_channel_sqnr_db": 12.0},
-              {"tensor": "b", "own_sqnr_db": None, "own_channel_sqnr_db": None},
-              {"tensor": "c", "own_sqnr_db": 20.0, "own_channel_sqnr_db": 18.0},
-              {"tensor": "d", "own_sqnr_db": 9.0, "own_channel_sqnr_db": None}]
-    assert [own_db(x) for x in layers] == [12.0, None, 18.0, 9.0]
+    layers = [{"tensor": "a", "own_sqnr_db": 40.0, "own_channel_mean_sqnr_db": 12.0, "own_channel_sqnr_db": 2.0},
+              {"tensor": "b", "own_sqnr_db": None, "own_channel_mean_sqnr_db": None},
+              {"tensor": "c", "own_sqnr_db": 20.0, "own_channel_mean_sqnr_db": 18.0, "own_channel_sqnr_db": 1.0},
+              {"tensor": "d", "own_sqnr_db": 9.0, "own_channel_mean_sqnr_db": None}]
+    assert [own_db(x) for x in layers] == [12.0, None, 18.0, 9.0]  # the worst channel is not the ranking
     assert [x["tensor"] for x in ranked(layers)] == ["d", "a", "c"]
