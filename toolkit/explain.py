@@ -192,7 +192,7 @@ def lines(result: dict) -> list[str]:
     for i, name in enumerate(result["top"], 1):
         x = by[name]
         out.append(f"{i:3}. {x['layer']:28.28} {x['op']:12.12} own {_db(x['own_sqnr_db'])} dB, channel mean "
-                   f"{_db(x.get('own_channel_mean_sqnr_db'))}, worst {_db(x['own_channel_sqnr_db'])}; accumulated "
+                   f"{_db(x['own_channel_mean_sqnr_db'])}, worst {_db(x['own_channel_sqnr_db'])}; accumulated "
                    f"{_db(x['sqnr_db'])} dB, worst channel {_db(x['channel_sqnr_db'])}, cosine {x['cosine']:.4f}; "
                    f"range [{x['range'][0]:.3g}, {x['range'][1]:.3g}]")
     return out
