@@ -35,11 +35,16 @@ def onnx2tf_reason(log: str) -> str:
     lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines() if ln.strip()]
     node = next((ln.split("onnx_op_name:", 1)[1].strip() for ln in lines if ln.startswith("ERROR: onnx_op_name:")), None)
     errors = [i for i, ln in enumerate(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
+    # TensorFlow's "ValueError: in user code:" wraps the layer's own error, a few lines on
+    errors = [i for i in errors if not lines[i].endswith("in user code:")] or errors
     if not errors:
         return lines[-1][:300] if lines else ""
     first = errors[0]  # the exception, then its message's next line (the reason TensorFlow gives)
     detail = " ".join(lines[first:first + 2]) if first + 1 < len(lines) and not lines[first + 1].startswith(
         ("ERROR:", "Call arguments", "File ")) else lines[first]
+    if node is None:  # the failing layer's call arguments name its ONNX node
+        node = next((m.group(1) for ln in lines[first:first + 40] if (m := re.match(r"^\W*name='([^']+)'$", ln))), None)
+    detail = re.sub(r" for '\{\{node [^}]*\}\}[^']*'", "", detail)  # TensorFlow's own node text
     return (f"at ONNX node {node}: " if node else "") + detail[:400]
 
 
@@ -96,6 +101,20 @@ def static_inputs(onnx_path: Path, source, free_batch: bool = True) -> dict:
     return fixed
 
 
+def _kept_shapes(onnx_path: Path, source) -> list[str]:
+    """The inputs onnx2tf must keep as they are (-kat): it transposes every 3-D to 5-D input as if channels came
+    first, which deploycmp undoes only for NCHW images; an NHWC image (tf2onnx keeps TensorFlow's layout) or a
+    [batch, time, features] sequence is fed as the source takes it."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    specs = {s.name: s for s in source.inputs}
+    by_position = dict(zip(names, source.inputs))
+    return [n for n in names if (s := specs.get(n) or by_position.get(n)) is not None and 3 <= len(s.shape) <= 5
+            and s.layout != "NCHW"]
+
+
 def _scope_names(graph) -> int:
     """Node names TensorFlow takes as scope names (onnx2tf names its layers after them): paddle2onnx's
     `Softmax@0` has a character TensorFlow refuses. Only node names change, never a tensor's; returns how many."""
@@ -132,15 +151,19 @@ def onnx2tf(onnx_path: Path, tf_dir: Path, source) -> dict:
     keep the batch axis free (a ConvTranspose needs every output size), again with the batch fixed; where its
     strict mode's accuracy correction itself fails, again without it (the row's drift says what that cost)."""
     info = {"onnx2tf": md.version("onnx2tf"), "input_shapes": static_inputs(onnx_path, source)}
+    kept = _kept_shapes(onnx_path, source)
+    options = ("-kat", *kept) if kept else ()
+    if kept:
+        info["shapes_kept"] = kept
     _write_sample(onnx_path.parent, source)
-    failure, log = _run_onnx2tf(onnx_path, tf_dir)
+    failure, log = _run_onnx2tf(onnx_path, tf_dir, *options)
     if failure and any(BATCH in shape for shape in info["input_shapes"].values()):
         info["input_shapes"] = static_inputs(onnx_path, source, free_batch=False)
         info["batch_fixed"] = f"onnx2tf could not keep the batch axis free ({failure[:200]})"
-        failure, log = _run_onnx2tf(onnx_path, tf_dir)
+        failure, log = _run_onnx2tf(onnx_path, tf_dir, *options)
     if failure and "correction_process_for_accuracy_errors" in log:
         info["strict_mode_off"] = f"onnx2tf's accuracy correction failed ({failure[:200]}): -dsm"
-        failure, log = _run_onnx2tf(onnx_path, tf_dir, "--disable_strict_mode")
+        failure, log = _run_onnx2tf(onnx_path, tf_dir, *options, "--disable_strict_mode")
     if failure:
         raise RuntimeError(f"onnx2tf failed: {failure}")
     return info
@@ -156,6 +179,7 @@ def _run_onnx2tf(onnx_path: Path, tf_dir: Path, *options: str) -> tuple[str | No
                           env={**os.environ, **OFFLINE})
     log = proc.stdout + proc.stderr
     if proc.returncode != 0 or not (tf_dir / "saved_model.pb").is_file():
+        sys.stderr.write(f"onnx2tf {' '.join(options)} failed; the end of its output:\n{log[-20000:]}\n")  # the row's log
         return onnx2tf_reason(log) or f"exit status {proc.returncode}", log
     return None, log
 

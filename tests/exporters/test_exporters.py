@@ -137,6 +137,26 @@ def test_an_onnx2tf_failure_names_the_node_and_the_exception_not_its_generic_adv
     assert onnx2tf_reason("converting\nsomething odd happened") == "something odd happened"
 
 
+def test_an_onnx2tf_failure_inside_tensorflow_user_code_gives_the_layers_own_error():
+    """TensorFlow wraps a layer's error in "ValueError: in user code:"; the row must give the wrapped one and the
+    ONNX node the layer was made from (excerpt of onnx2tf's real output on paddle2onnx's PP-OCRv4 recognizer)."""
+    from deploycmp.exporters.savedmodel import onnx2tf_reason
+
+    log = "\n".join([
+        "Traceback (most recent call last):", '  File "tensorflow/python/framework/ops.py", line 1081, in _create_c_op',
+        "    raise ValueError(e.message)", "ValueError: in user code:", "",
+        '    File "onnx2tf/onnx2tf.py", line 2617, in None  *', "        lambda *inputs : model(inputs)",
+        "    ValueError: Exception encountered when calling layer 'tf.linalg.matmul_1' (type TFOpLambda).", "",
+        "    Dimensions must be equal, but are 15 and 1 for '{{node model_29/tf.linalg.matmul_1/MatMul}} = "
+        "BatchMatMulV2[T=DT_FLOAT](model_29/tf.math.multiply_310/Mul, model_29/tf.compat.v1.transpose_7/transpose)' "
+        "with input shapes: [0,8,1,15], [0,15,1,8].",
+        "    Call arguments received by layer 'tf.linalg.matmul_1' (type TFOpLambda):",
+        "      \u2022 a=tf.Tensor(shape=(0, 8, 1, 15), dtype=float32)", "      \u2022 name='p2o.MatMul.2'"])
+    assert onnx2tf_reason(log) == (
+        "at ONNX node p2o.MatMul.2: ValueError: Exception encountered when calling layer 'tf.linalg.matmul_1' (type "
+        "TFOpLambda). Dimensions must be equal, but are 15 and 1 with input shapes: [0,8,1,15], [0,15,1,8].")
+
+
 class _MeanOverSequence(torch.nn.Module):
     """Divides by the sequence length as a Python int: a trace bakes it in and still runs at other lengths."""
 

@@ -24,6 +24,13 @@ def test_parse_input_keeps_named_dimensions():
     assert specs.parse_input("mask:bool:batch,sequence,1").shape == ["batch", "sequence", 1]
 
 
+def test_parse_input_takes_names_as_graphs_spell_them():
+    """torch.onnx names inputs input.1, tf2onnx serving/x, others input-ids: a name is what the file says."""
+    for name in ("input.1", "serving/x", "input-ids", "0"):
+        assert specs.parse_input(f"{name}:float32:1,8").name == name
+    assert specs.parse_constants(["input.2=16000"]) == {"input.2": 16000}
+
+
 @pytest.mark.parametrize("text, message", [
     ("ids:int64", "NAME:DTYPE:SHAPE"),
     ("ids", "NAME:DTYPE:SHAPE"),
@@ -33,8 +40,9 @@ def test_parse_input_keeps_named_dimensions():
     ("ids:int64: ", "NAME:DTYPE:SHAPE"),
     ("ids:int128:1,16", "dtype 'int128' is not one of"),
     ("ids:float64:1,16", "dtype 'float64'"),
-    ("1ids:int64:1,16", "not a valid input name"),
-    ("input-ids:int64:1,16", "not a valid input name"),
+    ("ids!:int64:1,16", "not a valid input name"),
+    ("input ids:int64:1,16", "not a valid input name"),
+    ("state:float32:2,batch,128", "the batch is axis 0"),
     ("ids:int64:1,0", "dimension 0 must be positive"),
     ("ids:int64:1,-4", "neither a positive integer nor a name"),
     ("ids:int64:1,4.5", "neither a positive integer nor a name"),
