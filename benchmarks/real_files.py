@@ -30,8 +30,8 @@ def offered(path: Path) -> list[str]:
     return [f for f in EXPORTERS if framework in get(f).SOURCES]
 
 
-def first_line(text: str | None) -> str:
-    return " ".join((text or "").split())[:110]
+def first_line(text: str | None, width: int = 110) -> str:
+    return " ".join((text or "").split())[:width]
 
 
 def main() -> int:
@@ -43,9 +43,9 @@ def main() -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="deploycmp-real-files-"))
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
-    wanted = ("avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
+    wanted = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
     print(f"machine: {cpu}; {' '.join(f for f in isa_flags() if f in wanted)}")
-    print(f"{'file':<18} {'path':<42} {'status':<12} {'SQNR dB':>8} {'p50 ms':>8}  reason")
+    print(f"{'file':<19} {'path':<42} {'status':<12} {'SQNR dB':>8} {'p50 ms':>8}  reason")
     for entry in CATALOG:
         if only and entry.name not in only:
             continue
@@ -58,7 +58,8 @@ def main() -> int:
         results = run_dir / "results.json"
         if not results.is_file():
             said = (proc.stderr or proc.stdout).strip().splitlines()
-            print(f"{entry.name:<18} {'(whole run)':<42} {'failed':<12} {'-':>8} {'-':>8}  {first_line(said[-1] if said else '')}")
+            why = (said[-1] if said else "").replace("deploycmp: error: ", "").replace(f"--model {model}: ", "")
+            print(f"{entry.name:<19} {'(whole run)':<42} {'failed':<12} {'-':>8} {'-':>8}  {first_line(why, 300)}")
             continue
         for row in json.loads(results.read_text())["rows"]:
             if row.get("batch", 1) != 1:
@@ -67,9 +68,9 @@ def main() -> int:
             sqnr = "exact" if drift.get("identical") or drift.get("max_abs") == 0 else drift.get("sqnr_db")
             p50 = (row.get("latency_ms") or {}).get("p50")
             path = f"{row['format']} {row['quantization']} {row['runtime']}"
-            print(f"{entry.name:<18} {path:<42} {row['status']:<12} "
+            print(f"{entry.name:<19} {path:<42} {row['status']:<12} "
                   f"{'-' if sqnr is None else sqnr if isinstance(sqnr, str) else f'{sqnr:.1f}':>8} {'-' if p50 is None else f'{p50:.2f}':>8}  "
-                  f"{first_line(row.get('error')) if row['status'] != 'ok' else ''}")
+                  f"{first_line(row.get('error'), 220) if row['status'] != 'ok' else ''}")
     return 0
 
 

