@@ -138,7 +138,8 @@ def inspect(path, source) -> dict:
 
     model = onnx.load(str(path), load_external_data=False)
     inputs = []
-    for i in model.graph.input:
+    weights = {t.name for t in model.graph.initializer}  # an old file (IR < 4) lists its weights as inputs too
+    for i in [i for i in model.graph.input if i.name not in weights]:
         t = i.type.tensor_type
         inputs.append({"name": i.name, "dtype": ONNX_DTYPES.get(t.elem_type, str(t.elem_type)),
                        "shape": [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]})

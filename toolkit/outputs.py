@@ -43,4 +43,15 @@ def match(got: dict, names: list[str]) -> dict[str, np.ndarray]:
     if len(got) != len(names):
         raise ValueError(f"the artifact returns {len(got)} outputs ({', '.join(got)}); the source model returns "
                          f"{len(names)} ({', '.join(names)})")
-    return dict(zip(names, got.values()))
+    return dict(zip(names, [got[k] for k in numbered(list(got))]))
+
+
+def numbered(keys: list[str]) -> list[str]:
+    """Output names that differ only by a number (output_0 ... output_10, as onnx2tf's SavedModel signature names
+    them: a dict whose order is not theirs) in the order of their numbers; any other names as they come."""
+    import re
+
+    parts = [re.fullmatch(r"(.*?)(\d+)", k) for k in keys]
+    if len(keys) < 2 or not all(parts) or len({m.group(1) for m in parts}) != 1:
+        return keys
+    return [m.group(0) for m in sorted(parts, key=lambda m: int(m.group(2)))]

@@ -12,6 +12,20 @@ from pathlib import Path
 from deploycmp.isolation import child_main
 
 
+def outputs_to_layout(got: dict, golden: dict, source_layouts: set, layout: str | None) -> tuple[dict, dict]:
+    """An artifact made channels last from an NCHW source (onnx2tf) returns its 4-D outputs channels last too: each
+    such output whose shape is the reference's transposed is turned back. Returns (outputs, name -> layout)."""
+    if len(source_layouts) != 1 or not layout or layout in source_layouts:
+        return got, {}
+    (source,) = source_layouts
+    out, turned = dict(got), {}
+    for n, a in got.items():
+        ref = golden.get(n)
+        if ref is not None and a.ndim == 4 and a.shape != ref.shape and to_layout(a, layout, source).shape == ref.shape:
+            out[n], turned[n] = to_layout(a, layout, source), source
+    return out, turned
+
+
 def to_layout(x, src: str | None, dst: str | None):
     """Transpose a batch between NCHW and NHWC when the artifact's layout differs from the reference's."""
     if not src or not dst or src == dst or x.ndim != 4:
@@ -196,6 +210,8 @@ def measure_row(spec: dict) -> dict:
         if any(o.shape[0] != batch for o in outs.values()):
             raise RuntimeError(f"runtime returned {next(iter(outs.values())).shape[0]} samples for a batch of {batch}")
     got = {n: np.concatenate([outs[n][:real] for outs, (_, real) in zip(outputs, chunks)]) for n in names}
+    got, turned = outputs_to_layout(got, golden, {i.get("layout") for i in inputs.values()} - {None},
+                                    artifact.get("layout"))
     mask = next((feed[k] for k, i in inputs.items() if i["dtype"] not in ("float32", "float16", "bfloat16")
                  and "mask" in k.lower()), None)
     row = {"drift": mark(drift(golden, got, labels, kinds, mask), spec.get("degenerate", {})),
@@ -204,6 +220,9 @@ def measure_row(spec: dict) -> dict:
     for k, i in inputs.items():
         if i.get("layout") and artifact.get("layout") and i["layout"] != artifact["layout"] and feed[k].ndim == 4:
             row["conversions"][f"{k} layout"] = f"{i['layout']} -> {artifact['layout']} (the artifact's layout)"
+    for n in turned:
+        row["conversions"][f"output {n} layout"] = (f"{artifact['layout']} -> {turned[n]} (the artifact returns it "
+                                                    "channels last, as its input; compared as the source gives it)")
 
     timed, clock = timer(session)
     wall0, cpu0 = time.perf_counter(), cpu_seconds()
