@@ -205,6 +205,8 @@ def _fit_fixed_sizes(spec: str, graph, model: OnnxModel, given: list) -> tuple[O
 
 
 def _with_sizes(spec: str, graph, model: OnnxModel, wanted: dict) -> tuple[OnnxModel, dict]:
+    """A copy of the file (removed when this process ends, after the run has pinned it) with the input sizes
+    `wanted` (name -> (as the file says, the shape to set)) and its outputs' sizes inferred again."""
     import atexit
     import tempfile
 
