@@ -26,7 +26,7 @@ def test_constants_are_parsed_as_numbers():
     assert specs.parse_constants(("sr=16000", "gain=0.5", "eps=1e-3", "on=true", "off= False ")) == {
         "sr": 16000, "gain": 0.5, "eps": 1e-3, "on": True, "off": False}
     assert specs.parse_constants(()) == {} and specs.parse_constants(None) == {}
-    for bad, message in (("sr", "NAME=VALUE"), ("sr=", "NAME=VALUE"), ("=1", "NAME=VALUE"), ("1sr=1", "NAME=VALUE"),
+    for bad, message in (("sr", "NAME=VALUE"), ("sr=", "NAME=VALUE"), ("=1", "NAME=VALUE"), ("s r=1", "NAME=VALUE"), ("sr!=1", "NAME=VALUE"),
                          ("sr=abc", "not a value"), ("sr=1,2", "not a value"), ("sr=inf", "finite")):
         with pytest.raises(UsageError, match=message):
             specs.parse_constants((bad,))
