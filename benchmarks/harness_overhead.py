@@ -47,7 +47,8 @@ def main() -> int:
     ap.add_argument("--run-dir", type=Path, default=None, help="reuse a run directory that has an onnx artifact")
     args = ap.parse_args()
 
-    from deploycmp.bench import Settings, finish_row, measure_once, plan
+    from deploycmp.bench import plan
+    from deploycmp.measure_row import Settings, finish_row, measure_once
     from deploycmp.environment import environment
     from deploycmp.rundir import load_manifest
     from deploycmp.targets import BUILTIN, worker_env

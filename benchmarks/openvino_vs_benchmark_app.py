@@ -71,7 +71,8 @@ def compare(tmp: Path) -> int:
     ap.add_argument("--run-dir", type=Path, default=None, help="reuse a run directory with openvino none,int8 artifacts")
     args = ap.parse_args()
 
-    from deploycmp.bench import Settings, measure_once, plan
+    from deploycmp.bench import plan
+    from deploycmp.measure_row import Settings, measure_once
     from deploycmp.environment import host
     from deploycmp.rundir import load_manifest, read_feed
     from deploycmp.targets import parse_targets, worker_env

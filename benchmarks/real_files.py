@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from deploycmp import models  # noqa: E402
-from deploycmp.environment import isa_flags  # noqa: E402
+from deploycmp.environment import cpu_model, isa_flags  # noqa: E402
 from deploycmp.exporters import EXPORTERS, get  # noqa: E402
 from tests.real_files import CATALOG, fetch  # noqa: E402
 
@@ -41,10 +40,8 @@ def main() -> int:
     args = parser.parse_args()
     only = {n for n in args.only.split(",") if n}
     out = Path(args.out or tempfile.mkdtemp(prefix="deploycmp-real-files-"))
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
     wanted = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
-    print(f"machine: {cpu}; {' '.join(f for f in isa_flags() if f in wanted)}")
+    print(f"machine: {cpu_model()}; {' '.join(f for f in isa_flags() if f in wanted)}")
     print(f"{'file':<19} {'path':<42} {'status':<12} {'SQNR dB':>8} {'p50 ms':>8}  reason")
     for entry in CATALOG:
         if only and entry.name not in only:

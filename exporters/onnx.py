@@ -8,6 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from deploycmp.errors import first_line
+
 FORMAT = "onnx"
 SOURCES = ("torch", "keras", "onnx")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
@@ -54,7 +56,7 @@ def _graph_inputs(source) -> list[str]:
     return [s.name for s in source.inputs if scripted or not s.passed_as]
 
 
-def _from_torch(source, path: Path, prefer: str = "dynamo") -> dict:
+def torch_to_onnx(source, path: Path, prefer: str = "dynamo") -> dict:
     """The `prefer`red torch.onnx exporter ("dynamo" or "legacy", the TorchScript-based one), the other if it fails
     (its error kept as `{prefer}_error`). A ScriptModule (a TorchScript file) goes to the legacy exporter only: the
     dynamo exporter does not take one. Constants the graph does not take as inputs are said in `baked_in`."""
@@ -69,11 +71,11 @@ def _from_torch(source, path: Path, prefer: str = "dynamo") -> dict:
         except Exception as e:
             if then is None:
                 raise RuntimeError(f"the TorchScript-based exporter (torch.onnx.export dynamo=False; the dynamo "
-                                   f"exporter takes no ScriptModule) failed: {_first_line(e)}") from e
+                                   f"exporter takes no ScriptModule) failed: {first_line(e)}") from e
             for f in path.parent.iterdir():
                 f.unlink()
             info = then(source, path)
-            info[f"{prefer}_error"] = f"{type(e).__name__}: {_first_line(e)}"
+            info[f"{prefer}_error"] = f"{type(e).__name__}: {first_line(e)}"
     if scripted:
         info["dynamo_skipped"] = "the source is a ScriptModule, which the dynamo exporter does not take"
     baked = _baked_in(source, path)
@@ -81,10 +83,6 @@ def _from_torch(source, path: Path, prefer: str = "dynamo") -> dict:
         info["baked_in"] = baked
     info["torch"] = torch.__version__
     return info
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
 
 
 def _baked_in(source, path: Path) -> dict:
@@ -126,7 +124,7 @@ def _from_onnx(source, path: Path) -> dict:
             "external_data": external}
 
 
-CONVERTERS = {"torch": _from_torch, "keras": _from_keras, "onnx": _from_onnx}
+CONVERTERS = {"torch": torch_to_onnx, "keras": _from_keras, "onnx": _from_onnx}
 
 ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32", 9: "bool", 2: "uint8", 3: "int8"}
 

@@ -22,23 +22,14 @@ INSTALL_HINT = {"openvino": "pip install 'deploycmp[openvino]'", "nncf": "pip in
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _modes() -> tuple[tuple[str, ...], dict[str, str]]:
+    from deploycmp.environment import cpu_flags
+
     modes, unsupported = ["none"], {
         "fp16": "openvino: no fp16 export in this version (OpenVINO's CPU plugin computes fp16 IR weights in f32 or bf16)",
         "dynamic": "openvino: no dynamic int8 export in this version (NNCF's post-training int8 is static: use int8)",
     }
-    if _cpu_flags() & set(BF16_FLAGS):
+    if cpu_flags() & set(BF16_FLAGS):
         modes.append("bf16")
     else:
         unsupported["bf16"] = ("openvino: bf16 needs a CPU with AVX-512 BF16, AMX or AVX-NE-CONVERT; this one has "
@@ -88,7 +79,7 @@ def _from_torch(source):
             model = ov.convert_model(source.model, example_input=source.dynamic_example(), input=_input_shapes(source))
         info["name"] = "openvino.convert_model (torch.nn.Module, TorchScript trace)"
     except Exception as e:
-        from deploycmp.exporters.onnx import _from_torch as to_onnx
+        from deploycmp.exporters.onnx import torch_to_onnx as to_onnx
 
         info["torch_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         with tempfile.TemporaryDirectory(prefix="deploycmp-ov-onnx-") as tmp:

@@ -196,7 +196,7 @@ def _copy_savedmodel(tf_dir: Path, out: Path) -> None:
 
 def _from_torch(source, out: Path) -> dict:
     """ONNX (as the onnx exporter makes it), then onnx2tf's SavedModel with signatures."""
-    from deploycmp.exporters.onnx import _from_torch as to_onnx
+    from deploycmp.exporters.onnx import torch_to_onnx as to_onnx
 
     with tempfile.TemporaryDirectory(prefix="deploycmp-onnx2tf-") as tmp:
         onnx_dir, tf_dir = Path(tmp) / "onnx", Path(tmp) / "tf"

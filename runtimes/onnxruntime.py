@@ -7,6 +7,7 @@ import numpy as np
 
 from deploycmp.runtimes.base import Session, TensorMeta
 from deploycmp.errors import Unavailable
+from deploycmp.specs import ONNX_TYPES
 
 NAME = "onnxruntime"
 FORMATS = ("onnx", "onnx-fused")
@@ -16,9 +17,6 @@ ON_DEVICE = True  # ONNX Runtime Mobile runs the same files on phones
 # what `bench --tune` may change (first value: what deploycmp runs untuned, ONNX Runtime's recommended settings for
 # latency): graph optimization level, and running independent nodes in parallel (inter-op threads = the row's)
 TUNE = {"graph_optimization": ("all", "extended", "basic"), "execution_mode": ("sequential", "parallel")}
-ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
-             "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
-
 
 class OrtSession(Session):
     def __init__(self, sess, threads: int, device: str):
@@ -28,7 +26,7 @@ class OrtSession(Session):
         self._version = onnxruntime.__version__
         self._threads = threads
         self.output_names = [o.name for o in sess.get_outputs()]
-        self.inputs = [TensorMeta(i.name, ORT_TYPES.get(i.type, i.type), [d if isinstance(d, int) else None for d in i.shape])
+        self.inputs = [TensorMeta(i.name, ONNX_TYPES.get(i.type, i.type), [d if isinstance(d, int) else None for d in i.shape])
                        for i in sess.get_inputs()]
 
     def info(self) -> dict:

@@ -69,7 +69,6 @@ class TorchSession(Session):
 
     def prepare_native(self, feed: dict):
         from deploycmp.specs import inputs_from_dicts
-        from deploycmp.torch_source import example
 
         args = example(feed, inputs_from_dicts(self.inputs))
         return tuple(t.to(self.device) if hasattr(t, "to") else t for t in args) if self.device != "cpu" else args
@@ -89,3 +88,24 @@ class TorchSession(Session):
 
     def device_memory_mb(self) -> float | None:
         return self._torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None
+
+
+PYTHON_NUMBERS = {"int": int, "float": float, "bool": bool}
+
+
+def example(feed: dict, inputs: list) -> tuple:
+    """A feed as the model's positional arguments, each a tensor of its spec's dtype (bf16 and fp16 too); a 0-d input
+    is its one value (the spec's; the feed holds it once per sample), a Python number where forward() takes one."""
+    import numpy as np
+    import torch
+
+    out = []
+    for s in inputs:
+        if not s.shape:
+            value = s.value if s.is_constant() else np.asarray(feed[s.name]).reshape(-1)[0].item()
+            out.append(PYTHON_NUMBERS[s.passed_as](value) if s.passed_as else
+                       torch.tensor(value, dtype=getattr(torch, s.dtype)))
+            continue
+        t = torch.from_numpy(np.ascontiguousarray(feed[s.name]))
+        out.append(t.to(getattr(torch, s.dtype)) if s.dtype in ("bfloat16", "float16") else t)
+    return tuple(out)

@@ -44,7 +44,6 @@ def cli(*args) -> Result:
 
     out, err = io.StringIO(), io.StringIO()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    command_line._VERBOSE["on"] = False
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             command_line.main([str(a) for a in args])
@@ -52,7 +51,6 @@ def cli(*args) -> Result:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     finally:
-        command_line._VERBOSE["on"] = False
         for s, h in handlers.items():
             signal.signal(s, h)
     return Result(code, out.getvalue(), err.getvalue())

@@ -100,8 +100,8 @@ def test_a_worker_that_floods_its_log_keeps_its_head_and_tail(tmp_path):
 
 
 def test_a_row_whose_worker_flooded_its_log_says_so(tmp_path):
-    """bench.finish_row turns the outcome's dropped bytes into a warning of the row (a failed outcome: no timings)."""
-    from deploycmp.bench import finish_row
+    """measure_row.finish_row turns the outcome's dropped bytes into a warning of the row (a failed outcome: no timings)."""
+    from deploycmp.measure_row import finish_row
     from deploycmp.targets import Target
 
     row = {"id": "m-onnx-none-onnxruntime-server-cpu-b1", "warnings": [], "_target": Target("server-cpu")}
@@ -252,12 +252,12 @@ def test_a_worker_killed_by_someone_else(tmp_path):
     """SIGKILL that deploycmp did not send: the kernel's out-of-memory killer, most often; said where the kernel's
     count of such kills cannot tell (and then the row is out_of_memory where it can)."""
     module, env = _worker(tmp_path, "killed", "os.kill(os.getpid(), 9)")
-    before = worker_memory._oom_kills()
+    before = worker_memory.oom_kills()
     outcome = run_isolated(module, {}, 60, tmp_path / "k.log", env=env)
     if before is None:
         assert (outcome.status, outcome.error) == ("crashed", "worker killed by SIGKILL (possibly the kernel's "
                                                               "out-of-memory killer)"), outcome
-    elif worker_memory._oom_kills() == before:
+    elif worker_memory.oom_kills() == before:
         assert (outcome.status, outcome.error) == ("crashed", "worker killed by SIGKILL"), outcome
     assert outcome.returncode == -signal.SIGKILL
 

@@ -221,7 +221,7 @@ def test_an_int_argument_of_an_nn_module_is_baked_into_the_onnx_graph_and_said(t
     import onnx
 
     from deploycmp.export_worker import Source
-    from deploycmp.exporters.onnx import _from_torch
+    from deploycmp.exporters.onnx import torch_to_onnx
     from deploycmp.torch_source import describe_inputs, forward_params
     from tests.tiny_models import rate_scaled
 
@@ -231,6 +231,6 @@ def test_an_int_argument_of_an_nn_module_is_baked_into_the_onnx_graph_and_said(t
     assert [s.passed_as for s in inputs] == [None, "int", None]  # from forward's annotation sr: int
     feed, _, _ = data.load("random", inputs, {}, 2)
     source = Source(model, "torch", inputs, feed, {"batch": 2}, None, feed, outputs=["output"])
-    info = _from_torch(source, tmp_path / "model.onnx")
+    info = torch_to_onnx(source, tmp_path / "model.onnx")
     assert info["dynamo"] is True and info["baked_in"] == {"sr": 8000}
     assert [i.name for i in onnx.load(str(tmp_path / "model.onnx")).graph.input] == ["x", "gain"]

@@ -160,7 +160,7 @@ def _search(trials: dict, full: dict | None = None, row: dict | None = None) -> 
     """tune.search on ONNX Runtime's knobs at 2 threads, under cosine >= 0.99, with made-up measurements:
     trials (level, mode, threads) -> (short-trial p50, cosine); full: (level, mode, threads) -> the centre of the
     full measurements (default: the trial's p50), each process 2% off it one way or the other."""
-    from deploycmp.bench import Settings
+    from deploycmp.measure_row import Settings
 
     processes = {}
 

@@ -89,7 +89,7 @@ def answer(manifest: dict, rows: list[dict], policy: Policy = DEFAULT_POLICY,
     return out
 
 
-def lines(entries: list[dict], rows: list[dict]) -> list[str]:
+def answer_lines(entries: list[dict], rows: list[dict]) -> list[str]:
     """The answer in words, one paragraph (line) per group, as plain text: the ids, paths and hosts of merged rows
     may hold any text, but no escape sequence or control character reaches the terminal or report.md."""
     by_id = {r["id"]: r for r in rows}

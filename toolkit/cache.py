@@ -36,10 +36,15 @@ def code_digest() -> str:
     """sha256 of deploycmp's own code (toolkit, exporters, runtimes): a change to it may change what it makes."""
     from deploycmp import exporters, runtimes
 
+    return folders_digest([Path(__file__).parent, Path(exporters.__file__).parent, Path(runtimes.__file__).parent])
+
+
+def folders_digest(folders: list[Path]) -> str:
+    """sha256 of every .py file under the folders, subfolders too, each with its path inside its folder."""
     h = hashlib.sha256()
-    for pkg in (Path(__file__).parent, Path(exporters.__file__).parent, Path(runtimes.__file__).parent):
-        for p in sorted(pkg.glob("*.py")):
-            h.update(p.name.encode() + p.read_bytes())
+    for folder in folders:
+        for p in sorted(folder.rglob("*.py")):
+            h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
 

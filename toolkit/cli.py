@@ -11,6 +11,7 @@ import click
 
 from deploycmp.errors import DeployError, Interrupted, UsageError
 from deploycmp.sanitize import terminal
+from deploycmp.fleet import FILES as RAY_FILES
 from deploycmp.hf_source import TASKS as HF_TASKS
 
 _VERBOSE = {"on": False}
@@ -114,7 +115,7 @@ bench_options = _stack(
     click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
                  help="Measure each row on a node of this Ray cluster that offers the row's target (ray start "
                       "--resources '{\"deploycmp:TARGET\": 1}'), one row per node at a time; see docs/fleet.md."),
-    click.option("--ray-files", type=click.Choice(["shared", "ship"]), default=None,
+    click.option("--ray-files", type=click.Choice(RAY_FILES), default=None,
                  help="With --ray: shared (default): the run directory is at the same path on every node; ship: "
                       "the artifacts travel through Ray's object store."),
 )
@@ -238,7 +239,7 @@ def _policy(thresholds):
 
 
 def _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat=1):
-    from deploycmp.bench import Settings
+    from deploycmp.measure_row import Settings
 
     for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
         _check_positive(name, v)
@@ -280,10 +281,10 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
 def _do_report(run_dir, report_formats, results=None, baseline=None, thresholds=None):
     from deploycmp.results import load_results
     from deploycmp.compare import compare, load_baseline, print_comparison
-    from deploycmp.report import parse_formats, print_table, write_reports
+    from deploycmp.report import parse_report_formats, print_table, write_reports
     from deploycmp.rundir import load_manifest
 
-    formats = parse_formats(report_formats)
+    formats = parse_report_formats(report_formats)
     policy = _policy(thresholds)
     results = results or load_results(run_dir)
     comparison = compare(results, load_baseline(baseline), str(baseline)) if baseline else None
@@ -434,10 +435,10 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
     from deploycmp.fleet import check_options
     from deploycmp.lock import locked
     from deploycmp.results import exit_status
-    from deploycmp.report import parse_formats
+    from deploycmp.report import parse_report_formats
     from deploycmp.targets import parse_runtimes, parse_targets
 
-    parse_formats(report_formats)
+    parse_report_formats(report_formats)
     parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
     parse_runtimes(only_runtimes)
     check_options(ray_address, ray_files, tune)
@@ -459,13 +460,12 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
 def explain(run_dir, row_id, source):
     """Where an int8 row's error enters: every quantized activation against fp32 (ONNX Runtime, LiteRT, ExecuTorch)."""
     from deploycmp import seal
-    from deploycmp.explain import explain as run_explain
-    from deploycmp.explain import lines
+    from deploycmp.explain import explain as run_explain, explain_lines
     from deploycmp.rundir import load_manifest
 
     with seal.allowing(seal.allowed_source(load_manifest(run_dir), source)):
         result = run_explain(run_dir, row_id)
-    for line in lines(result):
+    for line in explain_lines(result):
         click.echo(line)
     click.echo(f"wrote {Path(run_dir) / 'results' / (row_id + '.layers.json')}", err=True)
     return 0
@@ -486,7 +486,7 @@ def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, m
     """Make an int8 row pass: other calibration methods, then its worst layers in float one at a time, each a row."""
     from deploycmp import seal
     from deploycmp.lock import locked
-    from deploycmp.repair import lines, repair as run_repair
+    from deploycmp.repair import repair as run_repair, repair_lines
     from deploycmp.rundir import load_manifest
 
     policy, flags = _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
@@ -496,7 +496,7 @@ def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, m
     bar, update = _progress("repair")
     with locked(run_dir), bar, seal.allowing(seal.allowed_source(manifest, source)):
         result = run_repair(run_dir, row_id, policy, flags, settings, max_steps, targets_file, update)
-    for line in lines(result):
+    for line in repair_lines(result):
         click.echo(line)
     if result["passed"] == row_id:
         click.echo(f"{row_id} passes already: nothing to repair")
@@ -606,6 +606,7 @@ def _disk_error(e: OSError) -> str | None:
 
 
 def main(argv=None) -> None:
+    _VERBOSE["on"] = False  # each call reads its own --verbose (the CLI may be called in-process again)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     try:

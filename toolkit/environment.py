@@ -24,7 +24,7 @@ def versions() -> dict:
     return out
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -40,17 +40,23 @@ ISA = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "av
        "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2")
 
 
-def isa_flags() -> list[str]:
-    """Which of ISA this CPU has, read from /proc/cpuinfo (Linux); [] where it cannot be read."""
+def cpu_flags() -> set[str]:
+    """Every feature flag of this CPU, read from /proc/cpuinfo (Linux; x86 flags, ARM Features); empty where it
+    cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith(("flags", "Features")):
-                    have = set(line.split(":", 1)[1].split())
-                    return [f for f in ISA if f in have]
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return []
+    return set()
+
+
+def isa_flags() -> list[str]:
+    """Which of ISA this CPU has; [] where it cannot be read."""
+    have = cpu_flags()
+    return [f for f in ISA if f in have]
 
 
 def _memory_gb() -> float | None:
@@ -69,7 +75,7 @@ def host() -> dict:
         "hostname": platform.node(),
         "os": platform.platform(),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "isa": isa_flags(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),

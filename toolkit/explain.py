@@ -31,11 +31,11 @@ EXPLAINERS = {("onnx", "onnxruntime"): "deploycmp.explain_onnx", ("tflite", "lit
               ("executorch", "executorch"): "deploycmp.explain_executorch"}
 
 
-def check_row(run_dir: Path, row_id: str, command: str = "explain") -> tuple[dict, dict, dict, dict]:
+def take_row(run_dir: Path, row_id: str, command: str = "explain") -> tuple[dict, dict, dict, dict]:
     """(manifest, row, its artifact, the fp32 artifact to compare with); one line for a row that cannot be taken."""
     from deploycmp.bench import check_references
     from deploycmp.schema import Invalid, check_row as check_fields, name_problem
-    from deploycmp.tune import fp32_twin
+    from deploycmp.rundir import fp32_twin
 
     manifest = load_manifest(run_dir)
     if name_problem(row_id) is not None:
@@ -101,7 +101,7 @@ def tensor_metrics(ref: list, got: list, channel_axis: int | None) -> dict:
     return out
 
 
-def batches(spec: dict, names: list[str]) -> list[dict]:
+def whole_batches(spec: dict, names: list[str]) -> list[dict]:
     """The row's evaluation inputs in calls of its batch size, keyed by the file's input names in feed order."""
     from deploycmp.rundir import read_feed
 
@@ -153,10 +153,10 @@ def ranked(layers: list[dict]) -> list[dict]:
 
 def explain(run_dir: Path, row_id: str, timeout: float = 600.0) -> dict:
     """Every quantized activation of the row's int8 model against fp32, written to results/<row>.layers.json."""
-    from deploycmp.bench import reference_for
+    from deploycmp.rundir import reference_for
 
     run_dir = Path(run_dir)
-    manifest, row, artifact, twin = check_row(run_dir, row_id)
+    manifest, row, artifact, twin = take_row(run_dir, row_id)
     spec = {"int8": str(run_dir / artifact["main_file"]), "fp32": str(run_dir / twin["main_file"]),
             "reference": str(run_dir / reference_for(manifest, row["shape"])["file"]), "batch": row["batch"],
             "layout": artifact.get("layout"), "inputs": manifest["model"]["inputs"], "run_dir": str(run_dir),
@@ -181,7 +181,7 @@ def _db(v: float | None) -> str:
     return "   n/a" if v is None or not math.isfinite(v) else f"{v:6.1f}"
 
 
-def lines(result: dict) -> list[str]:
+def explain_lines(result: dict) -> list[str]:
     """The terminal's top 10: where the error enters, the accumulated error beside it."""
     by = {x["tensor"]: x for x in result["layers"]}
     out = [f"{result['row']}: {len(result['layers'])} quantized activations against {result['compared_with']}",

@@ -87,13 +87,13 @@ def job(spec: dict) -> list[dict]:
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from deploycmp.explain import batches, own_error, tensor_metrics
+    from deploycmp.explain import whole_batches, own_error, tensor_metrics
     from deploycmp.exporters.executorch import calibrated
     from deploycmp.requantize import run_source
 
     artifact = spec["artifact"]
     source = run_source(Path(spec["run_dir"]), artifact)
-    calls = [source.fw.example(feed, source.inputs) for feed in batches(spec, source.names)]
+    calls = [source.fw.example(feed, source.inputs) for feed in whole_batches(spec, source.names)]
     program = torch.export.export(source.model, source.example)
     prepared, _ = calibrated(source, program, "int8", (artifact.get("repair") or {}).get("recipe"))
     reference = copy.deepcopy(prepared)

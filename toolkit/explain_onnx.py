@@ -97,10 +97,10 @@ def job(spec: dict) -> list[dict]:
     from onnxruntime.quantization.quant_utils import QUANT_INPUT_SUFFIX
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from deploycmp.explain import batches, own_error, tensor_metrics
+    from deploycmp.explain import whole_batches, own_error, tensor_metrics
 
     int8 = onnx.load(spec["int8"])
-    feeds = batches(spec, [i.name for i in int8.graph.input])
+    feeds = whole_batches(spec, [i.name for i in int8.graph.input])
     with tempfile.TemporaryDirectory(prefix="deploycmp-explain-") as tmp:
         tmp = Path(tmp)
         single, fp32 = tmp / "fp32.onnx", tmp / "fp32-pre.onnx"

@@ -50,12 +50,12 @@ def _run(it, feeds: list[dict]) -> dict[str, list]:
 def _feeds(spec: dict, names: list[str]) -> list[dict]:
     """The row's evaluation inputs keyed by the file's input names, moved from each source input's layout (spec's
     "inputs", where the caller passes them) to the artifact's."""
-    from deploycmp.explain import batches
+    from deploycmp.explain import whole_batches
     from deploycmp.worker import to_layout
 
     sources = spec.get("inputs") or [{}] * len(names)
     return [{k: to_layout(a, source.get("layout"), spec.get("layout")) for (k, a), source in zip(feed.items(), sources)}
-            for feed in batches(spec, names)]
+            for feed in whole_batches(spec, names)]
 
 
 def channel_axes(it, layout: str | None) -> dict[int, int]:

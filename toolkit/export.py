@@ -25,7 +25,7 @@ from deploycmp.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from
 from deploycmp.watchdog import deadline
 
 
-def parse_formats(spec: str) -> list[str]:
+def parse_export_formats(spec: str) -> list[str]:
     names = list(EXPORTERS) if spec.strip() == "all" else split_list(spec, "--formats")
     unknown = [n for n in names if n not in EXPORTERS]
     if unknown:
@@ -200,7 +200,7 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
     some exports the sequence) is exported again for each further size of it in `opts.sweeps`."""
     from deploycmp import models
 
-    fmts, modes = parse_formats(opts.formats), parse_quantize(opts.quantize)
+    fmts, modes = parse_export_formats(opts.formats), parse_quantize(opts.quantize)
     out = Path(out)
     ident = identity(opts)
     _prepare_dir(out, force, ident)

@@ -2,8 +2,8 @@
 
 A node offers target T when it joins with `ray start --resources '{"deploycmp:T": 1}'` (docs/fleet.md). Every row
 is one Ray task pinned to one such node, and this module gives each node one row at a time, whatever targets it
-offers: two measurements never share a machine. On the node the task does what local bench does (bench.precheck,
-bench.measure_once: a fresh worker process per row, its affinity, threads and timeout), so the numbers mean the
+offers: two measurements never share a machine. On the node the task does what local bench does (measure_row.precheck,
+measure_row.measure_once: a fresh worker process per row, its affinity, threads and timeout), so the numbers mean the
 same; the row file is written here, on the driver, as each row arrives.
 
 Artifacts reach the node through a shared run directory (the same path on every node) or, with
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploycmp.errors import UsageError
+from deploycmp.errors import UsageError, first_line
 
 PREFIX = "deploycmp:"  # a node offering target T has the custom resource "deploycmp:T"
 FILES = ("shared", "ship")
@@ -111,7 +111,7 @@ def on_node(job: dict, artifact_files: dict | None, reference_files: dict | None
 
     import ray
 
-    from deploycmp.bench import measure_once, measure_peaks, precheck
+    from deploycmp.measure_row import measure_once, measure_peaks, precheck
     from deploycmp.environment import environment
     from deploycmp.rundir import MANIFEST, sha256_file
 
@@ -184,7 +184,7 @@ class Dispatch:
     def submit(self, row: dict, node: Node):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from deploycmp.bench import reference_for
+        from deploycmp.rundir import reference_for
 
         job = {"row": row, "settings": self.settings, "manifest": self.manifest, "files": self.fleet.files,
                "run_dir": str(self.run_dir.resolve()), "manifest_sha256": self.manifest_sha256,
@@ -200,7 +200,7 @@ class Dispatch:
                                  ).remote(job, artifact_files, reference_files)
 
     def finish(self, row: dict, verdict, outcomes=(), back: dict | None = None) -> None:
-        from deploycmp.bench import finish_row
+        from deploycmp.measure_row import finish_row
         from deploycmp.rundir import inside, write_atomic
 
         env, peak = self.env, None
@@ -270,7 +270,7 @@ class Dispatch:
         try:
             back = self.ray.get(ref)
         except RayTaskError as e:  # on_node itself raised (a node whose deploycmp is broken ...)
-            self.finish(row, ("failed", f"on {node.name}: {_first_line(getattr(e, 'cause', None) or e)}"))
+            self.finish(row, ("failed", f"on {node.name}: {_typed(getattr(e, 'cause', None) or e)}"))
             return
         except NodeDiedError:
             self.node_lost(row, node, pending)
@@ -279,7 +279,7 @@ class Dispatch:
             if node.id not in live_nodes(self.ray, self.dead):
                 self.node_lost(row, node, pending)
             else:
-                self.finish(row, ("failed", f"Ray lost the task on {node.name}: {_first_line(e)}"))
+                self.finish(row, ("failed", f"Ray lost the task on {node.name}: {_typed(e)}"))
             return
         if back["peak"] is not None or (node.id, row["target"]) not in self.peaks:
             self.peaks[(node.id, row["target"])] = back["peak"]
@@ -287,9 +287,8 @@ class Dispatch:
         self.finish(row, back["verdict"], back["outcomes"], back)
 
 
-def _first_line(e) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+def _typed(e) -> str:
+    return f"{type(e).__name__}: {first_line(e, 300)}"
 
 
 def no_node_reason(target: str, lost: list | None = None) -> str:

@@ -182,7 +182,7 @@ def html(manifest: dict, results: dict, comparison: dict | None = None, policy=N
     """The page; `explained`: what deploycmp explain wrote for rows of this run (results/ROW.layers.json). Every text
     in it is HTML-escaped, and the page holds no escape sequence, control character or lone surrogate (rows merged
     from other machines may hold any)."""
-    from deploycmp.answer import DEFAULT_POLICY, answer, lines as answer_lines
+    from deploycmp.answer import DEFAULT_POLICY, answer, answer_lines
 
     rows = results["rows"]
     env = results.get("environment") or manifest.get("environment") or {}

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploycmp.worker_log import _CappedLog, size_text
-from deploycmp.worker_memory import MEMORY_POLL_S, _GroupMemory, _oom_kills, memory_limit
+from deploycmp.worker_memory import MEMORY_POLL_S, GroupMemory, oom_kills, memory_limit
 
 # the interruption (SIGINT, SIGTERM) that last unwound through run_isolated while its worker ran, and so stopped it
 _STOPPED_BY: BaseException | None = None
@@ -117,7 +117,7 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     limit = memory_limit(memory_limit_mb)
-    oom_before = _oom_kills()
+    oom_before = oom_kills()
     over = None  # (bytes used, the limit) when deploycmp killed the job for its memory
     with tempfile.TemporaryDirectory(prefix="deploycmp-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
@@ -138,7 +138,7 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
                 finally:
                     os.close(alive_r)
                     os.close(log.write_fd)  # the job's processes hold the pipe now; its end comes when they are gone
-                group, deadline = _GroupMemory(proc.pid), start + timeout
+                group, deadline = GroupMemory(proc.pid), start + timeout
                 while True:
                     try:
                         rc = proc.wait(timeout=max(0.0, min(MEMORY_POLL_S, deadline - time.monotonic())))
@@ -187,7 +187,7 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
         name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else f"signal {-rc}"
         error, status = f"worker killed by {name}", "crashed"
         if rc == -signal.SIGKILL:  # not by deploycmp: the kernel's out-of-memory killer, most often
-            oom_after = _oom_kills()
+            oom_after = oom_kills()
             if oom_before is None or oom_after is None:
                 error += " (possibly the kernel's out-of-memory killer)"
             elif oom_after > oom_before:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from deploycmp.errors import DeployError, UsageError
+from deploycmp.keras_inputs import describe_inputs, load_error
+from deploycmp.specs import DEFAULT_IMAGE_SIZE
 
 PREFIX = "keras:"
 
@@ -46,7 +48,6 @@ def synchronize(device: str) -> None:
         tf.test.experimental.sync_devices()
 
 
-DEFAULT_IMAGE_SIZE = 224  # for applications whose input size is free (MobileNetV3 ...)
 
 
 def _application(name: str, weights: str, warnings: list, record: dict, input_shape):
@@ -209,50 +210,9 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
         except UsageError:
             raise
         except Exception as e:
-            raise UsageError(_load_error(spec, e)) from e
+            raise UsageError(load_error(spec, e)) from e
     record["inputs"] = describe_inputs(model, given, spec, layout, value_ranges or {})
     return model, record, warnings
-
-
-def _load_error(spec: str, e: Exception) -> str:
-    """One line for a Keras model file or SavedModel directory that does not load."""
-    text = str(e)
-    if "safe_mode" in text or "arbitrary code execution" in text:  # a Lambda layer (or other Python code) in the file
-        return (f"{spec} holds Python code (a Lambda layer) that Keras' safe mode refuses to load, and deploycmp does "
-                "not run code from model files: rebuild the model without Lambda layers")
-    if not spec.endswith(".keras") and not (Path(spec) / "variables").is_dir():
-        return f"{spec} is a SavedModel directory without its variables/ folder: copy the whole directory"
-    first = (text.strip().splitlines() or [type(e).__name__])[0]
-    return f"{spec} could not be loaded as a Keras model: {first[:160]}"
-
-
-def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:
-    """The model's own inputs (names, dtypes, shapes; a free axis 1 of an integer input is `sequence`), each
-    replaced by the --input of the same name; --input-shape gives a single-input model its shape."""
-    from deploycmp.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, over_own, to_dicts, with_batch
-
-    own = []
-    for i, t in enumerate(model.inputs):
-        dtype = str(getattr(t.dtype, "name", t.dtype))
-        shape = with_batch([1, *t.shape[1:]])
-        for axis, d in enumerate(shape[1:], 1):
-            if d is None:
-                shape[axis] = "sequence" if axis == 1 and dtype not in FLOAT_DTYPES else f"{_name(t, i)}_dim{axis}"
-        own.append(InputSpec(_name(t, i), dtype, shape))
-    if len(given) == 1 and not given[0].name:
-        given = [InputSpec(own[0].name if len(own) == 1 else "x", given[0].dtype, given[0].shape)]
-    specs = over_own(own, given, spec)
-    for s in specs:
-        if s.layout is None and s.dtype in FLOAT_DTYPES and len(s.shape) == 4:
-            s.layout = layout or "NHWC"
-    apply_ranges(specs, ranges)
-    check_ranges(specs)
-    return to_dicts(specs)
-
-
-def _name(tensor, i: int) -> str:
-    name = getattr(tensor, "name", None) or f"input_{i}"
-    return name.split(":")[0]
 
 
 def call_args(feed: dict, inputs: list):

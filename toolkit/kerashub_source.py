@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from deploycmp.errors import UsageError
+from deploycmp.specs import DEFAULT_IMAGE_SIZE
 from deploycmp.hf_source import default_sequence
 
 PREFIX = "keras-hub:"
@@ -23,7 +24,6 @@ TASKS = {
     "image-classification": ("ImageClassifier", "logits"),
     "feature-extraction": ("Backbone", "sequence_output"),
 }
-DEFAULT_IMAGE_SIZE = 224
 DEFAULT_CLASSES = 2  # a new classification head on a backbone preset without --num-classes (as transformers does)
 
 
@@ -128,12 +128,12 @@ def _from_file(spec: str, task: str | None):
     import keras
     import keras_hub
 
-    from deploycmp.keras_source import _load_error
+    from deploycmp.keras_inputs import load_error
 
     try:
         model = keras.models.load_model(spec, compile=False)
     except Exception as e:
-        raise UsageError(_load_error(spec, e)) from e
+        raise UsageError(load_error(spec, e)) from e
     if isinstance(model, keras_hub.models.Task):
         model.preprocessor = None  # token ids in; its tokenizer is not part of a deployed graph
     own = _task_of(model)
@@ -245,7 +245,7 @@ def build(spec: str, weights: str, given: list, seed: int, num_classes: int | No
     import keras
     import keras_hub
 
-    from deploycmp.keras_source import describe_inputs
+    from deploycmp.keras_inputs import describe_inputs
 
     warnings: list[str] = []
     keras.utils.set_random_seed(seed)

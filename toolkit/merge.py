@@ -34,7 +34,7 @@ def check_schema(results: dict, label: str) -> dict:
     return results
 
 
-def check_row(row: dict, manifest: dict, digests: dict, file: Path) -> None:
+def check_merged_row(row: dict, manifest: dict, digests: dict, file: Path) -> None:
     where = f"{file}: row {row.get('id', '?')}"
     if row.get("model") != manifest["model"]["name"]:
         raise UsageError(f"{where} is of model {row.get('model')!r}, this run is {manifest['model']['name']!r}")
@@ -69,7 +69,7 @@ def merge(run_dir, others) -> dict:
             if key in present:  # this machine's own rows, copied along with the run directory
                 skipped += 1
                 continue
-            check_row(row, manifest, digests, file)
+            check_merged_row(row, manifest, digests, file)
             source_id = row.get("source_id", row["id"])
             row_id = check_name(f"{source_id}@{key[1]}", f"{file}: row {source_id} measured on {key[1]}: its merged id")
             if row_id in incoming:  # the same row of the same host twice: which one holds is no guess to make

@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from deploycmp.errors import UsageError
+from deploycmp.specs import ONNX_TYPES
 
 MAIN_FILE = "model.onnx"
-ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
-             "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
-
 _threads = 0  # ONNX Runtime's default (every core) until set_threads
 
 
@@ -112,7 +110,7 @@ def _check_external_data(spec: str, path: Path, graph) -> None:
                              f"refers to {end}: a truncated or other file")
 
 
-def _first_line(e: Exception) -> str:
+def _ort_message(e: Exception) -> str:
     """An error's first line without ONNX Runtime's status prefix and source locations."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0] if lines else type(e).__name__)
@@ -131,14 +129,14 @@ def _open(spec: str) -> tuple[object, OnnxModel]:
         if not graph.graph.output:  # protobuf parses many a byte string as some message
             raise ValueError("no graph with outputs in it")
     except Exception as e:  # protobuf's DecodeError ...
-        raise UsageError(f"--model {spec} could not be read as an ONNX file ({_first_line(e)}): not a model deploycmp "
+        raise UsageError(f"--model {spec} could not be read as an ONNX file ({_ort_message(e)}): not a model deploycmp "
                          "can export from") from e
     _check_external_data(spec, path, graph)
     model = OnnxModel(path)
     try:
         model.session
     except Exception as e:  # a truncated data file, an operator ONNX Runtime lacks ...
-        raise UsageError(f"--model {spec}: ONNX Runtime could not load it: {_first_line(e)}") from e
+        raise UsageError(f"--model {spec}: ONNX Runtime could not load it: {_ort_message(e)}") from e
     return graph, model
 
 
@@ -194,7 +192,7 @@ def _fit_fixed_sizes(spec: str, graph, model: OnnxModel, given: list) -> tuple[O
             rest = ",".join(str(d) for d in i.shape[1:])
             raise UsageError(f"--model {spec}: input {i.name} has a fixed batch of {i.shape[0]} {_shown(i.shape)}, "
                              "and deploycmp runs the source one sample per call: give --input "
-                             f"{i.name}:{ORT_TYPES.get(i.type, 'float32')}:1,{rest} to set it free")
+                             f"{i.name}:{ONNX_TYPES.get(i.type, 'float32')}:1,{rest} to set it free")
         if g is not None and len(g.shape) == len(i.shape) and any(
                 f and ((axis == 0 and g.shape[0] == BATCH and have != 1) or (isinstance(want, int) and want != have))
                 for axis, (f, have, want) in enumerate(zip(fixed, i.shape, g.shape))):
@@ -240,7 +238,7 @@ def _with_sizes(spec: str, graph, model: OnnxModel, wanted: dict) -> tuple[OnnxM
         resized.session
     except Exception as e:
         raise UsageError(f"--model {spec}: with the sizes --input gives, ONNX Runtime could not load it: "
-                         f"{_first_line(e)}") from e
+                         f"{_ort_message(e)}") from e
     return resized, {name: (was, _shown(now)) for name, (was, now) in wanted.items()}
 
 
@@ -253,15 +251,15 @@ def _dim_name(text: str) -> str:
 def own_inputs(ort_inputs, spec: str) -> list:
     """The graph's inputs as specs: axis 0 is the batch (and so is its symbolic name wherever it appears), other
     symbolic dimensions keep their names, unnamed free ones become NAME_dimAXIS."""
-    from deploycmp.specs import BATCH, InputSpec, with_batch
+    from deploycmp.specs import BATCH, DTYPES, InputSpec, with_batch
 
     batch_names = {i.shape[0] for i in ort_inputs if i.shape and isinstance(i.shape[0], str)}
     own = []
     for i in ort_inputs:
-        dtype = ORT_TYPES.get(i.type)
-        if dtype is None:
+        dtype = ONNX_TYPES.get(i.type)
+        if dtype not in DTYPES:
             raise UsageError(f"--model {spec}: input {i.name} is {i.type}, which deploycmp does not feed (it feeds "
-                             f"{', '.join(sorted(set(ORT_TYPES.values())))})")
+                             f"{', '.join(sorted(DTYPES))})")
         shape = []
         for axis, d in enumerate(i.shape):
             if isinstance(d, int) and d > 0:

@@ -59,7 +59,8 @@ def _candidate(run_dir: Path, manifest: dict, artifact: dict, k: int, recipe: di
 
 def _measure(run_dir: Path, manifest: dict, row: dict, entry: dict, settings, targets_file) -> dict:
     """The candidate's row on the original row's runtime, target, threads and shape point: one fresh worker."""
-    from deploycmp.bench import finish_row, measure_once, plan, precheck, row_key
+    from deploycmp.bench import plan, row_key
+    from deploycmp.measure_row import finish_row, measure_once, precheck
     from deploycmp.environment import environment, versions
     from deploycmp.targets import parse_targets
 
@@ -77,13 +78,13 @@ def repair(run_dir: Path, row_id: str, policy, flags, settings, max_steps: int, 
            progress=None) -> dict:
     """Candidates until one passes the thresholds in force for the row (policy < flags); every step with its
     change, drift, size and latency in results/<row>.repair.json. `passed`: the id of the row that passes, None."""
-    from deploycmp.explain import check_row, explain
+    from deploycmp.explain import explain, take_row
     from deploycmp.requantize import QUANTIZERS, quantizer
     from deploycmp.results import write_results
     from deploycmp.validate import check, resolve
 
     run_dir = Path(run_dir)
-    manifest, row, artifact, _ = check_row(run_dir, row_id, "repair")
+    manifest, row, artifact, _ = take_row(run_dir, row_id, "repair")
     if row["format"] not in QUANTIZERS:
         raise UsageError(f"repair: deploycmp cannot re-quantize {row['format']} files (it can: {', '.join(QUANTIZERS)})")
     thresholds = resolve(row, policy, flags)
@@ -133,7 +134,7 @@ def repair(run_dir: Path, row_id: str, policy, flags, settings, max_steps: int, 
     return out
 
 
-def lines(result: dict) -> list[str]:
+def repair_lines(result: dict) -> list[str]:
     """The table of steps: what changed, and its price."""
     def num(v, fmt):
         width = int(fmt.lstrip("+").split(".")[0])

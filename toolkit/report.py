@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from deploycmp import compare
-from deploycmp.answer import DEFAULT_POLICY, answer, lines as answer_lines
+from deploycmp.answer import DEFAULT_POLICY, answer, answer_lines
 from deploycmp.errors import UsageError
 from deploycmp.hosts import describe_host, hosts_of, targets_of
 from deploycmp.plots import scaling_lines
@@ -33,7 +33,7 @@ CSV_FIELDS = (
 )
 
 
-def parse_formats(spec: str) -> list[str]:
+def parse_report_formats(spec: str) -> list[str]:
     names = split_list(spec, "--format")
     unknown = [n for n in names if n not in FORMATS]
     if unknown:

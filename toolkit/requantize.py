@@ -22,10 +22,9 @@ def quantizer(fmt: str):
 def requantize(run_dir: Path, manifest: dict, artifact: dict, recipe: dict, out: Path, timeout: float, log: Path) -> dict:
     """Quantize the fp32 file of `artifact`'s path into `out` with `recipe`, in a worker process; what was done
     (the quantizer's record). RuntimeError with the worker's words when it fails."""
-    from deploycmp.bench import reference_for
     from deploycmp.isolation import run_isolated
+    from deploycmp.rundir import fp32_twin, reference_for
     from deploycmp.specs import BATCH, export_point
-    from deploycmp.tune import fp32_twin
 
     point = export_point(artifact)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -42,9 +41,8 @@ def requantize(run_dir: Path, manifest: dict, artifact: dict, recipe: dict, out:
 def run_source(run_dir: Path, artifact: dict):
     """The export worker's Source for `artifact`: the run's pinned source model (artifacts/eager-none) with the
     example and calibration split of the artifact's shape point, as it was exported."""
-    from deploycmp.bench import reference_for
     from deploycmp.export_worker import source_at
-    from deploycmp.rundir import load_manifest
+    from deploycmp.rundir import load_manifest, reference_for
     from deploycmp.specs import export_point
 
     manifest = load_manifest(run_dir)

@@ -13,6 +13,7 @@ import numpy as np
 
 from deploycmp import READABLE_SCHEMAS, SCHEMA
 from deploycmp.errors import UsageError
+from deploycmp.specs import BATCH, export_point
 
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
@@ -235,3 +236,15 @@ def load_rows(run_dir: Path) -> list[dict]:
             raise UsageError(f"{p}: {e.field} {e.why}") from None
         rows[row["id"]] = row
     return list(rows.values())
+
+
+def reference_for(manifest: dict, dims: dict) -> dict:
+    """The manifest's reference entry for a shape point (file, degenerate outputs ...)."""
+    rest = {k: v for k, v in dims.items() if k != BATCH}
+    return next((r for r in manifest.get("references", []) if r["dims"] == rest), {"file": REFERENCE})
+
+
+def fp32_twin(artifact: dict, manifest: dict) -> dict | None:
+    """The ok fp32 artifact of an int8 one's format, exported at the same shape point (what recipes start from)."""
+    return next((a for a in manifest["artifacts"] if a["format"] == artifact["format"] and a["quantization"] == "none"
+                 and a["status"] == "ok" and export_point(a) == export_point(artifact)), None)

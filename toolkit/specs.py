@@ -16,6 +16,11 @@ from deploycmp.errors import UsageError
 
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "bool", "uint8")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+# ONNX Runtime's type names (NodeArg.type) as numpy dtype names; deploycmp feeds the DTYPES among them
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
+              "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+              "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+DEFAULT_IMAGE_SIZE = 224  # the side given to an image input whose size the model leaves free (MobileNetV3 ...)
 BATCH = "batch"
 
 
@@ -61,10 +66,6 @@ class OutputSpec:
 
 def inputs_from_dicts(items: list[dict]) -> list[InputSpec]:
     return [InputSpec(**i) for i in items]
-
-
-def outputs_from_dicts(items: list[dict]) -> list[OutputSpec]:
-    return [OutputSpec(**o) for o in items]
 
 
 # fields written only where they are set, so that the inputs of a model without constants read as before

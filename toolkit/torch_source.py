@@ -10,10 +10,11 @@ import shutil
 import socket
 from pathlib import Path
 
-from deploycmp.errors import DeployError, UsageError
+from deploycmp.errors import DeployError, UsageError, first_line
+from deploycmp.runtimes.torch_common import example
+from deploycmp.specs import DEFAULT_IMAGE_SIZE
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".ts", ".torchscript")
-DEFAULT_IMAGE_SIZE = 224
 
 
 def classify_spec(spec: str) -> str:
@@ -79,17 +80,12 @@ def _load_state_dict_file(path: str) -> dict:
             raise UsageError(f"weights file {path} holds Python objects besides tensors, which could run code when "
                              "loaded; deploycmp loads weights with weights_only=True: save a plain state_dict "
                              "(torch.save(model.state_dict(), PATH))") from e
-        raise UsageError(f"weights file {path} could not be read as a state_dict: {_first_line(e)}") from e
+        raise UsageError(f"weights file {path} could not be read as a state_dict: {first_line(e)}") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UsageError(f"weights file {path} holds {type(state).__name__}, not a state_dict")
     return state
-
-
-def _first_line(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def _apply_state_dict(model, state: dict, source: str) -> None:
@@ -539,7 +535,7 @@ def _load_file(path: str, kind: str):
         return torch.jit.load(path, map_location="cpu")
     except Exception as e:
         what = "a torch.export .pt2 file" if kind == "torch-export-file" else "a TorchScript file (for a state_dict use --weights FILE)"
-        raise UsageError(f"{path} could not be loaded as {what}: {_first_line(e)}") from e
+        raise UsageError(f"{path} could not be loaded as {what}: {first_line(e)}") from e
     finally:
         export_log.setLevel(level)
 
@@ -655,27 +651,6 @@ def same_outputs(module, reference, args) -> bool:
             got[k].shape == want[k].shape and np.allclose(got[k], want[k], rtol=1e-3, atol=1e-4) for k in want)
     except Exception:
         return False
-
-
-PYTHON_NUMBERS = {"int": int, "float": float, "bool": bool}
-
-
-def example(feed: dict, inputs: list) -> tuple:
-    """A feed as the model's positional arguments, each a tensor of its spec's dtype (bf16 and fp16 too); a 0-d input
-    is its one value (the spec's; the feed holds it once per sample), a Python number where forward() takes one."""
-    import numpy as np
-    import torch
-
-    out = []
-    for s in inputs:
-        if not s.shape:
-            value = s.value if s.is_constant() else np.asarray(feed[s.name]).reshape(-1)[0].item()
-            out.append(PYTHON_NUMBERS[s.passed_as](value) if s.passed_as else
-                       torch.tensor(value, dtype=getattr(torch, s.dtype)))
-            continue
-        t = torch.from_numpy(np.ascontiguousarray(feed[s.name]))
-        out.append(t.to(getattr(torch, s.dtype)) if s.dtype in ("bfloat16", "float16") else t)
-    return tuple(out)
 
 
 def reference_outputs(model, feed: dict, inputs: list) -> dict:

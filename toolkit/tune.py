@@ -22,8 +22,7 @@ from pathlib import Path
 
 from deploycmp import runtimes
 from deploycmp.cache import code_digest, digest
-from deploycmp.rundir import artifact_sha256
-from deploycmp.specs import export_point
+from deploycmp.rundir import artifact_sha256, fp32_twin
 
 SUFFIX = "-tuned"
 MARGIN = 0.03  # a trial this much faster than the untuned one makes its knob part of the finalist
@@ -39,12 +38,6 @@ METHOD = ("every value of every knob tried alone from the untuned settings (shor
 def thread_counts(limit: int) -> tuple[int, ...]:
     """The target's thread count first (the untuned setting), then powers of two below it."""
     return (limit, *sorted({t for t in (1, 2, 4, 8, 16, 32, 64) if t < limit}, reverse=True))
-
-
-def fp32_twin(artifact: dict, manifest: dict) -> dict | None:
-    """The ok fp32 artifact of an int8 one's format, exported at the same shape point (what recipes start from)."""
-    return next((a for a in manifest["artifacts"] if a["format"] == artifact["format"] and a["quantization"] == "none"
-                 and a["status"] == "ok" and export_point(a) == export_point(artifact)), None)
 
 
 def recipes_apply(row: dict) -> bool:
@@ -80,7 +73,7 @@ def _recipe(settings: dict) -> dict:
     return {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("recipe.")}
 
 
-def _options(settings: dict) -> dict:
+def runtime_options(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if not k.startswith("recipe.") and k != "threads"}
 
 
@@ -108,7 +101,8 @@ def variant(row: dict, manifest: dict, run_dir: Path, recipe: dict, untuned: dic
 
 
 def trial(row: dict, manifest: dict, run_dir: Path, settings, chosen: dict, untuned: dict, n: int, measure_once):
-    """One fresh worker measuring the row with `chosen` settings and short timing: (summary, outcome)."""
+    """One fresh worker measuring the row with `chosen` settings and short timing: (summary, outcome, artifact);
+    outcome and artifact are None where the variant could not be made, artifact is the one measured otherwise."""
     light = replace(settings, min_runs=max(10, settings.min_runs // 5), min_time_s=min(1.0, settings.min_time_s),
                     warmup_runs=min(2, settings.warmup_runs), warmup_s=min(0.2, settings.warmup_s), repeats=1)
     try:
@@ -116,7 +110,7 @@ def trial(row: dict, manifest: dict, run_dir: Path, settings, chosen: dict, untu
     except RuntimeError as e:
         return {"settings": chosen, "status": "failed", "error": str(e)}, None, None
     outcome = measure_once(row, run_dir, manifest, light, trial={
-        "artifact": artifact, "options": _options(chosen), "threads": chosen.get("threads", row["threads"]),
+        "artifact": artifact, "options": runtime_options(chosen), "threads": chosen.get("threads", row["threads"]),
         "name": f"trial-{n}"})
     summary = {"settings": chosen, "status": outcome.status}
     if outcome.status != "ok":
@@ -193,7 +187,7 @@ def decide(row, manifest, run_dir, settings, tried: list[dict], measured: list[i
         for i in (order if r % 2 == 0 else order[::-1]):  # interleaved: a slow spell touches every side
             t = tried[i]
             outcome = measure_once(row, run_dir, manifest, full, trial={
-                "artifact": artifacts.get(i, row["_artifact"]), "options": _options(t["settings"]),
+                "artifact": artifacts.get(i, row["_artifact"]), "options": runtime_options(t["settings"]),
                 "threads": t["settings"].get("threads", row["threads"]), "name": f"full-{i}-{r + 1}"})
             if outcome.status != "ok":
                 return {"winner": 0, "why": f"the untuned settings were kept: the full measurement of trial {i} "

@@ -37,7 +37,7 @@ def to_layout(x, src: str | None, dst: str | None):
     raise ValueError(f"cannot convert layout {src} to {dst}")
 
 
-def batches(feed: dict, batch: int):
+def padded_batches(feed: dict, batch: int):
     """Split a feed into feeds of exactly `batch` samples, every input together; the last one is padded by
     repeating its samples. Yields (feed, real samples in it)."""
     import numpy as np
@@ -199,7 +199,7 @@ def measure_row(spec: dict) -> dict:
     feed, golden, labels = read_feed(run_dir / spec["reference"])
     feed = {k: to_layout(a, inputs[k].get("layout"), artifact.get("layout")) for k, a in feed.items()}
     names, kinds = [o["name"] for o in spec["outputs"]], {o["name"]: o["kind"] for o in spec["outputs"]}
-    chunks = list(batches(feed, batch))
+    chunks = list(padded_batches(feed, batch))
     first = session.prepare(chunks[0][0])
     outputs = [match(session.to_numpy(session.run(first)), names)]
     t_first = time.monotonic()

@@ -19,7 +19,7 @@ def _env_number(name: str, default: float) -> float:
         return default
 
 
-class _GroupMemory:
+class GroupMemory:
     """The resident memory of a process group: the sum of the RSS of the processes whose process group is `pgid`
     (read from /proc/PID/stat). Processes seen in another group are not read again while their pid lives: a
     process cannot join a group of another session, and the job's group is the leader of its own session."""
@@ -115,7 +115,7 @@ def memory_limit(memory_limit_mb: float | None = None) -> tuple[int, str] | None
     return min(limits) if limits else None
 
 
-def _oom_kills() -> int | None:
+def oom_kills() -> int | None:
     """The kernel's count of processes its out-of-memory killer killed (every cgroup's included)."""
     try:
         with open("/proc/vmstat") as f:

