@@ -34,14 +34,7 @@ def locked(run_dir: Path):
             raise UsageError(f"{run_dir} is in use by another deploycmp ({holder}); wait for it to end or stop it") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n".encode(), 0)
-        before = _HELD.get("run_dir")
         _HELD["run_dir"] = run_dir
-        try:
-            yield run_dir
-        finally:
-            if before is None:
-                _HELD.pop("run_dir", None)
-            else:
-                _HELD["run_dir"] = before
+        yield run_dir
     finally:
         os.close(fd)  # releases the flock
