@@ -68,10 +68,10 @@ def _convert(source, path: Path) -> dict:
     inner = getattr(source.model, "inner", None)
     before = getattr(getattr(inner, "config", None), "_attn_implementation", None)
     if _hf_config(source) is None or before in (None, "eager") or not hasattr(inner, "set_attn_implementation"):
-        return plain._from_torch(source, path, prefer="legacy")
+        return plain.torch_to_onnx(source, path, prefer="legacy")
     inner.set_attn_implementation("eager")
     try:
-        info = plain._from_torch(source, path, prefer="legacy")
+        info = plain.torch_to_onnx(source, path, prefer="legacy")
     finally:
         inner.set_attn_implementation(before)
     info["attention"] = f"eager (the model's {before} attention exports to a graph ONNX Runtime does not fuse)"
