@@ -28,7 +28,8 @@ class Interrupted(BaseException):
         self.exit_code = 128 + signum
 
 
-def first_line(e: BaseException, limit: int = 200) -> str:
-    """An error's first non-empty line (its type's name where it has no text), at most `limit` characters."""
+def first_line(e: BaseException, limit: int | None = 200) -> str:
+    """An error's first non-empty line (its type's name where it has no text), at most `limit` characters (None:
+    all of it)."""
     text = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return (text[0] if text else type(e).__name__)[:limit]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploycmp.errors import first_line
+
 
 def load_error(spec: str, e: Exception) -> str:
     """One line for a Keras model file or SavedModel directory that does not load."""
@@ -13,8 +15,7 @@ def load_error(spec: str, e: Exception) -> str:
                 "not run code from model files: rebuild the model without Lambda layers")
     if not spec.endswith(".keras") and not (Path(spec) / "variables").is_dir():
         return f"{spec} is a SavedModel directory without its variables/ folder: copy the whole directory"
-    first = (text.strip().splitlines() or [type(e).__name__])[0]
-    return f"{spec} could not be loaded as a Keras model: {first[:160]}"
+    return f"{spec} could not be loaded as a Keras model: {first_line(e, 160)}"
 
 
 def describe_inputs(model, given: list, spec: str, layout: str | None, ranges: dict) -> list[dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploycmp.errors import UsageError
+from deploycmp.errors import UsageError, first_line
 from deploycmp.specs import ONNX_TYPES
 
 MAIN_FILE = "model.onnx"
@@ -112,8 +112,7 @@ def _check_external_data(spec: str, path: Path, graph) -> None:
 
 def _ort_message(e: Exception) -> str:
     """An error's first line without ONNX Runtime's status prefix and source locations."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0] if lines else type(e).__name__)
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(e, limit=None))
     return re.sub(r"/\S+\.(cc|h|cpp):\d+ \S+ ", "", text)[:200]
 
 
