@@ -47,11 +47,11 @@ def main() -> int:
     ap.add_argument("--run-dir", type=Path, default=None, help="reuse a run directory that has an onnx artifact")
     args = ap.parse_args()
 
-    from deploycmp.bench import plan
-    from deploycmp.measure_row import Settings, finish_row, measure_once
-    from deploycmp.environment import environment
-    from deploycmp.rundir import load_manifest
-    from deploycmp.targets import BUILTIN, worker_env
+    from deploycmp.measure.bench import plan
+    from deploycmp.measure.row import Settings, finish_row, measure_once
+    from deploycmp.core.environment import environment
+    from deploycmp.core.rundir import load_manifest
+    from deploycmp.measure.targets import BUILTIN, worker_env
 
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="deploycmp-overhead-")) / "run"
     if not (run_dir / "manifest.json").is_file():

@@ -31,9 +31,9 @@ def main() -> int:
 
     import numpy as np
 
-    from deploycmp.environment import host
+    from deploycmp.core.environment import host
     from deploycmp.exporters.onnx_quantization import RECIPES, quantize, static_recipe
-    from deploycmp.rundir import read_feed
+    from deploycmp.core.rundir import read_feed
     from deploycmp.runtimes.onnxruntime import load
 
     with tempfile.TemporaryDirectory(prefix="deploycmp-recipes-") as tmp:

@@ -58,8 +58,8 @@ def main() -> int:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from deploycmp.environment import host
-    from deploycmp.rundir import read_feed
+    from deploycmp.core.environment import host
+    from deploycmp.core.rundir import read_feed
 
     with tempfile.TemporaryDirectory(prefix="deploycmp-bare-") as tmp:
         tmp = Path(tmp)

@@ -22,9 +22,10 @@ SAMPLES = 32
 
 ONE = r"""
 import json, sys, time
-from deploycmp import data, models
-from deploycmp.degenerate import check
-from deploycmp.specs import inputs_from_dicts
+from deploycmp.sources import data
+from deploycmp import sources as models
+from deploycmp.core.degenerate import check
+from deploycmp.core.specs import inputs_from_dicts
 
 spec, samples = sys.argv[1], int(sys.argv[2])
 out = {}
@@ -45,8 +46,8 @@ print(json.dumps(out))
 
 
 def names(framework: str) -> list[str]:
-    code = ("from deploycmp.torch_source import torchvision_names as n; print('\\n'.join(n()))" if framework == "torch"
-            else "from deploycmp.keras_source import application_names as n; print('\\n'.join('keras:' + x for x in n()))")
+    code = ("from deploycmp.sources.torch import torchvision_names as n; print('\\n'.join(n()))" if framework == "torch"
+            else "from deploycmp.sources.keras import application_names as n; print('\\n'.join('keras:' + x for x in n()))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     return proc.stdout.split()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deploycmp import models  # noqa: E402
-from deploycmp.environment import cpu_model, isa_flags  # noqa: E402
+from deploycmp import sources as models  # noqa: E402
+from deploycmp.core.environment import cpu_model, isa_flags  # noqa: E402
 from deploycmp.exporters import EXPORTERS, get  # noqa: E402
 from tests.real_files import CATALOG, fetch  # noqa: E402
 

@@ -24,7 +24,7 @@ def fine_tune(path: Path, epochs: int, seed: int = 0) -> float:
     import torch
     import torchvision
 
-    from deploycmp.data import IMAGENET, digits
+    from deploycmp.sources.data import IMAGENET, digits
 
     torch.manual_seed(seed)
     x, y = (torch.from_numpy(a) for a in digits("train", SHAPE[1:], "NCHW", IMAGENET))

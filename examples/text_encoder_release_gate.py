@@ -41,7 +41,7 @@ def encoder(max_sequence: int, seed: int = 0):
     import torch
     import transformers
 
-    from deploycmp.data import DIGIT_TOKEN_OFFSET, DIGIT_VOCABULARY
+    from deploycmp.sources.data import DIGIT_TOKEN_OFFSET, DIGIT_VOCABULARY
 
     torch.manual_seed(seed)
     config = transformers.BertConfig(vocab_size=DIGIT_VOCABULARY, max_position_embeddings=max_sequence, **ENCODER,
@@ -68,7 +68,7 @@ def train(path: Path, epochs: int = 20, max_sequence: int = 128, seed: int = 0) 
     import torch
     import transformers
 
-    from deploycmp.data import digit_tokens
+    from deploycmp.sources.data import digit_tokens
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # its operations are too small for a second thread to pay; on a busy machine it costs

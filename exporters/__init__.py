@@ -40,7 +40,7 @@ class Exporter(Protocol):
     REQUIRES: tuple[str, ...] | dict
 
     def export(self, source, out_dir: Path, quantization: str) -> dict:
-        """source: deploycmp.export_worker.Source (model, inputs, example feed, calibration feeds)."""
+        """source: deploycmp.export.export_worker.Source (model, inputs, example feed, calibration feeds)."""
         ...
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from deploycmp.environment import host, isa_flags
+from deploycmp.core.environment import host, isa_flags
 from deploycmp.runtimes.aoti import compiler, no_compiler
 
 FORMAT = "aoti"
@@ -123,7 +123,7 @@ def _compiler_version(cxx: str) -> str:
 
 def export(source, out_dir, quantization: str) -> dict:
     if quantization in UNSUPPORTED:
-        from deploycmp.errors import Unavailable
+        from deploycmp.core.errors import Unavailable
 
         raise Unavailable(UNSUPPORTED[quantization])
     import torch

@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from deploycmp.errors import first_line
+from deploycmp.core.errors import first_line
 
 FORMAT = "onnx"
 SOURCES = ("torch", "keras", "onnx")
@@ -98,7 +98,7 @@ def _from_keras(source, path: Path) -> dict:
     """tf2onnx on a SavedModel (its Keras-object converter has open bugs with Keras 3), run as its own CLI."""
     import importlib.metadata as md
 
-    from deploycmp.keras_source import temporary_savedmodel
+    from deploycmp.sources.keras import temporary_savedmodel
 
     with temporary_savedmodel(source.model) as savedmodel:
         proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel),
@@ -146,7 +146,7 @@ def inspect(path, source) -> dict:
         axes = [(i, axis) for i, s in enumerate(source.inputs) for axis, x in enumerate(s.shape) if x == d]
         if all(i < len(inputs) and not isinstance(inputs[i]["shape"][axis], int) for i, axis in axes):
             free.append(d)
-    from deploycmp.onnx_source import default_opset
+    from deploycmp.sources.onnx import default_opset
 
     return {"opset": default_opset(model),
             "inputs": inputs, "dynamic_dims": free}

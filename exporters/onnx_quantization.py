@@ -103,7 +103,7 @@ def _opset_for(model_path: Path, fmt: str, per_channel: bool) -> dict:
     from onnx import version_converter
 
     from deploycmp.exporters.onnx_check import first_line
-    from deploycmp.onnx_source import default_opset
+    from deploycmp.sources.onnx import default_opset
 
     model = onnx.load(str(model_path))
     opset = default_opset(model)
@@ -131,7 +131,7 @@ def quantize(fp32_path: Path, out_path: Path, mode: str, calibration: list[dict]
 
     import onnx
 
-    from deploycmp.environment import isa_flags
+    from deploycmp.core.environment import isa_flags
 
     with tempfile.TemporaryDirectory(prefix="deploycmp-ortq-") as tmp:
         # one self-contained file: the pre-processor loses external data (.onnx.data) kept beside the input

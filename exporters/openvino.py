@@ -23,7 +23,7 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
 
 
 def _modes() -> tuple[tuple[str, ...], dict[str, str]]:
-    from deploycmp.environment import cpu_flags
+    from deploycmp.core.environment import cpu_flags
 
     modes, unsupported = ["none"], {
         "fp16": "openvino: no fp16 export in this version (OpenVINO's CPU plugin computes fp16 IR weights in f32 or bf16)",
@@ -99,7 +99,7 @@ def _from_keras(source):
     """convert_model on a SavedModel (keras model.export): OpenVINO reads it without TensorFlow."""
     import openvino as ov
 
-    from deploycmp.keras_source import temporary_savedmodel
+    from deploycmp.sources.keras import temporary_savedmodel
 
     with temporary_savedmodel(source.model) as savedmodel:
         model = ov.convert_model(str(savedmodel))
@@ -168,7 +168,7 @@ def _inputs(model, source) -> tuple[list[dict], list[str]]:
 def export(source, out_dir, quantization: str) -> dict:
     import openvino as ov
 
-    from deploycmp.errors import Unavailable
+    from deploycmp.core.errors import Unavailable
 
     if quantization == "bf16" and (reason := bf16_support(ov.Core())):
         raise Unavailable(reason)

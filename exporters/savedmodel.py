@@ -10,8 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deploycmp.environment import versions
-from deploycmp.specs import BATCH
+from deploycmp.core.environment import versions
+from deploycmp.core.specs import BATCH
 
 FORMAT = "savedmodel"
 SOURCES = ("torch", "keras", "onnx")
@@ -222,7 +222,7 @@ def export(source, out_dir, quantization: str) -> dict:
         convert = _from_torch if source.framework == "torch" else _from_onnx
         info, layout = convert(source, out), ("NHWC" if source.layout == "NCHW" else source.layout)
     else:
-        from deploycmp.keras_source import export_savedmodel
+        from deploycmp.sources.keras import export_savedmodel
 
         export_savedmodel(source.model, out)
         info, layout = {"name": "keras model.export (tf_saved_model)", "keras": md.version("keras")}, source.layout

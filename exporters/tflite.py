@@ -29,7 +29,7 @@ def _from_torch(source, path: Path) -> dict:
 def _from_keras(source, path: Path) -> dict:
     import tensorflow as tf
 
-    from deploycmp.keras_source import temporary_savedmodel
+    from deploycmp.sources.keras import temporary_savedmodel
 
     with temporary_savedmodel(source.model) as savedmodel:
         path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(savedmodel)).convert())
@@ -62,7 +62,7 @@ def _layout(source) -> str | None:
 
 def _in_layout(source, feed: dict, layout: str | None) -> dict:
     """A feed of the source's in the file's layout."""
-    from deploycmp.worker import to_layout
+    from deploycmp.measure.row_worker import to_layout
 
     specs = {s.name: s for s in source.inputs}
     return {k: to_layout(a, specs[k].layout, layout) if k in specs else a for k, a in feed.items()}

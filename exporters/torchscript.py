@@ -27,7 +27,7 @@ def export(source, out_dir, quantization: str) -> dict:
             # strict=False records a dict of outputs (a Hugging Face model's logits ...) instead of refusing it
             module, how = torch.jit.trace(source.model, source.example, check_trace=False, strict=False), "torch.jit.trace"
         module.save(str(path))
-    from deploycmp.torch_source import same_outputs
+    from deploycmp.sources.torch import same_outputs
 
     # a trace records the sizes it saw wherever the model computes with them: a dimension counts as free only where
     # the trace gives the eager model's outputs at another size, otherwise each size gets its own trace

@@ -4,7 +4,7 @@ A runtime module declares what it can do once (see runtimes.base.Runtime): NAME,
 runs), REQUIRES (import names it needs), optional IMPORTS (modules the worker imports before the load clock
 starts; default REQUIRES), DEVICES (default cpu only), ON_DEVICE (the mobile-cpu target runs it), OPT_IN (only
 targets whose runtimes list names it run it) and load(artifact, run_dir, threads, device) -> a Session, which
-raises deploycmp.errors.Unavailable when it cannot run on that device here. Targets, the CLI and `list` read these.
+raises deploycmp.core.errors.Unavailable when it cannot run on that device here. Targets, the CLI and `list` read these.
 Adding a runtime = one module + one line here, or, from another package, an entry point in the group
 `deploycmp.runtimes` (name = module; a name already here is replaced).
 """
@@ -14,7 +14,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 
-from deploycmp.errors import UsageError
+from deploycmp.core.errors import UsageError
 
 BUILTIN = {
     "torch": "deploycmp.runtimes.torch_eager",

@@ -28,7 +28,7 @@ def no_compiler(what: str) -> str:
 
 def missing_isa(built_for: list[str]) -> list[str]:
     """The ISA extensions a package was built for that this CPU lacks (of those deploycmp reads: environment.ISA)."""
-    from deploycmp.environment import ISA, isa_flags
+    from deploycmp.core.environment import ISA, isa_flags
 
     have = set(isa_flags())
     return [f for f in built_for if f in ISA and f not in have]
@@ -37,7 +37,7 @@ def missing_isa(built_for: list[str]) -> list[str]:
 def build_for(artifact: dict, device: str) -> dict:
     """The exporter's record of the package built for `device`; Unavailable when there is none or this host
     cannot run it."""
-    from deploycmp.errors import Unavailable
+    from deploycmp.core.errors import Unavailable
 
     builds = (artifact.get("exporter") or {}).get("builds") or {}
     build = builds.get(device)

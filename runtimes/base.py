@@ -113,7 +113,7 @@ class Session:
 
     def to_numpy(self, raw: Any) -> dict[str, np.ndarray]:
         """The outputs of one run as named numpy arrays, samples first (not timed)."""
-        from deploycmp.outputs import flatten
+        from deploycmp.core.outputs import flatten
 
         return flatten(raw)
 
@@ -145,7 +145,7 @@ def _shape(shape: list) -> str:
 def spec_metadata(inputs: list[dict]) -> list[TensorMeta]:
     """Metadata of an artifact that keeps the source's own inputs (the PyTorch modules, an ExecuTorch program's
     positional inputs): named dimensions are free."""
-    from deploycmp.specs import numpy_dtype
+    from deploycmp.core.specs import numpy_dtype
 
     return [TensorMeta(i["name"], numpy_dtype(i["dtype"]).name, [None if isinstance(d, str) else d for d in i["shape"]])
             for i in inputs]

@@ -54,7 +54,7 @@ class ExecuTorchSession(Session):
         return self.method.execute(prepared)
 
     def to_numpy(self, raw) -> dict:
-        from deploycmp.outputs import flatten
+        from deploycmp.core.outputs import flatten
 
         return flatten(list(raw))
 

@@ -37,14 +37,14 @@ class KerasSession(Session):
         return self.model(prepared, training=False)
 
     def synchronize(self) -> None:
-        from deploycmp.keras_source import synchronize
+        from deploycmp.sources.keras import synchronize
 
         synchronize(self.device)
 
 
 def load_model(artifact: dict, run_dir, threads: int, device: str):
     """The Keras source model of an eager artifact, with TensorFlow's thread pools set and the device checked."""
-    from deploycmp.keras_source import check_device, load_source, set_threads
+    from deploycmp.sources.keras import check_device, load_source, set_threads
 
     set_threads(threads)
     check_device(device)

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from deploycmp.runtimes.base import Session, TensorMeta
-from deploycmp.errors import Unavailable
-from deploycmp.specs import ONNX_TYPES
+from deploycmp.core.errors import Unavailable
+from deploycmp.core.specs import ONNX_TYPES
 
 NAME = "onnxruntime"
 FORMATS = ("onnx", "onnx-fused")

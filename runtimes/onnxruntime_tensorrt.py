@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploycmp.errors import Unavailable
+from deploycmp.core.errors import Unavailable
 from deploycmp.runtimes.onnxruntime import OrtSession, session_options
 
 NAME = "onnxruntime-trt"

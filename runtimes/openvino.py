@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploycmp.errors import Unavailable
+from deploycmp.core.errors import Unavailable
 from deploycmp.runtimes.base import Session, TensorMeta
 
 NAME = "openvino"

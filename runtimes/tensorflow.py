@@ -34,7 +34,7 @@ class SavedModelSession(Session):
         return self.signature(**prepared)
 
     def synchronize(self) -> None:
-        from deploycmp.keras_source import synchronize
+        from deploycmp.sources.keras import synchronize
 
         synchronize(self.device)
 
@@ -45,7 +45,7 @@ TUNE = {"inter_op_threads": (1, 2, 4)}
 
 
 def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> SavedModelSession:
-    from deploycmp.keras_source import check_device, set_threads
+    from deploycmp.sources.keras import check_device, set_threads
 
     set_threads(threads, (options or {}).get("inter_op_threads", 1))
     check_device(device)

@@ -25,7 +25,7 @@ def check_device(device: str) -> None:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        from deploycmp.errors import Unavailable
+        from deploycmp.core.errors import Unavailable
 
         raise Unavailable(f"torch {torch.__version__} sees no CUDA device"
                           + ("" if torch.version.cuda else " (a CPU-only build)"))
@@ -68,7 +68,7 @@ class TorchSession(Session):
         return super().prepare({k: a for k, a in feed.items() if k not in scalars})
 
     def prepare_native(self, feed: dict):
-        from deploycmp.specs import inputs_from_dicts
+        from deploycmp.core.specs import inputs_from_dicts
 
         args = example(feed, inputs_from_dicts(self.inputs))
         return tuple(t.to(self.device) if hasattr(t, "to") else t for t in args) if self.device != "cpu" else args

@@ -58,16 +58,16 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: di
     from deploycmp.runtimes.aoti import compiler, no_compiler
 
     if device == "cpu" and compiler() is None:
-        from deploycmp.errors import Unavailable
+        from deploycmp.core.errors import Unavailable
 
         raise Unavailable(no_compiler(NAME))
     import torch
 
-    from deploycmp.torch_source import load_source
+    from deploycmp.sources.torch import load_source
 
     module = load_source(run_dir, artifact["model"], artifact["main_file"])
     if isinstance(module, torch.jit.ScriptModule):
-        from deploycmp.errors import Unavailable
+        from deploycmp.core.errors import Unavailable
 
         raise Unavailable(f"{NAME}: torch.compile does not compile TorchScript modules (the source is a TorchScript "
                           "file); give the eager model (package.module:factory) to compare it")

@@ -11,6 +11,6 @@ DEVICES = ("cpu", "cuda")
 def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: dict | None = None) -> TorchSession:
     set_threads(threads, options)
     check_device(device)
-    from deploycmp.torch_source import load_source
+    from deploycmp.sources.torch import load_source
 
     return TorchSession(load_source(run_dir, artifact["model"], artifact["main_file"]), NAME, artifact["model"]["inputs"], device)

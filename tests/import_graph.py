@@ -35,7 +35,7 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
                 up = package.split(".")[:len(package.split(".")) - node.level + 1]
                 base = ".".join([*up, *([base] if base else [])])
             subs = {f"{base}.{a.name}" for a in node.names} & known
-            found.update(subs or {base})  # `from deploycmp import models` imports deploycmp.models
+            found.update(subs or {base})  # `from deploycmp import models` imports deploycmp.sources
     return {m for m in found if m in known and m != name}
 
 

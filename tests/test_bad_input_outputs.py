@@ -112,13 +112,13 @@ def reported(hostile):
     ("é ünïcode ✅ [bold]x[/]", "é ünïcode ✅ [bold]x[/]"),
 ])
 def test_terminal_text(text, shown):
-    from deploycmp.sanitize import terminal
+    from deploycmp.core.sanitize import terminal
 
     assert terminal(text) == shown
 
 
 def test_a_document_keeps_its_lines():
-    from deploycmp.sanitize import document
+    from deploycmp.core.sanitize import document
 
     assert document(f"# title\n\n| {ANSI} |\r\n\ttabbed\x07\n") == "# title\n\n| red |\n\ttabbed\n"
 
@@ -129,13 +129,13 @@ def test_a_document_keeps_its_lines():
     (-1.5, -1.5), (3, 3), (True, True), ("bad\ud800", "bad\ufffd"),
 ])
 def test_csv_cell(value, cell):
-    from deploycmp.sanitize import csv_cell
+    from deploycmp.core.sanitize import csv_cell
 
     assert csv_cell(value) == cell and type(csv_cell(value)) is type(cell)
 
 
 def test_xml_text_keeps_only_what_xml_allows():
-    from deploycmp.sanitize import xml_text
+    from deploycmp.core.sanitize import xml_text
 
     assert xml_text("a\x01\x0bb\tc\nd\re\ufffe\ud800f😀") == "ab\tc\nd\ref😀"
 
@@ -143,7 +143,7 @@ def test_xml_text_keeps_only_what_xml_allows():
 def test_sanitizing_is_linear():
     import time
 
-    from deploycmp.sanitize import terminal
+    from deploycmp.core.sanitize import terminal
 
     start = time.perf_counter()
     for text in ("\x90" * 100_000, "\x1b[" + "1" * 100_000, "\x1b]" * 50_000, "\x9d" + "a" * 100_000):
@@ -206,7 +206,7 @@ def test_report_json_keeps_the_rows_and_is_json(hostile, reported):
 # ids and hostnames with control characters: refused by the schema of incoming rows, and harmless even so
 
 def _merged_rows(measured: Path) -> tuple[dict, list[dict]]:
-    from deploycmp.rundir import load_manifest
+    from deploycmp.core.rundir import load_manifest
 
     rows = json.loads((measured / "results.json").read_text())["rows"]
     for row in rows:
@@ -219,7 +219,7 @@ def _merged_rows(measured: Path) -> tuple[dict, list[dict]]:
 def test_markdown_and_table_of_rows_with_hostile_ids_and_hostnames(measured):
     from rich.console import Console
 
-    from deploycmp import report
+    from deploycmp.report import write as report
 
     manifest, rows = _merged_rows(measured)
     other = copy.deepcopy(rows[0])
@@ -233,7 +233,7 @@ def test_markdown_and_table_of_rows_with_hostile_ids_and_hostnames(measured):
 
 
 def test_junit_xml_of_rows_with_hostile_ids_and_hostnames_parses(measured):
-    from deploycmp.validate import Policy, Thresholds, junit_xml, validate, verdict_lines
+    from deploycmp.gate.validate import Policy, Thresholds, junit_xml, validate, verdict_lines
 
     _, rows = _merged_rows(measured)
     rows[-1].update(status="failed", error=ERROR)
@@ -270,8 +270,8 @@ def test_validate_junit_of_hostile_rows_parses(hostile, tmp_path):
     ("/dev/null", "not a regular file"),
 ])
 def test_check_junit_path_refuses(tmp_path, where, needle):
-    from deploycmp.errors import UsageError
-    from deploycmp.validate import check_junit_path
+    from deploycmp.core.errors import UsageError
+    from deploycmp.gate.validate import check_junit_path
 
     (tmp_path / "dir").mkdir()
     (tmp_path / "file").write_text("a file")
@@ -282,7 +282,7 @@ def test_check_junit_path_refuses(tmp_path, where, needle):
 
 
 def test_check_junit_path_takes_a_writable_path_and_changes_nothing(tmp_path):
-    from deploycmp.validate import check_junit_path
+    from deploycmp.gate.validate import check_junit_path
 
     assert check_junit_path(tmp_path / "new.xml") == tmp_path / "new.xml"
     check_junit_path(tmp_path / "reports" / "ci" / "junit.xml")  # write_junit makes the missing folders
@@ -294,8 +294,8 @@ def test_check_junit_path_takes_a_writable_path_and_changes_nothing(tmp_path):
 def test_write_junit_turns_an_os_error_into_one_line(tmp_path, monkeypatch):
     import errno
 
-    from deploycmp import validate
-    from deploycmp.errors import UsageError
+    from deploycmp.gate import validate
+    from deploycmp.core.errors import UsageError
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -325,7 +325,7 @@ def test_validate_refuses_a_junit_path_before_validating_and_prints_plain_ids(me
 
 
 def test_plots_draw_labels_with_dollar_signs_as_text(measured):
-    from deploycmp import plots
+    from deploycmp.report import plots
 
     rows = json.loads((measured / "results.json").read_text())["rows"]
     for row in rows:
@@ -336,7 +336,7 @@ def test_plots_draw_labels_with_dollar_signs_as_text(measured):
 # --- smaller ones -------------------------------------------------------------------------------------------------
 
 def test_an_empty_output_is_said_to_be_empty():
-    from deploycmp import degenerate
+    from deploycmp.core import degenerate
 
     found = degenerate.check(np.zeros((8, 0), np.float32), "other")
     assert found["scope"] == degenerate.ALL
@@ -359,7 +359,7 @@ def test_nan_activations_in_int8_calibration_are_named(tmp_path):
 def test_a_baseline_comparison_never_shows_nan(measured):
     from rich.console import Console
 
-    from deploycmp import compare
+    from deploycmp.report import compare
 
     results = json.loads((measured / "results.json").read_text())
     baseline = copy.deepcopy(results)

@@ -234,8 +234,8 @@ def test_a_run_directory_from_another_machine_needs_the_model_given_again(measur
 
 
 def test_the_worker_itself_refuses_a_factory_it_was_not_allowed(measured):
-    from deploycmp.errors import UsageError
-    from deploycmp.torch_source import load_source
+    from deploycmp.core.errors import UsageError
+    from deploycmp.sources.torch import load_source
 
     manifest = json.loads((measured / "manifest.json").read_text())
     with pytest.raises(UsageError, match="not allowed to import"):

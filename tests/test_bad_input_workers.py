@@ -1,7 +1,7 @@
 """Issue 25, untrusted input: a worker whose model prints without end or allocates more memory than the machine has.
 Its log keeps the first and the last of what it wrote (LOG_HEAD_BYTES, LOG_TAIL_BYTES) with a line saying how much
 was left out; its process group is killed past its memory limit and the job is `out_of_memory`. The workers here are
-tiny modules written under tmp_path and run by run_isolated itself, as bench runs deploycmp.worker."""
+tiny modules written under tmp_path and run by run_isolated itself, as bench runs deploycmp.measure.row_worker."""
 import contextlib
 import json
 import os
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from deploycmp import isolation, worker_log, worker_memory
-from deploycmp.errors import Interrupted
-from deploycmp.isolation import Outcome, run_isolated
+from deploycmp.core import isolation, worker_log, worker_memory
+from deploycmp.core.errors import Interrupted
+from deploycmp.core.isolation import Outcome, run_isolated
 from tests.conftest import FAST, TINY, deploycmp
 from tests.test_bad_input_corpus import cli, refused
 
@@ -29,7 +29,7 @@ def _worker(tmp_path: Path, name: str, body: str) -> tuple[str, dict]:
     folder = tmp_path / "workers"
     folder.mkdir(exist_ok=True)
     (folder / f"{name}.py").write_text(
-        "import os, sys, time\nfrom deploycmp.isolation import child_main\n\n\ndef job(spec):\n"
+        "import os, sys, time\nfrom deploycmp.core.isolation import child_main\n\n\ndef job(spec):\n"
         + textwrap.indent(textwrap.dedent(body), "    ")
         + "\n\nif __name__ == '__main__':\n    child_main(job)\n")
     path = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -101,8 +101,8 @@ def test_a_worker_that_floods_its_log_keeps_its_head_and_tail(tmp_path):
 
 def test_a_row_whose_worker_flooded_its_log_says_so(tmp_path):
     """measure_row.finish_row turns the outcome's dropped bytes into a warning of the row (a failed outcome: no timings)."""
-    from deploycmp.measure_row import finish_row
-    from deploycmp.targets import Target
+    from deploycmp.measure.row import finish_row
+    from deploycmp.measure.targets import Target
 
     row = {"id": "m-onnx-none-onnxruntime-server-cpu-b1", "warnings": [], "_target": Target("server-cpu")}
     outcome = Outcome("failed", None, "ValueError: no", 1, 1.0, log_bytes=int(1.5 * (1 << 30)),
@@ -164,7 +164,8 @@ def test_a_log_that_is_a_link_is_replaced_not_followed(tmp_path):
 def test_an_interruption_says_whether_it_stopped_a_worker(tmp_path, monkeypatch):
     """Ctrl-C while a worker runs: the worker goes and the message says so; Ctrl-C while deploycmp itself is busy
     (building a model, writing the report): no worker is said to be stopped."""
-    from deploycmp import cli as command_line, lock
+    from deploycmp import cli as command_line
+    from deploycmp.core import lock
 
     monkeypatch.setattr(isolation, "_STOPPED_BY", None)
     monkeypatch.setattr(lock, "_HELD", {})  # no run directory held (an earlier test in this process held one)
@@ -299,7 +300,7 @@ def test_a_targets_file_with_a_bad_memory_limit_is_refused(tmp_path, value, show
 
 
 def test_a_targets_file_with_a_memory_limit(tmp_path):
-    from deploycmp.targets import parse_targets
+    from deploycmp.measure.targets import parse_targets
 
     f = tmp_path / "targets.toml"
     f.write_text('[targets.small]\nbase = "mobile-cpu"\nmemory_limit_mb = 300\n')

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from tests.conftest import FAST, deploycmp, plugin_env, rows_by_id
-from deploycmp.compare import compare, regressions, verdict
+from deploycmp.report.compare import compare, regressions, verdict
 
 SLOWED = "onnx-none-onnxruntime-server-cpu-b1"
 
@@ -104,7 +104,7 @@ def test_merge_joins_rows_from_another_host_and_the_report_groups_by_host(tiny_r
 def test_a_package_compiled_for_one_cpu_is_not_compared_with_another_cpu():
     """AOTInductor packages are built with -march=native: a row measured on a host of other ISA extensions is not
     compared with the baseline, and merge refuses it (the row says which extensions differ)."""
-    from deploycmp.hosts import compiled_for_another_cpu
+    from deploycmp.core.hosts import compiled_for_another_cpu
 
     def row(isa, built=("avx2", "avx512f")):
         return {"id": "aoti-none-aoti-server-cpu-b1", "artifact": "aoti-none", "status": "ok", "size_bytes": 10,

@@ -24,7 +24,7 @@ def bert_dir(tmp_path_factory):
 
 
 def test_inputs_task_and_sizes_come_from_the_config(bert_dir):
-    from deploycmp.torch_source import build
+    from deploycmp.sources.torch import build
 
     model, record, warnings = build(str(bert_dir), "random", [])
     assert record["kind"] == "hf-dir" and record["task"] == "text-classification"

@@ -1,14 +1,14 @@
 """deploycmp's own imports: no cycle, and the export cache's code digest covers every module, subpackages too."""
 from pathlib import Path
 
-from deploycmp.cache import folders_digest
+from deploycmp.core.cache import folders_digest
 from tests.import_graph import cycles, graph, imports
 
 
 def test_no_module_imports_itself_through_others():
     g = graph()
-    assert "deploycmp.bench" in g and "deploycmp.runtimes.onnxruntime" in g and "deploycmp.exporters.onnx" in g
-    assert "deploycmp.measure_row" in g["deploycmp.fleet"]  # imports inside functions count too
+    assert "deploycmp.measure.bench" in g and "deploycmp.runtimes.onnxruntime" in g and "deploycmp.exporters.onnx" in g
+    assert "deploycmp.measure.row" in g["deploycmp.measure.fleet"]  # imports inside functions count too
     assert cycles(g) == []
 
 

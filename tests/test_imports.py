@@ -10,7 +10,7 @@ HEAVY = ("torch", "torchvision", "tensorflow", "onnx", "onnxruntime", "litert_to
 
 
 def test_cli_and_registries_import_no_framework():
-    code = ("import sys, deploycmp.cli, deploycmp.bench, deploycmp.export, deploycmp.report, deploycmp.worker\nfrom deploycmp import exporters, runtimes\n"
+    code = ("import sys, deploycmp.cli, deploycmp.measure.bench, deploycmp.export.matrix, deploycmp.report.write, deploycmp.measure.row_worker\nfrom deploycmp import exporters, runtimes\n"
             "for name in list(exporters.EXPORTERS): exporters.get(name)\n"
             "for name in list(runtimes.RUNTIMES): runtimes.get(name)\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")

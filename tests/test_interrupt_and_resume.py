@@ -65,7 +65,7 @@ def test_sigint_during_export_and_bench_then_the_same_command_finishes(tmp_path)
     # 1. Ctrl-C while the second export's worker runs
     proc = _start(["run", *RUN, "--out", out], tag, tmp_path / "1.log")
     _wait_for(lambda: (out / "artifacts" / "torchscript-none.json").is_file() and
-              _worker_running(tag, "deploycmp.export_worker"), "the second export")
+              _worker_running(tag, "deploycmp.export.export_worker"), "the second export")
     rc, seconds = _signal_and_wait(proc, signal.SIGINT)
     said = (tmp_path / "1.log").read_text()
     assert rc == 130 and seconds < 5, (rc, seconds, said)
@@ -78,7 +78,7 @@ def test_sigint_during_export_and_bench_then_the_same_command_finishes(tmp_path)
 
     # 2. the same command goes on; Ctrl-C again while a row is being measured
     proc = _start(["run", *RUN, "--out", out], tag, tmp_path / "2.log")
-    _wait_for(lambda: len(list((out / "results").glob("*.json"))) >= 1 and _worker_running(tag, "deploycmp.worker"),
+    _wait_for(lambda: len(list((out / "results").glob("*.json"))) >= 1 and _worker_running(tag, "deploycmp.measure.row_worker"),
               "a row being measured")
     rc, seconds = _signal_and_wait(proc, signal.SIGINT)
     said = (tmp_path / "2.log").read_text()
@@ -102,7 +102,7 @@ def test_sigint_during_export_and_bench_then_the_same_command_finishes(tmp_path)
 def test_sigterm_exits_143(tmp_path):
     out, tag = tmp_path / "run", f"interrupt-{uuid.uuid4()}"
     proc = _start(["export", *TINY, "--formats", "onnx", "--no-cache", "--out", out], tag, tmp_path / "log")
-    _wait_for(lambda: _worker_running(tag, "deploycmp.export_worker"), "the export worker")
+    _wait_for(lambda: _worker_running(tag, "deploycmp.export.export_worker"), "the export worker")
     rc, seconds = _signal_and_wait(proc, signal.SIGTERM)
     assert rc == 143 and seconds < 5
     time.sleep(0.5)
@@ -119,14 +119,14 @@ def test_sigkill_of_deploycmp_takes_its_workers_and_their_converters(tmp_path):
     proc.kill()
     proc.wait()
     _wait_for(lambda: _tagged(tag) == [], "every process deploycmp started to end", timeout=5)
-    from deploycmp.lock import locked
+    from deploycmp.core.lock import locked
 
     with locked(out):  # and a dead deploycmp holds no lock
         pass
 
 
 def test_a_second_deploycmp_on_the_same_run_directory_is_refused(tiny_run):
-    from deploycmp.lock import locked
+    from deploycmp.core.lock import locked
 
     with locked(tiny_run):
         proc = deploycmp("bench", tiny_run, *FAST)
@@ -189,7 +189,7 @@ def test_a_failed_row_quotes_the_native_library(tmp_path):
 
 
 def test_diagnosis_prefers_native_lines_and_skips_the_python_traceback(tmp_path):
-    from deploycmp.isolation import Outcome, diagnosis
+    from deploycmp.core.isolation import Outcome, diagnosis
 
     # the log of swin_t's ExecuTorch int8 row on this x86 machine (deploycmp run --model swin_t --formats executorch
     # --quantize int8), with TensorFlow's usual start-up line added: the XNNPACK line is the answer

@@ -112,9 +112,9 @@ def _row_running_under(node) -> str | None:
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"deploycmp.worker" not in argv:
+            if b"deploycmp.measure.row_worker" not in argv:
                 continue
-            spec = json.loads(Path(argv[argv.index(b"deploycmp.worker") + 1].decode()).read_text())
+            spec = json.loads(Path(argv[argv.index(b"deploycmp.measure.row_worker") + 1].decode()).read_text())
             pid = int(proc.name)
             while pid > 1 and pid != raylet:
                 pid = _ppid(pid)

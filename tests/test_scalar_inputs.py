@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from deploycmp import data, specs
-from deploycmp.errors import UsageError
-from deploycmp.specs import InputSpec
+from deploycmp.sources import data
+from deploycmp.core import specs
+from deploycmp.core.errors import UsageError
+from deploycmp.core.specs import InputSpec
 from tests.conftest import FAST, deploycmp, rows_by_id
 
 
@@ -99,7 +100,7 @@ def scripted():
 
 
 def test_a_torchscript_file_is_described_from_its_schema(scripted):
-    from deploycmp.torch_source import describe_inputs, example, forward_params
+    from deploycmp.sources.torch import describe_inputs, example, forward_params
 
     params = forward_params(scripted)
     with pytest.raises(UsageError) as e:
@@ -151,7 +152,7 @@ def test_an_onnx_file_with_a_zero_d_input(scripted, tmp_path):
     too): a --const alone takes the graph's dtype, and the reference feeds it 0-d."""
     import torch
 
-    from deploycmp import onnx_source
+    from deploycmp.sources import onnx as onnx_source
 
     path = tmp_path / "rate.onnx"
     x = torch.randn(2, 8)
@@ -177,7 +178,7 @@ def test_a_torchscript_file_with_an_int_argument_through_torchscript_onnx_and_op
     so the rows agree with the reference only where 8000 was fed."""
     import torch
 
-    from deploycmp.schema import check_manifest
+    from deploycmp.core.schema import check_manifest
 
     model = tmp_path / "rate.pt"
     scripted.save(str(model))
@@ -220,9 +221,9 @@ def test_an_int_argument_of_an_nn_module_is_baked_into_the_onnx_graph_and_said(t
     graph's inputs keep their own names; the runtimes leave the constant out)."""
     import onnx
 
-    from deploycmp.export_worker import Source
+    from deploycmp.export.export_worker import Source
     from deploycmp.exporters.onnx import torch_to_onnx
-    from deploycmp.torch_source import describe_inputs, forward_params
+    from deploycmp.sources.torch import describe_inputs, forward_params
     from tests.tiny_models import rate_scaled
 
     model = rate_scaled()

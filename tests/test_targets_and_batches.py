@@ -6,8 +6,8 @@ import json
 import pytest
 
 from tests.conftest import FAST, TINY, deploycmp, rows_by_id
-from deploycmp import gpu
-from deploycmp.targets import usable_cpus
+from deploycmp.core import gpu
+from deploycmp.measure.targets import usable_cpus
 
 STATIC = {"tflite", "executorch"}
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from deploycmp import runtimes, tune
+from deploycmp import runtimes
+from deploycmp.gate import tune
 from deploycmp.runtimes import onnxruntime as ort_runtime
 from tests.conftest import FAST, TINY, deploycmp, rows_by_id
 
@@ -160,7 +161,7 @@ def _search(trials: dict, full: dict | None = None, row: dict | None = None) -> 
     """tune.search on ONNX Runtime's knobs at 2 threads, under cosine >= 0.99, with made-up measurements:
     trials (level, mode, threads) -> (short-trial p50, cosine); full: (level, mode, threads) -> the centre of the
     full measurements (default: the trial's p50), each process 2% off it one way or the other."""
-    from deploycmp.measure_row import Settings
+    from deploycmp.measure.row import Settings
 
     processes = {}
 

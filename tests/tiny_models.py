@@ -28,14 +28,14 @@ def tiny_cnn():
 class Misbehaving(TinyCNN):
     """Crashes, hangs or raises when called eagerly with DEPLOYCMP_TEST_MISBEHAVE set (traced/exported graphs don't);
     with 'segfault-trace' it crashes while torch.jit traces it, i.e. inside the TorchScript converter, and with
-    'unavailable-trace' the converter raises deploycmp.errors.Unavailable there."""
+    'unavailable-trace' the converter raises deploycmp.core.errors.Unavailable there."""
 
     def forward(self, x):
         how = os.environ.get("DEPLOYCMP_TEST_MISBEHAVE")
         if how == "segfault-trace" and torch.jit.is_tracing():
             os.kill(os.getpid(), signal.SIGSEGV)
         if how == "unavailable-trace" and torch.jit.is_tracing():  # a converter finding out it cannot run here
-            from deploycmp.errors import Unavailable
+            from deploycmp.core.errors import Unavailable
 
             raise Unavailable("tracing needs hardware this machine lacks (a test's pretence)")
         if how == "segfault" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from deploycmp.errors import DeployError, Interrupted, UsageError
-from deploycmp.sanitize import terminal
-from deploycmp.fleet import FILES as RAY_FILES
-from deploycmp.hf_source import TASKS as HF_TASKS
+from deploycmp.core.errors import DeployError, Interrupted, UsageError
+from deploycmp.core.sanitize import terminal
+from deploycmp.measure.fleet import FILES as RAY_FILES
+from deploycmp.sources.hf import TASKS as HF_TASKS
 
 _VERBOSE = {"on": False}
 
@@ -160,11 +160,11 @@ def _check_positive(name: str, value, allow_zero=False):
 
 def _do_export(run_dir, opts: dict, force, threads, batch):
     """opts: the export_options values (model, weights, formats ...)."""
-    from deploycmp.cache import default_dir
-    from deploycmp.data import parse_preprocess
-    from deploycmp.export import ExportOptions, export_run, given_inputs
-    from deploycmp.specs import parse_constants, parse_sweeps, parse_value_ranges, with_constants
-    from deploycmp.targets import usable_cpus
+    from deploycmp.core.cache import default_dir
+    from deploycmp.sources.data import parse_preprocess
+    from deploycmp.export.matrix import ExportOptions, export_run, given_inputs
+    from deploycmp.core.specs import parse_constants, parse_sweeps, parse_value_ranges, with_constants
+    from deploycmp.measure.targets import usable_cpus
 
     _check_positive("--num-classes", opts["num_classes"])
     _check_positive("--samples", opts["samples"])
@@ -210,7 +210,7 @@ def _show_log(path: Path, lines: int = 30) -> None:
 
 
 def _show_row_logs(run_dir, rows: list[dict]) -> None:
-    from deploycmp.results import FAILED
+    from deploycmp.core.results import FAILED
 
     for row in rows:
         if row["status"] in FAILED and row["status"] != "export_failed" and row.get("log"):
@@ -220,7 +220,7 @@ def _show_row_logs(run_dir, rows: list[dict]) -> None:
 
 def _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2):
     """(policy of the thresholds file, thresholds of the flags); one line when none is given."""
-    from deploycmp.validate import Policy, Thresholds, load_thresholds
+    from deploycmp.gate.validate import Policy, Thresholds, load_thresholds
 
     flags = Thresholds(max_top1_drop, min_sqnr, max_rel_l2, max_accuracy_drop, min_cosine)
     if not thresholds_file and not flags.any():
@@ -233,13 +233,13 @@ def _policy(thresholds):
     """The thresholds file's policy, or None (the default policy) without one."""
     if thresholds is None:
         return None
-    from deploycmp.validate import load_thresholds
+    from deploycmp.gate.validate import load_thresholds
 
     return load_thresholds(thresholds)
 
 
 def _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat=1):
-    from deploycmp.measure_row import Settings
+    from deploycmp.measure.row import Settings
 
     for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
         _check_positive(name, v)
@@ -251,11 +251,11 @@ def _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, re
 def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
               repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None, only_runtimes=None,
               source=None):
-    from deploycmp import seal
-    from deploycmp.bench import bench_run, parse_batches
-    from deploycmp.fleet import check_options
-    from deploycmp.rundir import load_manifest
-    from deploycmp.targets import parse_runtimes, parse_targets
+    from deploycmp.core import seal
+    from deploycmp.measure.bench import bench_run, parse_batches
+    from deploycmp.measure.fleet import check_options
+    from deploycmp.core.rundir import load_manifest
+    from deploycmp.measure.targets import parse_runtimes, parse_targets
 
     settings = _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
     target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
@@ -264,7 +264,7 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
     bar, update = _progress("bench")
     with bar:
         if tune:
-            from deploycmp.answer import DEFAULT_POLICY
+            from deploycmp.gate.answer import DEFAULT_POLICY
 
             tune = _policy(thresholds) or DEFAULT_POLICY
         results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None, fleet=fleet,
@@ -279,10 +279,10 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
 
 
 def _do_report(run_dir, report_formats, results=None, baseline=None, thresholds=None):
-    from deploycmp.results import load_results
-    from deploycmp.compare import compare, load_baseline, print_comparison
-    from deploycmp.report import parse_report_formats, print_table, write_reports
-    from deploycmp.rundir import load_manifest
+    from deploycmp.core.results import load_results
+    from deploycmp.report.compare import compare, load_baseline, print_comparison
+    from deploycmp.report.write import parse_report_formats, print_table, write_reports
+    from deploycmp.core.rundir import load_manifest
 
     formats = parse_report_formats(report_formats)
     policy = _policy(thresholds)
@@ -312,8 +312,8 @@ def cli():
 @verbose_option
 def export(batch, run_dir, force, **opts):
     """Export MODEL to each format and quantization mode into a run directory (an interrupted one is resumed)."""
-    from deploycmp.export import check_out
-    from deploycmp.lock import locked
+    from deploycmp.export.matrix import check_out
+    from deploycmp.core.lock import locked
 
     check_out(run_dir := run_dir or _default_out(opts["model"]))  # before a lock file goes into a foreign folder
     with locked(run_dir):
@@ -330,10 +330,10 @@ def export(batch, run_dir, force, **opts):
 def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
           only_runtimes, tune, thresholds, ray_address, ray_files, force, source):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
-    from deploycmp.lock import locked
-    from deploycmp.results import exit_status
-    from deploycmp.report import print_table
-    from deploycmp.rundir import load_manifest
+    from deploycmp.core.lock import locked
+    from deploycmp.core.results import exit_status
+    from deploycmp.report.write import print_table
+    from deploycmp.core.rundir import load_manifest
 
     load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
     with locked(run_dir):
@@ -357,7 +357,7 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
 @verbose_option
 def report(run_dir, report_formats, baseline, fail_pct, thresholds):
     """Print the table and write report.{md,csv,json,html} into RUN_DIR."""
-    from deploycmp.compare import regressions
+    from deploycmp.report.compare import regressions
 
     if fail_pct is not None and baseline is None:
         raise UsageError("--fail-on-regression needs --baseline OTHER_RUN_DIR")
@@ -380,10 +380,10 @@ def merge(run_dir, others):
     """Add rows measured on other machines (their results.json, from a copy of RUN_DIR) to RUN_DIR.
 
     Each row must have run on this run's very files (sha256); it keeps its own host and gets the id ROW@HOST."""
-    from deploycmp.lock import locked
-    from deploycmp.merge import merge as merge_rows
-    from deploycmp.report import print_table
-    from deploycmp.rundir import load_manifest
+    from deploycmp.core.lock import locked
+    from deploycmp.measure.merge import merge as merge_rows
+    from deploycmp.report.write import print_table
+    from deploycmp.core.rundir import load_manifest
 
     load_manifest(run_dir)
     with locked(run_dir):
@@ -406,8 +406,8 @@ def merge(run_dir, others):
 def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2, junit,
              allow_degenerate):
     """Pass/fail per row against thresholds (flags override the file); exit 1 if any row breaks one."""
-    from deploycmp.results import load_results
-    from deploycmp.validate import check_junit_path, validate as run_validate, verdict_lines, write_junit
+    from deploycmp.core.results import load_results
+    from deploycmp.gate.validate import check_junit_path, validate as run_validate, verdict_lines, write_junit
 
     policy, flags = _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
     if junit:
@@ -431,12 +431,12 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
         only_runtimes, tune, thresholds, ray_address, ray_files, report_formats, force, **opts):
     """export + bench + report in one go; run again on an interrupted run directory, it goes on where it stopped."""
-    from deploycmp.export import check_out
-    from deploycmp.fleet import check_options
-    from deploycmp.lock import locked
-    from deploycmp.results import exit_status
-    from deploycmp.report import parse_report_formats
-    from deploycmp.targets import parse_runtimes, parse_targets
+    from deploycmp.export.matrix import check_out
+    from deploycmp.measure.fleet import check_options
+    from deploycmp.core.lock import locked
+    from deploycmp.core.results import exit_status
+    from deploycmp.report.write import parse_report_formats
+    from deploycmp.measure.targets import parse_runtimes, parse_targets
 
     parse_report_formats(report_formats)
     parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
@@ -459,9 +459,9 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
 @verbose_option
 def explain(run_dir, row_id, source):
     """Where an int8 row's error enters: every quantized activation against fp32 (ONNX Runtime, LiteRT, ExecuTorch)."""
-    from deploycmp import seal
-    from deploycmp.explain import explain as run_explain, explain_lines
-    from deploycmp.rundir import load_manifest
+    from deploycmp.core import seal
+    from deploycmp.gate.explain import explain as run_explain, explain_lines
+    from deploycmp.core.rundir import load_manifest
 
     with seal.allowing(seal.allowed_source(load_manifest(run_dir), source)):
         result = run_explain(run_dir, row_id)
@@ -484,10 +484,10 @@ def explain(run_dir, row_id, source):
 def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2,
            max_steps, targets_file, min_runs, min_time, warmup_runs, warmup_time, timeout, source):
     """Make an int8 row pass: other calibration methods, then its worst layers in float one at a time, each a row."""
-    from deploycmp import seal
-    from deploycmp.lock import locked
-    from deploycmp.repair import repair as run_repair, repair_lines
-    from deploycmp.rundir import load_manifest
+    from deploycmp.core import seal
+    from deploycmp.core.lock import locked
+    from deploycmp.gate.repair import repair as run_repair, repair_lines
+    from deploycmp.core.rundir import load_manifest
 
     policy, flags = _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
     _check_positive("--max-steps", max_steps)
@@ -515,7 +515,7 @@ def list_(targets_file):
     """Models, formats, runtimes and targets, and which are available in this install."""
     from deploycmp import exporters
     from deploycmp import runtimes
-    from deploycmp.targets import BUILTIN, load_targets_file
+    from deploycmp.measure.targets import BUILTIN, load_targets_file
 
     def avail(requires):
         absent = runtimes.missing(requires)
@@ -535,8 +535,8 @@ def list_(targets_file):
         opt_in = "; opt-in: only on targets whose runtimes list names it" if runtimes.opt_in(name) else ""
         click.echo(f"  {name:15} runs {', '.join(mod.FORMATS)} on {', '.join(runtimes.devices(name))}; "
                    f"{avail(mod.REQUIRES)}{opt_in}")
-    from deploycmp.explain import EXPLAINERS
-    from deploycmp.requantize import QUANTIZERS, quantizer
+    from deploycmp.gate.explain import EXPLAINERS
+    from deploycmp.export.requantize_worker import QUANTIZERS, quantizer
 
     click.echo("int8 paths explain and repair take:")
     for fmt, runtime in EXPLAINERS:
@@ -565,7 +565,7 @@ def list_(targets_file):
                "  model.onnx                   an ONNX file (inputs read from its graph; reference: ONNX Runtime fp32)\n"
                "torchvision models:")
     if not runtimes.missing(("torchvision",)):
-        from deploycmp.torch_source import torchvision_names
+        from deploycmp.sources.torch import torchvision_names
 
         click.echo("  " + " ".join(torchvision_names()))
     return 0
@@ -583,8 +583,8 @@ def _on_signal(signum, frame):
 
 def _interrupted(e: Interrupted) -> str:
     """What an interruption kept and how to go on (and that it stopped the worker it came in, where it came in one)."""
-    from deploycmp.isolation import stopped_a_worker
-    from deploycmp.lock import held_run_dir
+    from deploycmp.core.isolation import stopped_a_worker
+    from deploycmp.core.lock import held_run_dir
 
     text = f"deploycmp: interrupted by {signal.Signals(e.signum).name}"
     if stopped_a_worker(e):

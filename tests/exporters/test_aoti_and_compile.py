@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from deploycmp import runtimes
-from deploycmp.environment import ISA, isa_flags
-from deploycmp.errors import Unavailable
-from deploycmp.targets import BUILTIN
+from deploycmp.core.environment import ISA, isa_flags
+from deploycmp.core.errors import Unavailable
+from deploycmp.measure.targets import BUILTIN
 from tests.conftest import FAST, REPO, TINY, deploycmp, rows_by_id
 
 CXX = os.environ.get("CXX", "g++")

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from deploycmp import exporters, runtimes
-from deploycmp.export_worker import Source
-from deploycmp.rundir import describe_files
-from deploycmp.specs import InputSpec, to_dicts
+from deploycmp.export.export_worker import Source
+from deploycmp.core.rundir import describe_files
+from deploycmp.core.specs import InputSpec, to_dicts
 from tests.tiny_models import ids_and_features, tiny_cnn
 
 IMAGE = [InputSpec("x", "float32", ["batch", 3, 16, 16], layout="NCHW")]
@@ -177,7 +177,7 @@ def test_a_trace_that_baked_in_a_size_is_specialised_to_it(source, tmp_path):
 
 
 def test_an_exporter_that_finds_it_cannot_run_here_makes_an_unavailable_artifact(tmp_path):
-    """deploycmp.errors.Unavailable raised inside an export worker (OpenVINO's bf16 on a CPU without it ...) is an
+    """deploycmp.core.errors.Unavailable raised inside an export worker (OpenVINO's bf16 on a CPU without it ...) is an
     honest 'unavailable' with its reason, not an export failure: the exit status stays 0."""
     import json
 

@@ -4,8 +4,8 @@ import torch
 
 from deploycmp import runtimes
 from tests.tiny_models import tiny_cnn
-from deploycmp import torch_source as models
-from deploycmp.specs import InputSpec
+from deploycmp.sources import torch as models
+from deploycmp.core.specs import InputSpec
 
 IMAGE = [InputSpec("", "float32", ["batch", 3, 16, 16])]
 

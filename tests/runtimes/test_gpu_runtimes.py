@@ -3,11 +3,11 @@ without it (or without a GPU) its rows are unavailable with the reason, never si
 import pytest
 
 from deploycmp import runtimes
-from deploycmp.bench import plan
-from deploycmp.measure_row import precheck
-from deploycmp.errors import Unavailable
+from deploycmp.measure.bench import plan
+from deploycmp.measure.row import precheck
+from deploycmp.core.errors import Unavailable
 from deploycmp.runtimes import onnxruntime_tensorrt as trt
-from deploycmp.targets import BUILTIN
+from deploycmp.measure.targets import BUILTIN
 
 
 def _manifest() -> dict:
@@ -27,7 +27,7 @@ def test_only_cuda_targets_run_the_tensorrt_provider():
 
 
 def test_without_a_gpu_the_rows_say_why(tmp_path):
-    from deploycmp import gpu
+    from deploycmp.core import gpu
 
     if gpu.names():
         pytest.skip("this host has a GPU")

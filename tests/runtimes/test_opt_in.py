@@ -3,8 +3,8 @@ run on server-cpu plans exactly the rows it did before. Plans only; nothing here
 import sys
 
 from deploycmp import runtimes
-from deploycmp.bench import plan
-from deploycmp.targets import BUILTIN, parse_targets
+from deploycmp.measure.bench import plan
+from deploycmp.measure.targets import BUILTIN, parse_targets
 from tests.conftest import REPO, deploycmp
 
 OPT_IN = {"keras-predict", "tf-function"}

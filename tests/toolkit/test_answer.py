@@ -1,6 +1,6 @@
 """The report's answer to "which path should we ship?" on synthetic rows (no model runs)."""
-from deploycmp.answer import answer, answer_lines
-from deploycmp.validate import Policy, Thresholds
+from deploycmp.gate.answer import answer, answer_lines
+from deploycmp.gate.validate import Policy, Thresholds
 
 TRAINED = {"model": {"weights": "w.pt"}}
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from deploycmp.drift import drift, metrics, samples_to_look_at
+from deploycmp.measure.drift import drift, metrics, samples_to_look_at
 
 
 def test_metrics_match_hand_computation():
@@ -142,7 +142,7 @@ def test_mask_applies_only_to_sequence_outputs():
 
 
 def test_degenerate_references_are_found_and_named():
-    from deploycmp.degenerate import check, check_outputs, hides, mark
+    from deploycmp.core.degenerate import check, check_outputs, hides, mark
 
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((8, 5))

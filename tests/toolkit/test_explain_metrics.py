@@ -1,9 +1,9 @@
-"""explain's own error of one tensor (deploycmp.explain.own_error) and its ranking, on arrays made here: the values
+"""explain's own error of one tensor (deploycmp.gate.explain.own_error) and its ranking, on arrays made here: the values
 rounded to the int8 grid a scale and zero point give, everything before them float."""
 import numpy as np
 import pytest
 
-from deploycmp.explain import own_db, own_error, ranked
+from deploycmp.gate.explain import own_db, own_error, ranked
 
 
 def _grid(scale: float, zero: int, lo: int = -128, hi: int = 127) -> dict:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import deploycmp
-from deploycmp import plots
-from deploycmp.html_report import html
-from deploycmp.report import hosts_of, warnings_of
+from deploycmp.report import plots
+from deploycmp.report.html import html
+from deploycmp.report.write import hosts_of, warnings_of
 
 EVIL = '<script>alert("x")</script> & more'
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deploycmp.latency import median_ci95, quantile_ci95, summarize
+from deploycmp.measure.latency import median_ci95, quantile_ci95, summarize
 
 
 def test_percentiles_and_spread_by_hand():

@@ -1,8 +1,8 @@
 """Outputs as a runtime returns them, matched to the source model's: by name, by number, and back to its layout."""
 import numpy as np
 
-from deploycmp.outputs import match
-from deploycmp.worker import outputs_to_layout
+from deploycmp.core.outputs import match
+from deploycmp.measure.row_worker import outputs_to_layout
 
 
 def test_renamed_outputs_are_matched_in_the_order_of_their_numbers_not_the_dicts():

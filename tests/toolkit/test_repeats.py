@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from deploycmp.latency import quantile_ci95
-from deploycmp.repeats import bootstrap_ci95, combine
+from deploycmp.measure.latency import quantile_ci95
+from deploycmp.measure.repeats import bootstrap_ci95, combine
 
 
 def _calls(center, n=60, seed=0):

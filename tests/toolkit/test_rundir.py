@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from deploycmp.errors import UsageError
-from deploycmp.rundir import changed_files, describe_files, gzip_size, load_manifest, write_atomic
+from deploycmp.core.errors import UsageError
+from deploycmp.core.rundir import changed_files, describe_files, gzip_size, load_manifest, write_atomic
 
 
 def test_write_atomic_leaves_only_the_file(tmp_path):
@@ -49,7 +49,7 @@ def test_not_a_run_directory(tmp_path):
 def test_force_replaces_every_file_of_the_old_run(tmp_path):
     """--force leaves nothing of the run it replaces: no report.html or per-shape reference file survives to look
     like part of the new run."""
-    from deploycmp.export import _prepare_dir
+    from deploycmp.export.matrix import _prepare_dir
 
     old = ["manifest.json", "results.json", "report.md", "report.html", "reference.npz", "reference.sequence64.npz",
            "calibration.npz", "calibration.sequence64.npz"]

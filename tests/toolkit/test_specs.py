@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from deploycmp import specs
-from deploycmp.errors import UsageError
-from deploycmp.specs import InputSpec
+from deploycmp.core import specs
+from deploycmp.core.errors import UsageError
+from deploycmp.core.specs import InputSpec
 
 
 def test_parse_input_fixed_batch_becomes_named():

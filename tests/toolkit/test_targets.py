@@ -2,9 +2,9 @@
 import pytest
 
 from tests.conftest import deploycmp
-from deploycmp import gpu
-from deploycmp.errors import UsageError
-from deploycmp.targets import BUILTIN, load_targets_file, parse_targets, usable_cpus, worker_env
+from deploycmp.core import gpu
+from deploycmp.core.errors import UsageError
+from deploycmp.measure.targets import BUILTIN, load_targets_file, parse_targets, usable_cpus, worker_env
 
 
 def _file(tmp_path, text):

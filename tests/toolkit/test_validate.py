@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from deploycmp.errors import UsageError
-from deploycmp.validate import (
+from deploycmp.core.errors import UsageError
+from deploycmp.gate.validate import (
     Policy,
     Thresholds,
     check,

@@ -1,0 +1,1 @@
+"""The lowest layer: errors, input and output specs, the run directory and its schema, results, the lock, the export cache, the machine (environment, hosts, GPUs) and running a job in an isolated worker process."""
