@@ -47,10 +47,10 @@ def main() -> int:
     ap.add_argument("--run-dir", type=Path, default=None, help="reuse a run directory that has an onnx artifact")
     args = ap.parse_args()
 
-    from deploycmp.measure.bench import plan
-    from deploycmp.measure.row import Settings, finish_row, measure_once
     from deploycmp.core.environment import environment
     from deploycmp.core.rundir import load_manifest
+    from deploycmp.measure.bench import plan
+    from deploycmp.measure.row import Settings, finish_row, measure_once
     from deploycmp.measure.targets import BUILTIN, worker_env
 
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="deploycmp-overhead-")) / "run"

@@ -29,11 +29,9 @@ def main() -> int:
     ap.add_argument("--model", default="resnet18")
     args = ap.parse_args()
 
-    import numpy as np
-
     from deploycmp.core.environment import host
-    from deploycmp.exporters.onnx_quantization import RECIPES, quantize, static_recipe
     from deploycmp.core.rundir import read_feed
+    from deploycmp.exporters.onnx_quantization import RECIPES, quantize, static_recipe
     from deploycmp.runtimes.onnxruntime import load
 
     with tempfile.TemporaryDirectory(prefix="deploycmp-recipes-") as tmp:

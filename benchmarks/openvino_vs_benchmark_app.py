@@ -71,10 +71,10 @@ def compare(tmp: Path) -> int:
     ap.add_argument("--run-dir", type=Path, default=None, help="reuse a run directory with openvino none,int8 artifacts")
     args = ap.parse_args()
 
-    from deploycmp.measure.bench import plan
-    from deploycmp.measure.row import Settings, measure_once
     from deploycmp.core.environment import host
     from deploycmp.core.rundir import load_manifest, read_feed
+    from deploycmp.measure.bench import plan
+    from deploycmp.measure.row import Settings, measure_once
     from deploycmp.measure.targets import parse_targets, worker_env
 
     run_dir = args.run_dir or tmp / "run"

@@ -22,10 +22,10 @@ SAMPLES = 32
 
 ONE = r"""
 import json, sys, time
-from deploycmp.sources import data
 from deploycmp import sources as models
 from deploycmp.core.degenerate import check
 from deploycmp.core.specs import inputs_from_dicts
+from deploycmp.sources import data
 
 spec, samples = sys.argv[1], int(sys.argv[2])
 out = {}

@@ -47,14 +47,6 @@ OV_TYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i6
             "uint8": "u8", "int8": "i8"}
 
 
-def bf16_support(core) -> str | None:
-    """Why OpenVINO cannot compute in bf16 on this CPU, or None when it can (its own OPTIMIZATION_CAPABILITIES)."""
-    caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    if "BF16" in caps:
-        return None
-    return f"openvino: this CPU has no bf16 support (OpenVINO's CPU capabilities: {', '.join(caps)})"
-
-
 def _input_shapes(source):
     """One (PartialShape, type) per input: every named dimension free (-1), the others fixed."""
     import openvino as ov
@@ -169,6 +161,7 @@ def export(source, out_dir, quantization: str) -> dict:
     import openvino as ov
 
     from deploycmp.core.errors import Unavailable
+    from deploycmp.runtimes.openvino import bf16_support
 
     if quantization == "bf16" and (reason := bf16_support(ov.Core())):
         raise Unavailable(reason)

@@ -62,7 +62,7 @@ def _layout(source) -> str | None:
 
 def _in_layout(source, feed: dict, layout: str | None) -> dict:
     """A feed of the source's in the file's layout."""
-    from deploycmp.measure.row_worker import to_layout
+    from deploycmp.core.specs import to_layout
 
     specs = {s.name: s for s in source.inputs}
     return {k: to_layout(a, specs[k].layout, layout) if k in specs else a for k, a in feed.items()}

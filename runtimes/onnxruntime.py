@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deploycmp.runtimes.base import Session, TensorMeta
 from deploycmp.core.errors import Unavailable
 from deploycmp.core.specs import ONNX_TYPES
+from deploycmp.runtimes.base import Session, TensorMeta
 
 NAME = "onnxruntime"
 FORMATS = ("onnx", "onnx-fused")

@@ -29,6 +29,14 @@ TIMED_CALL = ("start_async() + wait() on one infer request whose input tensors (
               "once per feed; outputs read after the call")
 
 
+def bf16_support(core) -> str | None:
+    """Why OpenVINO cannot compute in bf16 on this CPU, or None when it can (its own OPTIMIZATION_CAPABILITIES)."""
+    caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" in caps:
+        return None
+    return f"openvino: this CPU has no bf16 support (OpenVINO's CPU capabilities: {', '.join(caps)})"
+
+
 def _text(value) -> str:
     """A property value as OpenVINO spells it in its configuration (f32, bf16, LATENCY ...)."""
     if hasattr(value, "get_type_name"):  # ov.Type
@@ -194,8 +202,6 @@ def load(artifact: dict, run_dir, threads: int, device: str = "cpu", options: di
     # what the exporter asked for (the bf16 artifact: INFERENCE_PRECISION_HINT=bf16); nothing else is changed
     asked = dict((artifact.get("exporter") or {}).get("compile_properties") or {})
     if asked.get("INFERENCE_PRECISION_HINT") == "bf16":
-        from deploycmp.exporters.openvino import bf16_support
-
         if (reason := bf16_support(core)):
             raise Unavailable(reason)
     options = options or {}

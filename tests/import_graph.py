@@ -39,6 +39,22 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
     return {m for m in found if m in known and m != name}
 
 
+# the layers, lowest first: a module may import its own layer and the layers below it, never one above
+LAYERS = ("core", "sources", "runtimes", "exporters", "export", "measure", "gate", "report", "cli")
+
+
+def layer(name: str) -> int:
+    """The layer of a deploycmp module: its subpackage; the package's face (deploycmp: the schema version) is
+    core, the CLI the top; -1: a module in no layer."""
+    top = name.removeprefix("deploycmp").lstrip(".").partition(".")[0]
+    return 0 if not top else LAYERS.index(top) if top in LAYERS else -1
+
+
+def upward(g: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a higher layer, as 'importer -> imported'."""
+    return sorted(f"{m} -> {d}" for m, deps in g.items() for d in deps if layer(d) > layer(m))
+
+
 def graph() -> dict[str, set[str]]:
     mods = modules()
     return {name: imports(path, name, set(mods)) for name, path in mods.items()}
@@ -102,10 +118,17 @@ def main() -> None:
     lines = {name: ROOT.joinpath(path).read_text().count("\n") for name, path in modules().items()}
     for name in sorted(g):
         print(f"{name:<42} {lines[name]:>5} lines  imports {', '.join(sorted(d.removeprefix('deploycmp.') for d in g[name])) or '-'}")
-    found = cycles(g)
-    print(f"\n{len(g)} modules, {sum(lines.values())} lines, import depth {depth(g)}, {len(found)} import cycle(s)")
+    found, up = cycles(g), upward(g)
+    print(f"\n{len(g)} modules, {sum(lines.values())} lines, import depth {depth(g)}, {len(found)} import cycle(s), "
+          f"{len(up)} import(s) from a higher layer")
     for c in found:
         print("  cycle: " + " <-> ".join(m.removeprefix("deploycmp.") for m in c))
+    for u in up:
+        print("  upward: " + u.replace("deploycmp.", ""))
+    by_layer: dict[str, list[str]] = {}
+    for name in g:
+        by_layer.setdefault(LAYERS[layer(name)], []).append(name)
+    print("\nlayers, lowest first: " + " < ".join(f"{k} ({len(by_layer.get(k, []))})" for k in LAYERS))
 
 
 if __name__ == "__main__":

@@ -294,8 +294,8 @@ def test_check_junit_path_takes_a_writable_path_and_changes_nothing(tmp_path):
 def test_write_junit_turns_an_os_error_into_one_line(tmp_path, monkeypatch):
     import errno
 
-    from deploycmp.gate import validate
     from deploycmp.core.errors import UsageError
+    from deploycmp.gate import validate
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -1,8 +1,8 @@
-"""deploycmp's own imports: no cycle, and the export cache's code digest covers every module, subpackages too."""
+"""deploycmp's own imports: no cycle, none from a lower layer to a higher one, and the export cache's code digest covers every module, subpackages too."""
 from pathlib import Path
 
 from deploycmp.core.cache import folders_digest
-from tests.import_graph import cycles, graph, imports
+from tests.import_graph import LAYERS, cycles, graph, imports, layer, upward
 
 
 def test_no_module_imports_itself_through_others():
@@ -10,6 +10,18 @@ def test_no_module_imports_itself_through_others():
     assert "deploycmp.measure.bench" in g and "deploycmp.runtimes.onnxruntime" in g and "deploycmp.exporters.onnx" in g
     assert "deploycmp.measure.row" in g["deploycmp.measure.fleet"]  # imports inside functions count too
     assert cycles(g) == []
+
+
+def test_no_module_imports_a_higher_layer():
+    g = graph()
+    assert upward(g) == []
+    unplaced = [m for m in g if layer(m) < 0]
+    assert unplaced == [], f"modules in no layer of tests/import_graph.LAYERS {LAYERS}: {unplaced}"
+
+
+def test_an_import_from_core_into_the_cli_counts_as_upward():
+    g = {"deploycmp.core.errors": {"deploycmp.cli"}, "deploycmp.cli": {"deploycmp.core.errors"}}
+    assert upward(g) == ["deploycmp.core.errors -> deploycmp.cli"]
 
 
 def test_the_graph_finds_a_cycle(tmp_path):

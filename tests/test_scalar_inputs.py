@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from deploycmp.sources import data
 from deploycmp.core import specs
 from deploycmp.core.errors import UsageError
 from deploycmp.core.specs import InputSpec
+from deploycmp.sources import data
 from tests.conftest import FAST, deploycmp, rows_by_id
 
 

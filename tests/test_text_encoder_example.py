@@ -5,9 +5,9 @@ accuracy on ONNX fp32 and dynamic int8. The example itself (every format, two se
 import numpy as np
 import pytest
 
-from deploycmp.sources import data
 from deploycmp.core.errors import UsageError
 from deploycmp.core.specs import InputSpec
+from deploycmp.sources import data
 from tests.conftest import FAST, deploycmp, rows_by_id
 
 transformers = pytest.importorskip("transformers")

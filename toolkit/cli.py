@@ -161,10 +161,10 @@ def _check_positive(name: str, value, allow_zero=False):
 def _do_export(run_dir, opts: dict, force, threads, batch):
     """opts: the export_options values (model, weights, formats ...)."""
     from deploycmp.core.cache import default_dir
-    from deploycmp.sources.data import parse_preprocess
-    from deploycmp.export.matrix import ExportOptions, export_run, given_inputs
     from deploycmp.core.specs import parse_constants, parse_sweeps, parse_value_ranges, with_constants
+    from deploycmp.export.matrix import ExportOptions, export_run, given_inputs
     from deploycmp.measure.targets import usable_cpus
+    from deploycmp.sources.data import parse_preprocess
 
     _check_positive("--num-classes", opts["num_classes"])
     _check_positive("--samples", opts["samples"])
@@ -252,9 +252,9 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
               repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None, only_runtimes=None,
               source=None):
     from deploycmp.core import seal
+    from deploycmp.core.rundir import load_manifest
     from deploycmp.measure.bench import bench_run, parse_batches
     from deploycmp.measure.fleet import check_options
-    from deploycmp.core.rundir import load_manifest
     from deploycmp.measure.targets import parse_runtimes, parse_targets
 
     settings = _settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
@@ -265,8 +265,9 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
     with bar:
         if tune:
             from deploycmp.gate.answer import DEFAULT_POLICY
+            from deploycmp.gate.tune import Tuner
 
-            tune = _policy(thresholds) or DEFAULT_POLICY
+            tune = Tuner(_policy(thresholds) or DEFAULT_POLICY)
         results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None, fleet=fleet,
                             only=only, source=source)
     if results["source_refused"]:
@@ -280,9 +281,9 @@ def _do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time
 
 def _do_report(run_dir, report_formats, results=None, baseline=None, thresholds=None):
     from deploycmp.core.results import load_results
+    from deploycmp.core.rundir import load_manifest
     from deploycmp.report.compare import compare, load_baseline, print_comparison
     from deploycmp.report.write import parse_report_formats, print_table, write_reports
-    from deploycmp.core.rundir import load_manifest
 
     formats = parse_report_formats(report_formats)
     policy = _policy(thresholds)
@@ -312,8 +313,8 @@ def cli():
 @verbose_option
 def export(batch, run_dir, force, **opts):
     """Export MODEL to each format and quantization mode into a run directory (an interrupted one is resumed)."""
-    from deploycmp.export.matrix import check_out
     from deploycmp.core.lock import locked
+    from deploycmp.export.matrix import check_out
 
     check_out(run_dir := run_dir or _default_out(opts["model"]))  # before a lock file goes into a foreign folder
     with locked(run_dir):
@@ -332,8 +333,8 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
     from deploycmp.core.lock import locked
     from deploycmp.core.results import exit_status
-    from deploycmp.report.write import print_table
     from deploycmp.core.rundir import load_manifest
+    from deploycmp.report.write import print_table
 
     load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
     with locked(run_dir):
@@ -381,9 +382,9 @@ def merge(run_dir, others):
 
     Each row must have run on this run's very files (sha256); it keeps its own host and gets the id ROW@HOST."""
     from deploycmp.core.lock import locked
+    from deploycmp.core.rundir import load_manifest
     from deploycmp.measure.merge import merge as merge_rows
     from deploycmp.report.write import print_table
-    from deploycmp.core.rundir import load_manifest
 
     load_manifest(run_dir)
     with locked(run_dir):
@@ -431,12 +432,12 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
         only_runtimes, tune, thresholds, ray_address, ray_files, report_formats, force, **opts):
     """export + bench + report in one go; run again on an interrupted run directory, it goes on where it stopped."""
-    from deploycmp.export.matrix import check_out
-    from deploycmp.measure.fleet import check_options
     from deploycmp.core.lock import locked
     from deploycmp.core.results import exit_status
-    from deploycmp.report.write import parse_report_formats
+    from deploycmp.export.matrix import check_out
+    from deploycmp.measure.fleet import check_options
     from deploycmp.measure.targets import parse_runtimes, parse_targets
+    from deploycmp.report.write import parse_report_formats
 
     parse_report_formats(report_formats)
     parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
@@ -460,8 +461,8 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
 def explain(run_dir, row_id, source):
     """Where an int8 row's error enters: every quantized activation against fp32 (ONNX Runtime, LiteRT, ExecuTorch)."""
     from deploycmp.core import seal
-    from deploycmp.gate.explain import explain as run_explain, explain_lines
     from deploycmp.core.rundir import load_manifest
+    from deploycmp.gate.explain import explain as run_explain, explain_lines
 
     with seal.allowing(seal.allowed_source(load_manifest(run_dir), source)):
         result = run_explain(run_dir, row_id)
@@ -486,8 +487,8 @@ def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, m
     """Make an int8 row pass: other calibration methods, then its worst layers in float one at a time, each a row."""
     from deploycmp.core import seal
     from deploycmp.core.lock import locked
-    from deploycmp.gate.repair import repair as run_repair, repair_lines
     from deploycmp.core.rundir import load_manifest
+    from deploycmp.gate.repair import repair as run_repair, repair_lines
 
     policy, flags = _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
     _check_positive("--max-steps", max_steps)
@@ -535,8 +536,8 @@ def list_(targets_file):
         opt_in = "; opt-in: only on targets whose runtimes list names it" if runtimes.opt_in(name) else ""
         click.echo(f"  {name:15} runs {', '.join(mod.FORMATS)} on {', '.join(runtimes.devices(name))}; "
                    f"{avail(mod.REQUIRES)}{opt_in}")
-    from deploycmp.gate.explain import EXPLAINERS
     from deploycmp.export.requantize_worker import QUANTIZERS, quantizer
+    from deploycmp.gate.explain import EXPLAINERS
 
     click.echo("int8 paths explain and repair take:")
     for fmt, runtime in EXPLAINERS:

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from deploycmp import exporters, runtimes
-from deploycmp.export.export_worker import Source
 from deploycmp.core.rundir import describe_files
 from deploycmp.core.specs import InputSpec, to_dicts
+from deploycmp.export.export_worker import Source
 from tests.tiny_models import ids_and_features, tiny_cnn
 
 IMAGE = [InputSpec("x", "float32", ["batch", 3, 16, 16], layout="NCHW")]

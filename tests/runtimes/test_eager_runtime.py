@@ -4,8 +4,8 @@ import torch
 
 from deploycmp import runtimes
 from tests.tiny_models import tiny_cnn
-from deploycmp.sources import torch as models
 from deploycmp.core.specs import InputSpec
+from deploycmp.sources import torch as models
 
 IMAGE = [InputSpec("", "float32", ["batch", 3, 16, 16])]
 

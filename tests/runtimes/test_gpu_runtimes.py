@@ -3,11 +3,11 @@ without it (or without a GPU) its rows are unavailable with the reason, never si
 import pytest
 
 from deploycmp import runtimes
+from deploycmp.core.errors import Unavailable
 from deploycmp.measure.bench import plan
 from deploycmp.measure.row import precheck
-from deploycmp.core.errors import Unavailable
-from deploycmp.runtimes import onnxruntime_tensorrt as trt
 from deploycmp.measure.targets import BUILTIN
+from deploycmp.runtimes import onnxruntime_tensorrt as trt
 
 
 def _manifest() -> dict:

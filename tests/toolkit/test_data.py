@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploycmp.sources import data
 from deploycmp.core.errors import UsageError
 from deploycmp.core.specs import InputSpec
+from deploycmp.sources import data
 
 
 def image(shape=(3, 8, 8), layout="NCHW", name="x"):

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torchvision
 
-from deploycmp.sources import torch as models
 from deploycmp.core.errors import DeployError, UsageError
 from deploycmp.core.specs import InputSpec
+from deploycmp.sources import torch as models
 
 NAME = "squeezenet1_1"
 IMAGE16 = [InputSpec("", "float32", ["batch", 3, 16, 16])]

@@ -6,15 +6,15 @@ import pytest
 
 from deploycmp.core.errors import UsageError
 from deploycmp.gate.validate import (
-    Policy,
-    Thresholds,
-    check,
-    junit_xml,
-    load_thresholds,
-    resolve,
-    validate,
-    write_junit,
-)
+                                     Policy,
+                                     Thresholds,
+                                     check,
+                                     junit_xml,
+                                     load_thresholds,
+                                     resolve,
+                                     validate,
+                                     write_junit,
+                                     )
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "thresholds.toml"
 

@@ -34,9 +34,11 @@ def digest(obj) -> str:
 @functools.cache
 def code_digest() -> str:
     """sha256 of deploycmp's own code (toolkit, exporters, runtimes): a change to it may change what it makes."""
-    from deploycmp import exporters, runtimes
+    import importlib.util
 
-    return folders_digest([Path(__file__).parent, Path(exporters.__file__).parent, Path(runtimes.__file__).parent])
+    # the exporters and runtimes folders found without importing them (they are layers above this one)
+    others = [Path(importlib.util.find_spec(f"deploycmp.{p}").origin).parent for p in ("exporters", "runtimes")]
+    return folders_digest([Path(__file__).parent.parent, *others])
 
 
 def folders_digest(folders: list[Path]) -> str:

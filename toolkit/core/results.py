@@ -31,3 +31,8 @@ def load_results(run_dir) -> dict:
 
 def exit_status(rows: list[dict]) -> int:
     return 1 if any(r["status"] in FAILED for r in rows) else 0
+
+
+def runtime_label(row: dict) -> str:
+    """The runtime, marked when bench --tune chose its settings."""
+    return row["runtime"] + (" (tuned)" if row.get("tuned") else "")

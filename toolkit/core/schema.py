@@ -14,6 +14,8 @@ from pathlib import PurePosixPath
 
 from deploycmp.core.errors import UsageError
 
+# the source frameworks a run can be made from (deploycmp.sources maps each to its module)
+FRAMEWORKS = ("torch", "keras", "onnx")
 STATUSES = ("ok", "unavailable", "failed", "crashed", "timeout", "export_failed", "out_of_memory")
 MAX_ID = 200            # row and artifact ids (file names under results/, logs/, artifacts/)
 MAX_HOSTNAME = 253      # the longest DNS name
@@ -295,10 +297,8 @@ def _check_manifest(m: dict) -> None:
     model = _dict(m.get("model"), "model", none=False)
     for key in ("framework", "kind", "name"):
         _text(model.get(key), f"model.{key}", none=False, most=MAX_ID)
-    from deploycmp.sources import SOURCES
-
-    if model["framework"] not in SOURCES:
-        raise Invalid("model.framework", f"{_shown(model['framework'])} is none of {', '.join(SOURCES)}")
+    if model["framework"] not in FRAMEWORKS:
+        raise Invalid("model.framework", f"{_shown(model['framework'])} is none of {', '.join(FRAMEWORKS)}")
     _text(model.get("spec"), "model.spec", none=False, most=4096)
     preprocess = _dict(model.get("preprocess"), "model.preprocess")
     module = preprocess.get("module")

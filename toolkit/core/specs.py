@@ -387,3 +387,14 @@ def describe(inputs: list[InputSpec]) -> str:
     """One line per model for messages: ids:int64[batch,sequence], mask:int64[batch,sequence], sr:int64[]=16000."""
     return ", ".join(f"{s.name}:{s.dtype}[{','.join(map(str, s.shape))}]" + (f"={s.value}" if s.is_constant() else "")
                      for s in inputs)
+
+
+def to_layout(x, src: str | None, dst: str | None):
+    """Transpose a batch between NCHW and NHWC when the artifact's layout differs from the reference's."""
+    if not src or not dst or src == dst or x.ndim != 4:
+        return x
+    if (src, dst) == ("NCHW", "NHWC"):
+        return x.transpose(0, 2, 3, 1)
+    if (src, dst) == ("NHWC", "NCHW"):
+        return x.transpose(0, 3, 1, 2)
+    raise ValueError(f"cannot convert layout {src} to {dst}")

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deploycmp.sources.data import feed_sha256, follows_shape
-from deploycmp.exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
-from deploycmp.runtimes import missing
 from deploycmp import SCHEMA, __version__
 from deploycmp.core import degenerate, seal
 from deploycmp.core.cache import ExportCache, code_digest, digest
@@ -19,11 +16,14 @@ from deploycmp.core.environment import environment, versions
 from deploycmp.core.errors import UsageError
 from deploycmp.core.isolation import run_isolated
 from deploycmp.core.lock import LOCK
-from deploycmp.core.rundir import (CALIBRATION, FOLDERS, IDENTITY, MANIFEST, REFERENCE, RESULTS, changed_files, describe_files,
-                              read_json, save_feed, sha256_file, write_json)
-from deploycmp.core.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from_dicts, output_kind, parse_input, point_id, served_by,
-                             point_key, points, split_list, to_dicts, with_batch)
+from deploycmp.core.rundir import (CALIBRATION, FOLDERS, IDENTITY, MANIFEST, REFERENCE, RESULTS, changed_files,
+                                   describe_files, read_json, save_feed, sha256_file, write_json)
+from deploycmp.core.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from_dicts, output_kind, parse_input,
+                                  point_id, served_by, point_key, points, split_list, to_dicts, with_batch)
 from deploycmp.core.watchdog import deadline
+from deploycmp.exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
+from deploycmp.runtimes import missing
+from deploycmp.sources.data import feed_sha256, follows_shape
 
 
 def parse_export_formats(spec: str) -> list[str]:

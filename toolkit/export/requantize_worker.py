@@ -41,9 +41,9 @@ def requantize(run_dir: Path, manifest: dict, artifact: dict, recipe: dict, out:
 def run_source(run_dir: Path, artifact: dict):
     """The export worker's Source for `artifact`: the run's pinned source model (artifacts/eager-none) with the
     example and calibration split of the artifact's shape point, as it was exported."""
-    from deploycmp.export.export_worker import source_at
     from deploycmp.core.rundir import load_manifest, reference_for
     from deploycmp.core.specs import export_point
+    from deploycmp.export.export_worker import source_at
 
     manifest = load_manifest(run_dir)
     dims = export_point(artifact)
@@ -56,10 +56,10 @@ def run_source(run_dir: Path, artifact: dict):
 def job(spec: dict) -> dict:
     """spec: format, fp32, out, recipe, calibration (.npz), inputs (the model's), batch, layout (the file's), run_dir
     and artifact (the int8 one, whose shape point a format quantizing from the source model exports at)."""
-    from deploycmp.export.export_worker import calibration_batches
     from deploycmp.core.rundir import read_feed
     from deploycmp.core.specs import inputs_from_dicts
-    from deploycmp.measure.row_worker import to_layout
+    from deploycmp.export.export_worker import calibration_batches
+    from deploycmp.core.specs import to_layout
 
     module = quantizer(spec["format"])
     if hasattr(module, "quantize_source"):

@@ -4,9 +4,8 @@ passing path, and what was left out and why. With random weights there is nothin
 from __future__ import annotations
 
 from deploycmp.core.hosts import hostname
-from deploycmp.core.results import FAILED
+from deploycmp.core.results import FAILED, runtime_label
 from deploycmp.core.sanitize import terminal
-from deploycmp.report.table import runtime_label
 from deploycmp.gate.validate import Policy, Thresholds, check, resolve
 
 # what a team would accept without a thresholds file: outputs that point the same way, and (with labels) at most

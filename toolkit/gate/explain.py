@@ -33,9 +33,9 @@ EXPLAINERS = {("onnx", "onnxruntime"): "deploycmp.gate.explain_onnx_worker", ("t
 
 def take_row(run_dir: Path, row_id: str, command: str = "explain") -> tuple[dict, dict, dict, dict]:
     """(manifest, row, its artifact, the fp32 artifact to compare with); one line for a row that cannot be taken."""
-    from deploycmp.measure.bench import check_references
-    from deploycmp.core.schema import Invalid, check_row as check_fields, name_problem
     from deploycmp.core.rundir import fp32_twin
+    from deploycmp.core.schema import Invalid, check_row as check_fields, name_problem
+    from deploycmp.measure.bench import check_references
 
     manifest = load_manifest(run_dir)
     if name_problem(row_id) is not None:

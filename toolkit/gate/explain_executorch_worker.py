@@ -87,9 +87,9 @@ def job(spec: dict) -> list[dict]:
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from deploycmp.gate.explain import whole_batches, own_error, tensor_metrics
-    from deploycmp.exporters.executorch import calibrated
     from deploycmp.export.requantize_worker import run_source
+    from deploycmp.exporters.executorch import calibrated
+    from deploycmp.gate.explain import whole_batches, own_error, tensor_metrics
 
     artifact = spec["artifact"]
     source = run_source(Path(spec["run_dir"]), artifact)

@@ -51,7 +51,7 @@ def _feeds(spec: dict, names: list[str]) -> list[dict]:
     """The row's evaluation inputs keyed by the file's input names, moved from each source input's layout (spec's
     "inputs", where the caller passes them) to the artifact's."""
     from deploycmp.gate.explain import whole_batches
-    from deploycmp.measure.row_worker import to_layout
+    from deploycmp.core.specs import to_layout
 
     sources = spec.get("inputs") or [{}] * len(names)
     return [{k: to_layout(a, source.get("layout"), spec.get("layout")) for (k, a), source in zip(feed.items(), sources)}

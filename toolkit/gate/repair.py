@@ -59,9 +59,9 @@ def _candidate(run_dir: Path, manifest: dict, artifact: dict, k: int, recipe: di
 
 def _measure(run_dir: Path, manifest: dict, row: dict, entry: dict, settings, targets_file) -> dict:
     """The candidate's row on the original row's runtime, target, threads and shape point: one fresh worker."""
+    from deploycmp.core.environment import environment, versions
     from deploycmp.measure.bench import plan, row_key
     from deploycmp.measure.row import finish_row, measure_once, precheck
-    from deploycmp.core.environment import environment, versions
     from deploycmp.measure.targets import parse_targets
 
     target = parse_targets(row["target"], targets_file)[0]
@@ -78,9 +78,9 @@ def repair(run_dir: Path, row_id: str, policy, flags, settings, max_steps: int, 
            progress=None) -> dict:
     """Candidates until one passes the thresholds in force for the row (policy < flags); every step with its
     change, drift, size and latency in results/<row>.repair.json. `passed`: the id of the row that passes, None."""
-    from deploycmp.gate.explain import explain, take_row
-    from deploycmp.export.requantize_worker import QUANTIZERS, quantizer
     from deploycmp.core.results import write_results
+    from deploycmp.export.requantize_worker import QUANTIZERS, quantizer
+    from deploycmp.gate.explain import explain, take_row
     from deploycmp.gate.validate import check, resolve
 
     run_dir = Path(run_dir)

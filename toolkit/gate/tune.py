@@ -17,7 +17,7 @@ and the untuned trial) and the reason (the last of `tuning.notes`).
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deploycmp import runtimes
@@ -289,3 +289,40 @@ def keep_winner_only(run_dir: Path, artifact_id: str, winner: dict) -> None:
         for f in folder.iterdir():
             if f.stem != Path(winner["main_file"]).stem:
                 f.unlink()
+
+
+@dataclass(frozen=True)
+class Tuner:
+    """bench --tune's hook into bench: every row gets a tuned twin whose settings must keep its drift within
+    `policy` (a validate.Policy)."""
+    policy: object
+
+    def twin(self, row: dict) -> dict:
+        return tuned_row(row, digest({"untuned": row["key"], "policy": repr(self.policy)}))
+
+    def first(self, row: dict, run_dir: Path, manifest: dict, settings) -> tuple[str, str] | None:
+        """Search the row's settings (its trials), then make the row the winner's: artifact, options, threads, and
+        the record of every trial. A verdict when even the untuned settings failed."""
+        from deploycmp.core.rundir import sha256_file
+        from deploycmp.gate.validate import check, resolve
+        from deploycmp.measure.row import measure_once, public_fields
+
+        def passes(result: dict) -> bool:
+            return check({**public_fields(row), **result}, resolve(row, self.policy),
+                         allow_degenerate=True).verdict == "pass"
+
+        found = search(row, manifest, run_dir, settings, passes, measure_once)
+        row["tuning"] = {"method": METHOD, "tried": found["tried"], "notes": found["notes"],
+                         "decision": found["decision"]}
+        if found.get("failed"):
+            return "failed", f"bench --tune: the untuned trial failed: {found['failed']}"
+        row["settings"] = found["settings"]
+        row["threads"] = found["settings"].get("threads", row["threads"])
+        if found["artifact"] is not row["_artifact"]:  # a re-quantized file won
+            row["_artifact"], row["size_bytes"] = found["artifact"], found["artifact"]["size_bytes"]
+            row["tuned_file"] = found["artifact"]["main_file"]
+            row["artifact_sha256"] = sha256_file(run_dir / row["tuned_file"])
+        row["_trial"] = {"artifact": found["artifact"], "options": runtime_options(found["settings"]),
+                         "threads": row["threads"]}
+        keep_winner_only(run_dir, row["artifact"], found["artifact"])
+        return None

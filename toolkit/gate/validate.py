@@ -25,11 +25,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from deploycmp.exporters import EXPORTERS, QUANTIZATIONS
 from deploycmp.core.degenerate import hides
 from deploycmp.core.errors import UsageError
 from deploycmp.core.rundir import write_atomic
 from deploycmp.core.sanitize import terminal, xml_text
+from deploycmp.exporters import EXPORTERS, QUANTIZATIONS
 
 FORMATS = (*EXPORTERS, "eager")
 

@@ -9,13 +9,13 @@ import numpy as np
 from deploycmp import runtimes
 from deploycmp.core import seal
 from deploycmp.core.cache import code_digest, digest
-from deploycmp.core.errors import UsageError
 from deploycmp.core.environment import environment, versions
+from deploycmp.core.errors import UsageError
 from deploycmp.core.results import write_results
-from deploycmp.measure.row import Settings, finish_row, measure_once, measure_peaks, precheck, public_fields
-from deploycmp.core.rundir import (artifact_sha256, inside, load_manifest, load_rows, read_json, reference_for, result_path,
-                              sha256_file)
+from deploycmp.core.rundir import (artifact_sha256, inside, load_manifest, load_rows, read_json, reference_for,
+                                   result_path)
 from deploycmp.core.specs import BATCH, export_point, parse_sweeps, point_id, served_by
+from deploycmp.measure.row import Settings, finish_row, measure_once, measure_peaks, precheck
 from deploycmp.measure.targets import Target
 
 
@@ -121,37 +121,11 @@ def kept(row: dict, run_dir: Path) -> bool:
         return False
 
 
-def tune_first(row: dict, run_dir: Path, manifest: dict, settings: Settings, policy) -> tuple[str, str] | None:
-    """bench --tune: search the row's settings (its trials), then make the row the winner's: artifact, options,
-    threads, and the record of every trial. A verdict when even the untuned settings failed."""
-    from deploycmp.gate import tune
-    from deploycmp.gate.validate import check, resolve
-
-    def passes(result: dict) -> bool:
-        return check({**public_fields(row), **result}, resolve(row, policy), allow_degenerate=True).verdict == "pass"
-
-    found = tune.search(row, manifest, run_dir, settings, passes, measure_once)
-    row["tuning"] = {"method": tune.METHOD, "tried": found["tried"], "notes": found["notes"],
-                     "decision": found["decision"]}
-    if found.get("failed"):
-        return "failed", f"bench --tune: the untuned trial failed: {found['failed']}"
-    row["settings"] = found["settings"]
-    row["threads"] = found["settings"].get("threads", row["threads"])
-    if found["artifact"] is not row["_artifact"]:  # a re-quantized file won
-        row["_artifact"], row["size_bytes"] = found["artifact"], found["artifact"]["size_bytes"]
-        row["tuned_file"] = found["artifact"]["main_file"]
-        row["artifact_sha256"] = sha256_file(run_dir / row["tuned_file"])
-    row["_trial"] = {"artifact": found["artifact"], "options": tune.runtime_options(found["settings"]), "threads": row["threads"]}
-    tune.keep_winner_only(run_dir, row["artifact"], found["artifact"])
-    return None
-
-
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,
               progress=None, tune=None, fleet=None, only: tuple[str, ...] | None = None, source: str | None = None) -> dict:
     """Measure every planned row that the run directory does not hold yet with the same key (all with force);
-    the results carry how many rows were `measured` now and how many `kept`. `tune`: a validate.Policy; every
-    row also gets a tuned twin (bench --tune) whose settings must keep its drift within that policy. `fleet`: a
-    fleet.Fleet; the rows are measured on the nodes of that Ray cluster instead of here (bench --ray). `only`: the
+    the results carry how many rows were `measured` now and how many `kept`. `tune`: bench --tune's hook (a
+    gate.tune.Tuner): every row also gets a tuned twin whose settings it searches. `fleet`: a fleet.Fleet; the rows are measured on the nodes of that Ray cluster instead of here (bench --ray). `only`: the
     runtimes to measure (bench --runtimes); rows of others measured before stay in the results. `source`: the
     --model the user gave again, which allows rebuilding a factory source that this machine did not seal."""
     run_dir = Path(run_dir)
@@ -170,9 +144,7 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
 
             row["key"] = fleet_key(row["key"])
     if tune is not None:
-        from deploycmp.gate.tune import tuned_row
-
-        rows = [x for r in rows for x in (r, tuned_row(r, digest({"untuned": r["key"], "policy": repr(tune)})))]
+        rows = [x for r in rows for x in (r, tune.twin(r))]
     todo = [r for r in rows if force or not kept(r, run_dir)]
     env = environment()
     with seal.allowing(allowed):
@@ -202,7 +174,7 @@ def _measure(run_dir: Path, rows: list, todo: list, manifest: dict, settings: Se
             step += 1
             done = outcomes[row["id"]]
             if row.get("tuned") and round_ == 0 and not verdicts[row["id"]]:
-                verdicts[row["id"]] = tune_first(row, run_dir, manifest, settings, tune)
+                verdicts[row["id"]] = tune.first(row, run_dir, manifest, settings)
             if not verdicts[row["id"]] and all(o.status == "ok" for o in done):  # a row that failed is not retried
                 done.append(measure_once(row, run_dir, manifest, settings, round_, row.get("_trial")))
             if round_ == rounds - 1:

@@ -111,9 +111,9 @@ def on_node(job: dict, artifact_files: dict | None, reference_files: dict | None
 
     import ray
 
-    from deploycmp.measure.row import measure_once, measure_peaks, precheck
     from deploycmp.core.environment import environment
     from deploycmp.core.rundir import MANIFEST, sha256_file
+    from deploycmp.measure.row import measure_once, measure_peaks, precheck
 
     started = time.time()
     row, settings = job["row"], job["settings"]
@@ -200,8 +200,8 @@ class Dispatch:
                                  ).remote(job, artifact_files, reference_files)
 
     def finish(self, row: dict, verdict, outcomes=(), back: dict | None = None) -> None:
-        from deploycmp.measure.row import finish_row
         from deploycmp.core.rundir import inside, write_atomic
+        from deploycmp.measure.row import finish_row
 
         env, peak = self.env, None
         if back:

@@ -11,8 +11,8 @@ from deploycmp.core import seal
 from deploycmp.core.isolation import run_isolated
 from deploycmp.core.rundir import changed_files, reference_for, result_path, write_json
 from deploycmp.core.specs import BATCH, export_point, point_id, served_by
-from deploycmp.measure.targets import Target, worker_env
 from deploycmp.core.worker_log import log_note
+from deploycmp.measure.targets import Target, worker_env
 
 
 @dataclass

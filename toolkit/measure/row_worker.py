@@ -17,6 +17,8 @@ def outputs_to_layout(got: dict, golden: dict, source_layouts: set, layout: str 
     such output whose shape is the reference's transposed is turned back. Returns (outputs, name -> layout)."""
     if len(source_layouts) != 1 or not layout or layout in source_layouts:
         return got, {}
+    from deploycmp.core.specs import to_layout
+
     (source,) = source_layouts
     out, turned = dict(got), {}
     for n, a in got.items():
@@ -24,17 +26,6 @@ def outputs_to_layout(got: dict, golden: dict, source_layouts: set, layout: str 
         if ref is not None and a.ndim == 4 and a.shape != ref.shape and to_layout(a, layout, source).shape == ref.shape:
             out[n], turned[n] = to_layout(a, layout, source), source
     return out, turned
-
-
-def to_layout(x, src: str | None, dst: str | None):
-    """Transpose a batch between NCHW and NHWC when the artifact's layout differs from the reference's."""
-    if not src or not dst or src == dst or x.ndim != 4:
-        return x
-    if (src, dst) == ("NCHW", "NHWC"):
-        return x.transpose(0, 2, 3, 1)
-    if (src, dst) == ("NHWC", "NCHW"):
-        return x.transpose(0, 3, 1, 2)
-    raise ValueError(f"cannot convert layout {src} to {dst}")
 
 
 def padded_batches(feed: dict, batch: int):
@@ -179,10 +170,11 @@ def measure_row(spec: dict) -> dict:
 
     from deploycmp import runtimes
     from deploycmp.core.degenerate import mark
-    from deploycmp.measure.drift import drift
-    from deploycmp.core.rundir import read_feed
-    from deploycmp.measure.latency import summarize
     from deploycmp.core.outputs import match
+    from deploycmp.core.rundir import read_feed
+    from deploycmp.core.specs import to_layout
+    from deploycmp.measure.drift import drift
+    from deploycmp.measure.latency import summarize
     from deploycmp.measure.precision import computes_in
 
     rt = runtimes.get(spec["runtime"])

@@ -16,8 +16,8 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from deploycmp.core import gpu
 from deploycmp import runtimes
+from deploycmp.core import gpu
 from deploycmp.core.errors import UsageError
 from deploycmp.core.specs import split_list
 

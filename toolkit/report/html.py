@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from html import escape
 
-from deploycmp.report import plots
-from deploycmp.report import compare
 from deploycmp.core.hosts import describe_host, hosts_of, targets_of
 from deploycmp.core.sanitize import document
+from deploycmp.report import compare
+from deploycmp.report import plots
 from deploycmp.report.table import COLUMNS, LEFT, cells, heading, warnings_of
 
 STYLE = """

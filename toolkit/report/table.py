@@ -3,6 +3,7 @@ Markdown and HTML reports."""
 from __future__ import annotations
 
 from deploycmp.core.degenerate import hides
+from deploycmp.core.results import runtime_label
 from deploycmp.core.sanitize import terminal
 
 MARKS = {"ok": "✅", "unavailable": "❎"}
@@ -13,11 +14,6 @@ LEFT = ("", "format", "quant", "runtime", "target", "note")
 
 def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
-
-
-def runtime_label(row: dict) -> str:
-    """The runtime, marked when bench --tune chose its settings."""
-    return row["runtime"] + (" (tuned)" if row.get("tuned") else "")
 
 
 def tuned_text(row: dict) -> str:

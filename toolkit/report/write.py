@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from deploycmp.report import compare
-from deploycmp.gate.answer import DEFAULT_POLICY, answer, answer_lines
 from deploycmp.core.errors import UsageError
 from deploycmp.core.hosts import describe_host, hosts_of, targets_of
-from deploycmp.report.plots import scaling_lines
 from deploycmp.core.rundir import load_manifest, read_json, write_atomic, write_json
 from deploycmp.core.sanitize import csv_cell, document, terminal
 from deploycmp.core.specs import split_list
+from deploycmp.gate.answer import DEFAULT_POLICY, answer, answer_lines
+from deploycmp.report import compare
+from deploycmp.report.plots import scaling_lines
 from deploycmp.report.table import COLUMNS, LEFT, cells, heading, markdown_table, warnings_of
 
 FORMATS = ("md", "csv", "json", "html")

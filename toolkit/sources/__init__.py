@@ -5,8 +5,9 @@ import importlib
 from pathlib import Path
 
 from deploycmp.core.errors import UsageError
+from deploycmp.core.schema import FRAMEWORKS
 
-SOURCES = {"torch": "deploycmp.sources.torch", "keras": "deploycmp.sources.keras", "onnx": "deploycmp.sources.onnx"}
+SOURCES = {framework: f"deploycmp.sources.{framework}" for framework in FRAMEWORKS}
 
 # deployment formats deploycmp makes, not models it makes them from (an ONNX file is both: a source too)
 NOT_SOURCES = {".tflite": "a TFLite file", ".pte": "an ExecuTorch program", ".mlmodel": "a Core ML file",

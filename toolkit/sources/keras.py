@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from deploycmp.core.errors import DeployError, UsageError
-from deploycmp.sources.keras_inputs import describe_inputs, load_error
 from deploycmp.core.specs import DEFAULT_IMAGE_SIZE
+from deploycmp.sources.keras_inputs import describe_inputs, load_error
 
 PREFIX = "keras:"
 

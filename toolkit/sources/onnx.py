@@ -283,7 +283,8 @@ def describe_inputs(ort_inputs, given: list, spec: str, layout: str | None, rang
     """The graph's inputs, each replaced by the --input (or --const) of the same name; --input-shape gives a
     single-input graph its shape. Integer inputs that index an embedding table take its size as their value range;
     a 0-d input takes one value for every call (its --const)."""
-    from deploycmp.core.specs import FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, fix_scalars, over_own, to_dicts
+    from deploycmp.core.specs import (FLOAT_DTYPES, InputSpec, apply_ranges, check_ranges, fix_scalars, over_own,
+                                      to_dicts)
 
     own = own_inputs(ort_inputs, spec)
     nameless = [g for g in given if not g.name]

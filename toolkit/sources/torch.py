@@ -11,8 +11,8 @@ import socket
 from pathlib import Path
 
 from deploycmp.core.errors import DeployError, UsageError, first_line
-from deploycmp.runtimes.torch_common import example
 from deploycmp.core.specs import DEFAULT_IMAGE_SIZE
+from deploycmp.sources.torch_feed import example
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".ts", ".torchscript")
 
@@ -403,7 +403,7 @@ def describe_inputs(model, params: list[str] | None, given: list, spec: str, lay
     from dataclasses import replace
 
     from deploycmp.core.specs import (apply_ranges, check_ranges, check_value, describe, fix_scalars, settle_constant,
-                                 to_dicts)
+                                      to_dicts)
 
     types = forward_types(model)
     if not [g for g in given if not g.is_constant()]:
@@ -667,6 +667,6 @@ def reference_outputs(model, feed: dict, inputs: list) -> dict:
 
 
 def set_threads(threads: int) -> None:
-    from deploycmp.runtimes.torch_common import set_threads as set_torch_threads
+    from deploycmp.sources.torch_feed import set_threads as set_torch_threads
 
     set_torch_threads(threads)
