@@ -1,11 +1,9 @@
 """Exporters, registered by format name: each turns a loaded source model into an artifact.
 
-An exporter module declares (see Exporter) FORMAT, SOURCES (source frameworks it takes), QUANTIZATIONS (modes it
-makes), REQUIRES (import names it needs, or a dict of them per source framework), optional QUANTIZER (import names
-quantized modes also need), INSTALL_HINT (import name -> how to install it), UNSUPPORTED (mode -> reason, for modes
-users will ask about), optional DEPRECATED (what upstream says instead, shown by `deploycmp list`) and export(source, out_dir, quantization) -> dict of details (main_file, layout,
-dynamic_dims, the artifact's own inputs, exporter info). Adding a format = one module + one line here, or, from
-another package, an entry point in the group `deploycmp.exporters`.
+An exporter module declares what Exporter names (FORMAT, SOURCES, QUANTIZATIONS, REQUIRES and export(source, out_dir,
+quantization) -> dict of details: main_file, layout, dynamic_dims, the artifact's own inputs, exporter info), and
+may declare what OPTIONAL names. Adding a format = one module + one line here, or, from another package, an entry
+point in the group `deploycmp.exporters`.
 """
 from __future__ import annotations
 
@@ -34,14 +32,23 @@ SOURCE_NAMES = {"torch": "a PyTorch model", "keras": "a Keras model", "onnx": "a
 
 
 class Exporter(Protocol):
+    """What an exporter module declares. OPTIONAL: what it may also declare, with the value its absence means."""
+
     FORMAT: str
-    SOURCES: tuple[str, ...]
-    QUANTIZATIONS: tuple[str, ...]
-    REQUIRES: tuple[str, ...] | dict
+    SOURCES: tuple[str, ...]  # source frameworks it takes
+    QUANTIZATIONS: tuple[str, ...]  # among QUANTIZATIONS
+    REQUIRES: tuple[str, ...] | dict  # import names it needs, or a dict of them per source framework
 
     def export(self, source, out_dir: Path, quantization: str) -> dict:
         """source: deploycmp.export.export_worker.Source (model, inputs, example feed, calibration feeds)."""
-        ...
+
+
+OPTIONAL = {
+    "UNSUPPORTED": {},  # quantization -> why this format cannot make it (shown in the row)
+    "INSTALL_HINT": {},  # import name -> how to install it
+    "QUANTIZER": (),  # import names the quantized modes also need
+    "DEPRECATED": None,  # what upstream says instead (shown by deploycmp list)
+}
 
 
 def get(name: str):

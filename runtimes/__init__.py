@@ -1,10 +1,8 @@
 """Runtime adapters, registered by name: each loads an artifact for a target and runs feeds.
 
-A runtime module declares what it can do once (see runtimes.base.Runtime): NAME, FORMATS (the artifact formats it
-runs), REQUIRES (import names it needs), optional IMPORTS (modules the worker imports before the load clock
-starts; default REQUIRES), DEVICES (default cpu only), ON_DEVICE (the mobile-cpu target runs it), OPT_IN (only
-targets whose runtimes list names it run it) and load(artifact, run_dir, threads, device) -> a Session, which
-raises deploycmp.core.errors.Unavailable when it cannot run on that device here. Targets, the CLI and `list` read these.
+A runtime module declares what it can do once: what runtimes.base.Runtime names (NAME, FORMATS, REQUIRES and
+load(...) -> a Session, which raises deploycmp.core.errors.Unavailable when it cannot run on that device here), and
+what runtimes.base.OPTIONAL names where it differs from the default. Targets, the CLI and `list` read these.
 Adding a runtime = one module + one line here, or, from another package, an entry point in the group
 `deploycmp.runtimes` (name = module; a name already here is replaced).
 """

@@ -24,16 +24,28 @@ class TensorMeta:
 
 
 class Runtime(Protocol):
-    """What a runtime module declares (once: the CLI, targets, registry and docs read it from here)."""
+    """What a runtime module declares (once: the CLI, targets, registry and docs read it from here). OPTIONAL: what
+    a module may also declare, with the value its absence means."""
 
     NAME: str
     FORMATS: tuple[str, ...]  # artifact formats it runs
     REQUIRES: tuple[str, ...]  # import names it needs
-    DEVICES: tuple[str, ...]  # cpu, cuda
-    ON_DEVICE: bool  # a phone-class runtime: the mobile-cpu target runs it
-    OPT_IN: bool  # runs only on targets whose runtimes list names it
 
-    def load(self, artifact: dict, run_dir: Path, threads: int, device: str = "cpu") -> "Session": ...
+    def load(self, artifact: dict, run_dir: Path, threads: int, device: str = "cpu",
+             options: dict | None = None) -> "Session":
+        """options: bench --tune's settings (TUNE's knob -> value); only a module that declares TUNE or tune_space
+        takes it."""
+
+
+OPTIONAL = {
+    "DEVICES": ("cpu",),  # cpu, cuda
+    "ON_DEVICE": False,  # a phone-class runtime: the mobile-cpu target runs it
+    "OPT_IN": False,  # runs only on targets whose runtimes list names it
+    "FRAMEWORK": None,  # the source framework whose eager model it runs (keras-eager: keras)
+    "IMPORTS": None,  # what the worker imports before loading (default: REQUIRES), so import time is its own phase
+    "TUNE": None,  # knob -> values bench --tune may try, the untuned value first
+    "tune_space": None,  # (artifact, device) -> TUNE, where the knobs depend on them
+}
 
 
 def feed_names(source: list[str], artifact: list[str]) -> dict[str, str]:

@@ -210,10 +210,10 @@ def _show_log(path: Path, lines: int = 30) -> None:
 
 
 def _show_row_logs(run_dir, rows: list[dict]) -> None:
-    from deploycmp.core.results import FAILED
+    from deploycmp.core.schema import Status, failed
 
     for row in rows:
-        if row["status"] in FAILED and row["status"] != "export_failed" and row.get("log"):
+        if failed(row) and row["status"] != Status.EXPORT_FAILED and row.get("log"):
             click.echo(f"{row['id']}: {row['status']}: {row['error']}", err=True)
             _show_log(Path(run_dir) / row["log"])
 
@@ -222,7 +222,8 @@ def _thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min
     """(policy of the thresholds file, thresholds of the flags); one line when none is given."""
     from deploycmp.gate.validate import Policy, Thresholds, load_thresholds
 
-    flags = Thresholds(max_top1_drop, min_sqnr, max_rel_l2, max_accuracy_drop, min_cosine)
+    flags = Thresholds(max_top1_drop=max_top1_drop, min_sqnr=min_sqnr, max_rel_l2=max_rel_l2,
+                       max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine)
     if not thresholds_file and not flags.any():
         raise UsageError("give at least one threshold: --thresholds FILE, --max-top1-drop, --max-accuracy-drop, "
                          "--min-sqnr, --min-cosine or --max-rel-l2")

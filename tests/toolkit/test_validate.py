@@ -5,16 +5,8 @@ from pathlib import Path
 import pytest
 
 from deploycmp.core.errors import UsageError
-from deploycmp.gate.validate import (
-                                     Policy,
-                                     Thresholds,
-                                     check,
-                                     junit_xml,
-                                     load_thresholds,
-                                     resolve,
-                                     validate,
-                                     write_junit,
-                                     )
+from deploycmp.gate.validate import (Policy, Thresholds, check, junit_xml, load_thresholds, resolve, validate,
+                                     write_junit)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "thresholds.toml"
 
@@ -225,3 +217,19 @@ def test_degenerate_rows_fail_unless_allowed():
         "drift n/a: class 3 wins every one of the 8 samples (--allow-degenerate accepts it)"]
     _, status = validate([row], Policy(), Thresholds(min_sqnr=30))
     assert status == 1 and validate([row], Policy(), Thresholds(min_sqnr=30), allow_degenerate=True)[1] == 0
+
+
+def test_thresholds_are_given_by_name_only():
+    with pytest.raises(TypeError):
+        Thresholds(2.0)  # positional: a reordering of the fields would silently swap release thresholds
+
+
+def test_one_definition_of_a_failed_row():
+    from deploycmp.core.results import exit_status
+    from deploycmp.core.schema import STATUSES, Status, failed
+
+    assert [s for s in STATUSES if failed({"status": s})] == ["failed", "crashed", "timeout", "export_failed",
+                                                              "out_of_memory"]
+    assert not failed({"status": Status.UNAVAILABLE}) and not failed({"status": "ok"})
+    assert exit_status([{"status": "ok"}, {"status": "unavailable"}]) == 0
+    assert exit_status([{"status": "ok"}, {"status": "timeout"}]) == 1

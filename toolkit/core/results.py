@@ -7,8 +7,7 @@ from deploycmp import SCHEMA
 from deploycmp.core.environment import environment
 from deploycmp.core.errors import UsageError
 from deploycmp.core.rundir import RESULTS, load_manifest, load_rows, read_results_file, write_json
-
-FAILED = ("failed", "crashed", "timeout", "out_of_memory", "export_failed")
+from deploycmp.core.schema import failed
 
 
 def write_results(run_dir: Path, order: list[str], env: dict | None = None) -> dict:
@@ -30,7 +29,7 @@ def load_results(run_dir) -> dict:
 
 
 def exit_status(rows: list[dict]) -> int:
-    return 1 if any(r["status"] in FAILED for r in rows) else 0
+    return 1 if any(failed(r) for r in rows) else 0
 
 
 def runtime_label(row: dict) -> str:

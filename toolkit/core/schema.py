@@ -10,13 +10,37 @@ from __future__ import annotations
 
 import math
 import re
+from enum import Enum
 from pathlib import PurePosixPath
 
 from deploycmp.core.errors import UsageError
 
 # the source frameworks a run can be made from (deploycmp.sources maps each to its module)
 FRAMEWORKS = ("torch", "keras", "onnx")
-STATUSES = ("ok", "unavailable", "failed", "crashed", "timeout", "export_failed", "out_of_memory")
+
+
+class Status(str, Enum):
+    """A row's (or an artifact's) status, as results.json and the manifest spell it."""
+    OK = "ok"
+    UNAVAILABLE = "unavailable"  # this install or machine cannot make the measurement: the row says why
+    FAILED = "failed"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    EXPORT_FAILED = "export_failed"
+    OUT_OF_MEMORY = "out_of_memory"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATUSES = tuple(s.value for s in Status)
+# the one definition of a failed row: it was tried and did not measure (an unavailable one was not tried)
+FAILED = frozenset(s.value for s in Status) - {Status.OK.value, Status.UNAVAILABLE.value}
+
+
+def failed(row: dict) -> bool:
+    return row["status"] in FAILED
+
 MAX_ID = 200            # row and artifact ids (file names under results/, logs/, artifacts/)
 MAX_HOSTNAME = 253      # the longest DNS name
 MAX_TEXT = 16_384       # any string in a row or manifest (an error, a warning, a path)

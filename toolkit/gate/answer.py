@@ -4,7 +4,8 @@ passing path, and what was left out and why. With random weights there is nothin
 from __future__ import annotations
 
 from deploycmp.core.hosts import hostname
-from deploycmp.core.results import FAILED, runtime_label
+from deploycmp.core.results import runtime_label
+from deploycmp.core.schema import FAILED, Status
 from deploycmp.core.sanitize import terminal
 from deploycmp.gate.validate import Policy, Thresholds, check, resolve
 
@@ -112,7 +113,7 @@ def answer_lines(entries: list[dict], rows: list[dict]) -> list[str]:
         if e["smallest"] != e["recommendation"]:
             small = by_id[e["smallest"]]
             parts.append(f"smallest passing: {path_name(small)} ({_mb(small)}, {_p50(small):.3g} ms)")
-        not_measured = ("unavailable", *FAILED)
+        not_measured = {Status.UNAVAILABLE.value, *FAILED}
         gate = [f"{x['path']} ({x['why']})" for x in e["excluded"] if x["why"] not in not_measured]
         other = [f"{x['path']} ({x['why']})" for x in e["excluded"] if x["why"] in not_measured]
         if gate:

@@ -58,7 +58,7 @@ def quantized_activations(graph) -> dict[str, object]:
 def layer_names(graph, tensors: list[str]) -> dict[str, str]:
     """tensor (a node name) -> the PyTorch module path of the node that made it; for a call in the model's own
     forward (a functional ReLU), the module of the nearest node before it since the previous quantized tensor, else
-    the node's own name (as explain_onnx.layer_names does for ONNX)."""
+    the node's own name (as explain_onnx_worker.layer_names does for ONNX)."""
     from deploycmp.exporters.executorch import module_path
 
     by_name, quantized, out = {n.name: n for n in graph.nodes}, set(tensors), {}

@@ -34,7 +34,7 @@ from deploycmp.exporters import EXPORTERS, QUANTIZATIONS
 FORMATS = (*EXPORTERS, "eager")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # by name only: swapped positions would swap release thresholds
 class Thresholds:
     max_top1_drop: float | None = None      # percentage points of samples whose top-1 differs from the source
     min_sqnr: float | None = None           # dB

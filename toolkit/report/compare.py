@@ -1,7 +1,7 @@
 """deploycmp report --baseline: what changed against another run, row by row, and whether it is beyond noise.
 
 A latency change counts as significant only when the 95% confidence intervals of the two runs (order statistics of
-the per-call timings, see toolkit.latency) do not overlap: a change inside run-to-run noise is reported, not flagged.
+the per-call timings, see deploycmp.measure.latency) do not overlap: a change inside run-to-run noise is reported, not flagged.
 """
 from __future__ import annotations
 

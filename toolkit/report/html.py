@@ -6,6 +6,7 @@ from html import escape
 
 from deploycmp.core.hosts import describe_host, hosts_of, targets_of
 from deploycmp.core.sanitize import document
+from deploycmp.core.schema import failed
 from deploycmp.report import compare
 from deploycmp.report import plots
 from deploycmp.report.table import COLUMNS, LEFT, cells, heading, warnings_of
@@ -30,7 +31,7 @@ table.env td:first-child { font-weight: 600; } code { font-size: 12px; }
 """
 
 def _status_class(row: dict) -> str:
-    return row["status"] if row["status"] in ("ok", "unavailable") else "failed"
+    return "failed" if failed(row) else row["status"]
 
 
 def _host_heading(host: str, rows: list[dict]) -> str:
@@ -38,7 +39,7 @@ def _host_heading(host: str, rows: list[dict]) -> str:
 
 
 def results_table(rows: list[dict]) -> str:
-    """The terminal/Markdown table's rows and cells (report.cells), with the status spelled out instead of its mark."""
+    """The terminal/Markdown table's rows and cells (table.cells), with the status spelled out instead of its mark."""
     head = "".join(f"<th>{escape(col or 'status')}</th>" for col in COLUMNS)
     body = []
     for row in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from deploycmp.core.degenerate import hides
 from deploycmp.core.results import runtime_label
 from deploycmp.core.sanitize import terminal
+from deploycmp.core.schema import failed
 
 MARKS = {"ok": "✅", "unavailable": "❎"}
 COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
@@ -73,9 +74,9 @@ def warnings_of(manifest: dict, rows: list[dict]) -> list[str]:
     plain text."""
     out = list(manifest.get("warnings", [])) + list((manifest.get("data") or {}).get("warnings", []))
     unavailable = sum(r["status"] == "unavailable" for r in rows)
-    failed = sum(r["status"] not in ("ok", "unavailable") for r in rows)
-    if failed:
-        out.append(f"{failed} row(s) failed: see the note column and RUN_DIR/logs/")
+    failures = sum(failed(r) for r in rows)
+    if failures:
+        out.append(f"{failures} row(s) failed: see the note column and RUN_DIR/logs/")
     if unavailable:
         out.append(f"{unavailable} row(s) unavailable in this install or on this machine")
     over = [r["id"] for r in rows if not (r.get("memory_budget") or {}).get("within", True)]

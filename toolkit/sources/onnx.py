@@ -323,6 +323,10 @@ def _vocab_sizes(graph) -> dict[str, int]:
     return out
 
 
+def condition(model: OnnxModel, record: dict, calibration: dict, inputs: list) -> None:
+    """An ONNX file brings its own weights (build refuses --weights other than auto): nothing to condition."""
+
+
 def save_source(model: OnnxModel, record: dict, folder: Path) -> str:
     """Pin the file (and its external data) in the run directory; returns the file name."""
     model.copy_to(folder)

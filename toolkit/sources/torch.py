@@ -620,9 +620,9 @@ def count_gflops(model, args) -> float | None:
         return None
 
 
-def batch_works(module, args) -> bool:
-    """Whether `module` takes `args` (another batch size, sequence length ... than the export's) and returns
-    outputs of their batch size."""
+def batch_works(model, args) -> bool:
+    """Whether `model` (the source, or a traced module of it) takes `args` (another batch size, sequence length ...
+    than the export's) and returns outputs of their batch size."""
     import torch
 
     from deploycmp.core.outputs import flatten
@@ -630,7 +630,7 @@ def batch_works(module, args) -> bool:
     try:
         batch = next(a for a in args if isinstance(a, torch.Tensor) and a.dim()).shape[:1]
         with torch.no_grad():
-            out = flatten(module(*args))
+            out = flatten(model(*args))
         return all(o.shape[:1] == batch for o in out.values())
     except Exception:
         return False
