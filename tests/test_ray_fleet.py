@@ -3,10 +3,11 @@ offering its own target) and the real isolated workers: where rows run, that a n
 report's groups, files shipped through the object store, and a node lost mid-row."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -103,9 +104,9 @@ def _ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def _row_running_under(node) -> str | None:
-    """The row whose worker process runs under this Ray node (a descendant of its raylet), read from the worker's
-    spec (its samples file is named by the row); None when it runs none."""
+def _row_worker_under(node) -> tuple[str, int] | None:
+    """(row, pid) of the worker process that runs under this Ray node (a descendant of its raylet), the row read from
+    the worker's spec (its samples file is named by the row); None when it runs none."""
     raylet = node.all_processes["raylet"][0].process.pid
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -121,7 +122,7 @@ def _row_running_under(node) -> str | None:
         except (OSError, ValueError, IndexError):
             continue
         if pid == raylet and spec.get("job") == "row":
-            return Path(spec["samples_file"]).name.removesuffix(".samples.npz")
+            return Path(spec["samples_file"]).name.removesuffix(".samples.npz"), int(proc.name)
     return None
 
 
@@ -134,6 +135,22 @@ def _wait(condition, what: str, timeout: float = 120):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def _hold_first_rows(*nodes) -> dict:
+    """Stop (SIGSTOP) the worker of the first row each node measures, as soon as it shows: node -> (row, pid). Held,
+    no node runs ahead of the test however slowly the others start."""
+    held: dict = {}
+
+    def all_held():
+        for node in nodes:
+            if node not in held and (found := _row_worker_under(node)):
+                os.kill(found[1], signal.SIGSTOP)
+                held[node] = found
+        return len(held) == len(nodes)
+
+    _wait(all_held, "a row measured on each fleet-b node")
+    return held
+
+
 def test_a_node_lost_mid_row_is_retried_or_marked_and_a_rerun_resumes(tmp_path):
     out, targets = tmp_path / "run", _targets_file(tmp_path)
     args = ["run", *TINY, "--formats", "onnx", "--targets-file", targets, "--target", "fleet-a,fleet-b",
@@ -144,17 +161,24 @@ def test_a_node_lost_mid_row_is_retried_or_marked_and_a_rerun_resumes(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "deploycmp.cli", *map(str, args)], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, **_env(c)})
         try:
-            retried = _wait(lambda: _row_running_under(first), "a row measured on the first fleet-b node")
-            c.remove_node(first, allow_graceful=False)
+            held = _hold_first_rows(first, second)  # the first row of each: 4 of the 6 fleet-b rows still to come
+            retried, on_second = held[first][0], held[second]
             done_before = {p.name: p.read_text() for p in (out / "results").glob("*.json")}
+            c.remove_node(first, allow_graceful=False)
+            c.wait_for_nodes()  # the cluster knows: the lost row goes to the other node
+            os.kill(on_second[1], signal.SIGCONT)
             path = out / "results" / f"{retried}.json"
             _wait(lambda: path.is_file(), f"{retried} measured again on the other node")
-            lost_on_second = _wait(lambda: _row_running_under(second), "a row measured on the second fleet-b node")
+            lost_on_second = _wait(lambda: (r := _row_worker_under(second)) and r[0] not in (retried, on_second[0])
+                                   and r[0], "a further row measured on the second fleet-b node")
             c.remove_node(second, allow_graceful=False)
             rc = proc.wait(timeout=120)
         finally:
             proc.kill()
             log.close()
+            if (stopped := locals().get("held", {}).get(first)):  # went with its node; if not, it goes now
+                with suppress(ProcessLookupError):
+                    os.kill(stopped[1], signal.SIGKILL)
         said = (tmp_path / "run.log").read_text()
         assert rc == 1 and "Traceback" not in said and "Raylet is terminated" not in said, said
         rows = rows_by_id(out)
