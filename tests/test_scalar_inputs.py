@@ -100,7 +100,8 @@ def scripted():
 
 
 def test_a_torchscript_file_is_described_from_its_schema(scripted):
-    from deploycmp.sources.torch import describe_inputs, example, forward_params
+    from deploycmp.sources.torch_feed import example
+    from deploycmp.sources.torch_inputs import describe_inputs, forward_params
 
     params = forward_params(scripted)
     with pytest.raises(UsageError) as e:
@@ -223,7 +224,7 @@ def test_an_int_argument_of_an_nn_module_is_baked_into_the_onnx_graph_and_said(t
 
     from deploycmp.export.export_worker import Source
     from deploycmp.exporters.onnx import torch_to_onnx
-    from deploycmp.sources.torch import describe_inputs, forward_params
+    from deploycmp.sources.torch_inputs import describe_inputs, forward_params
     from tests.tiny_models import rate_scaled
 
     model = rate_scaled()

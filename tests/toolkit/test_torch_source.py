@@ -7,6 +7,7 @@ import torchvision
 from deploycmp.core.errors import DeployError, UsageError
 from deploycmp.core.specs import InputSpec
 from deploycmp.sources import torch as models
+from deploycmp.sources.torch_inputs import positional
 
 NAME = "squeezenet1_1"
 IMAGE16 = [InputSpec("", "float32", ["batch", 3, 16, 16])]
@@ -91,7 +92,7 @@ def test_inputs_follow_forward_and_a_model_is_fed_by_name():
     given = [InputSpec("feats", "float32", ["batch", 8]), InputSpec("ids", "int64", ["batch", 16])]
     model, record, _ = models.build("tests.tiny_models:ids_and_features", "auto", given)
     assert [i["name"] for i in record["inputs"]] == ["ids", "feats"] and record["inputs"][0]["value_range"] == [0, 1000]
-    assert models.positional(record)
+    assert positional(record)
     # forward(feats, ids) given only... in the other order: still positional in forward's order
     model, record, _ = models.build("tests.tiny_models:features_first", "auto", given)
     assert [i["name"] for i in record["inputs"]] == ["feats", "ids"]
@@ -102,7 +103,7 @@ def test_inputs_that_skip_an_argument_are_passed_by_name(tmp_path, monkeypatch):
     """An optional argument left out (a mask) makes the inputs non-leading: the model is wrapped to take them by name."""
     given = [InputSpec("ids", "int64", ["batch", 8])]
     model, record, _ = models.build("tests.tiny_models:optional_mask", "auto", given)
-    assert not models.positional(record)
+    assert not positional(record)
     name = models.save_source(model, record, tmp_path)
     wrapped = models.load_source(tmp_path, record, name)
     ids = torch.randint(0, 1000, (2, 8))

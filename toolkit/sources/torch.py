@@ -7,12 +7,14 @@ import logging
 import os
 import sys
 import shutil
-import socket
 from pathlib import Path
 
 from deploycmp.core.errors import DeployError, UsageError, first_line
 from deploycmp.core.specs import DEFAULT_IMAGE_SIZE
 from deploycmp.sources.torch_feed import example
+from deploycmp.sources.torch_inputs import by_name, describe_inputs, eval_mode, forward_params, positional, pt2_inputs
+from deploycmp.sources.torch_weights import condition  # noqa: F401 (the source contract: sources.base.Framework)
+from deploycmp.sources.torch_weights import apply_state_dict, load_state_dict_file, pretrained_state_dict
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".ts", ".torchscript")
 
@@ -65,55 +67,6 @@ def _call_factory(spec: str):
     return model
 
 
-def _load_state_dict_file(path: str) -> dict:
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"weights file not found: {path}")
-    if p.stat().st_size == 0:
-        raise UsageError(f"weights file {path} is empty")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds for a bad file
-        if "Weights only load failed" in str(e):  # the unpickler met something that is no tensor, dict or number
-            raise UsageError(f"weights file {path} holds Python objects besides tensors, which could run code when "
-                             "loaded; deploycmp loads weights with weights_only=True: save a plain state_dict "
-                             "(torch.save(model.state_dict(), PATH))") from e
-        raise UsageError(f"weights file {path} could not be read as a state_dict: {first_line(e)}") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UsageError(f"weights file {path} holds {type(state).__name__}, not a state_dict")
-    return state
-
-
-def _apply_state_dict(model, state: dict, source: str) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else "mismatch"
-        raise UsageError(f"weights from {source} do not fit the model: {first}") from e
-
-
-def _pretrained_state_dict(name: str):
-    """torchvision's pretrained weights from its cache, or a download; raises DeployError when neither works."""
-    import torchvision
-
-    try:
-        weights = torchvision.models.get_model_weights(name).DEFAULT
-    except (ValueError, KeyError, AttributeError) as e:
-        raise DeployError(f"torchvision has no pretrained weights for {name}") from e
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(15)
-    try:
-        return weights, weights.get_state_dict(progress=False, check_hash=False)
-    except Exception as e:
-        raise DeployError(f"pretrained weights for {name} are not in torch's cache and could not be downloaded ({type(e).__name__}: {str(e)[:120]})") from e
-    finally:
-        socket.setdefaulttimeout(old)
-
-
 def default_input_shape(name: str) -> list[int]:
     import torchvision
 
@@ -151,7 +104,7 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
         model = _load_file(spec, kind)
         record["name"] = Path(spec).stem
         if kind == "torch-export-file" and not given:
-            given = _pt2_inputs(spec)
+            given = pt2_inputs(spec)
         if weights not in ("auto",):
             raise UsageError(f"--weights {weights} does not apply to a model file ({spec} carries its own weights)")
         record["weights"] = "file"
@@ -163,7 +116,7 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
         elif weights == "imagenet":
             raise UsageError("--weights imagenet applies to torchvision models; a factory returns its own weights")
         else:
-            _apply_state_dict(model, _load_state_dict_file(weights), weights)
+            apply_state_dict(model, load_state_dict_file(weights), weights)
             record["weights_file"] = str(weights)
     else:
         _check_torchvision_name(spec)
@@ -182,8 +135,8 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
                                 "a trained model")
             else:
                 try:
-                    enum, state = _pretrained_state_dict(spec)
-                    _apply_state_dict(model, state, f"torchvision {enum}")
+                    enum, state = pretrained_state_dict(spec)
+                    apply_state_dict(model, state, f"torchvision {enum}")
                     record["weights"] = f"imagenet ({enum})"
                 except DeployError as e:
                     if weights == "imagenet":
@@ -192,13 +145,13 @@ def build(spec: str, weights: str, given: list, seed: int = 0, num_classes: int 
                     warnings.append(f"{spec} has random weights: {e}")
         else:
             model = torchvision.models.get_model(spec, weights=None, **head)
-            _apply_state_dict(model, _load_state_dict_file(weights), weights)
+            apply_state_dict(model, load_state_dict_file(weights), weights)
             record["weights_file"] = str(weights)
         if not given:
             from deploycmp.core.specs import InputSpec, with_batch
 
             given = [InputSpec("x", "float32", with_batch(default_input_shape(spec)), layout="NCHW")]
-    _eval(model)
+    eval_mode(model)
     record["forward_params"] = forward_params(model)
     record["inputs"] = describe_inputs(model, record["forward_params"], given, spec, layout, value_ranges or {},
                                        warnings, seed)
@@ -217,11 +170,11 @@ def _build_hf(spec, weights, given, seed, layout, value_ranges, task, record, wa
     inner, used, more = hf_source.build_model(config, task, spec, weights, seed)
     warnings.extend(more)
     if used not in ("random", "random-raw", "pretrained"):
-        _apply_state_dict(inner, _load_state_dict_file(weights), weights)
+        apply_state_dict(inner, load_state_dict_file(weights), weights)
         record["weights_file"], used = str(weights), "file"
     if used.startswith("random"):
         warnings.append(f"{spec} has random weights (--weights {used}): drift and accuracy say little about a trained model")
-    _eval(inner)
+    eval_mode(inner)
     record.update(name=spec[3:] if spec.startswith("hf:") else Path(spec).resolve().name, weights=used, task=task,
                   hf={"architecture": type(inner).__name__, "model_type": getattr(inner.config, "model_type", None),
                       "outputs": list(hf_source.TASKS[task][1])})
@@ -231,282 +184,6 @@ def _build_hf(spec, weights, given, seed, layout, value_ranges, task, record, wa
     record["default_sizes"] = hf_source.default_sizes(config)
     model = hf_source.wrap(inner, [i["name"] for i in record["inputs"]], hf_source.TASKS[task][1])
     return model, record, warnings
-
-
-def condition(model, record: dict, calibration: dict, inputs: list) -> None:
-    """--weights random: a well-conditioned random model. The architecture's own init, then layers it sets to a
-    constant (zero heads, zero-init residual branches) re-initialised the way that layer type is by default, then
-    BatchNorm statistics recalibrated on the calibration split, so activations keep a realistic scale through the
-    network. Each step is recorded in the manifest; --weights random-raw keeps the plain init."""
-    import torch
-    from torch import nn
-
-    if record.get("weights") != "random":
-        return
-    reset = []
-    for name, m in model.named_modules():
-        w = getattr(m, "weight", None)
-        if not isinstance(w, torch.Tensor) or w.numel() == 0:
-            continue
-        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and bool(torch.all(w == w.flatten()[0])):
-            m.reset_parameters()
-            reset.append(name)
-        elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)) and not bool(torch.any(w)):
-            with torch.no_grad():
-                w.fill_(1.0)  # a zero-init residual branch's norm scale
-            reset.append(name)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    samples = len(next(iter(calibration.values())))
-    scaled = [] if norms else _unit_variance(model, example({k: a[:8] for k, a in calibration.items()}, inputs))
-    if norms and samples > 1:
-        momentum = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over what is fed
-            m.train()
-        with torch.no_grad():
-            model(*example(calibration, inputs))
-        for m, mo in zip(norms, momentum):
-            m.momentum = mo
-        model.eval()
-        # the classifier after the normalised features still sees their positive (post-ReLU) mean: centre it too
-        scaled = _unit_variance(model, example({k: a[:8] for k, a in calibration.items()}, inputs), last_only=True)
-    steps = ([f"re-initialised: {', '.join(reset)}"] if reset else []) + (
-        [f"BatchNorm recalibrated on {samples} samples"] if norms and samples > 1 else []) + (
-        [f"zero mean, unit variance per channel on the calibration inputs: {', '.join(scaled) if len(scaled) < 4 else f'{len(scaled)} layers'}"]
-        if scaled else [])
-    record["weights"] = f"random ({'; '.join(steps) or 'architecture init'})"
-    record["conditioning"] = {"reinitialised": reset, "batchnorm_recalibrated_on": samples if norms else 0,
-                              "unit_variance_layers": scaled}
-
-
-def _unit_variance(model, args, last_only: bool = False) -> list[str]:
-    """A network without normalisation layers (AlexNet, VGG): each conv/linear layer, in order, given zero mean and
-    unit variance per output channel on the calibration inputs (data-dependent init: Kraehenbuehl et al. 2016,
-    Mishkin and Matas 2016), the way BatchNorm would. With PyTorch's default init each such layer shrinks the
-    signal and ReLUs shift it positive, so a few layers on the same (input-independent) direction decides the
-    class: one class wins every sample. Returns the layers adjusted."""
-    import torch
-    from torch import nn
-
-    if any(isinstance(m, (nn.LayerNorm, nn.GroupNorm)) for m in model.modules()):
-        return []  # normalised already (transformers)
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
-    done = []
-    for name, m in layers[-1:] if last_only else layers:
-        seen = []
-        hook = m.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
-        try:
-            with torch.no_grad():
-                model(*args)
-        finally:
-            hook.remove()
-        if not seen:
-            continue
-        out = seen[0].transpose(0, 1).reshape(seen[0].shape[1], -1)  # channels first, everything else flattened
-        mean, std = out.mean(1), out.std(1).clamp(min=1e-6)
-        shape = (-1,) + (1,) * (m.weight.dim() - 1)
-        with torch.no_grad():
-            m.weight.div_(std.view(shape) if not isinstance(m, nn.modules.conv._ConvTransposeNd) else std.view(1, -1, *shape[2:]))
-            if m.bias is not None:
-                m.bias.sub_(mean).div_(std)
-        done.append(name)
-    return done
-
-
-def _pt2_inputs(path: str) -> list:
-    """A .pt2 file's own inputs: names from its graph signature, dtypes and shapes from the example inputs it was
-    exported with (axis 0 as the batch); [] when it does not carry them."""
-    import torch
-
-    from deploycmp.core.specs import DTYPES, InputSpec, with_batch
-
-    program = torch.export.load(path)
-    args = (getattr(program, "example_inputs", None) or ((),))[0]
-    names = list(program.graph_signature.user_inputs)
-    dtypes = [str(a.dtype).removeprefix("torch.") for a in args]
-    if not args or len(names) != len(args) or any(d not in DTYPES for d in dtypes):
-        return []
-    return [InputSpec(n, d, with_batch(list(a.shape))) for n, d, a in zip(names, dtypes, args)]
-
-
-def forward_params(model) -> list[str] | None:
-    """The names forward() takes, in order (None when they cannot be read: a .pt2 file's module)."""
-    import inspect
-
-    import torch
-
-    if isinstance(model, torch.jit.ScriptModule):
-        try:
-            return [a.name for a in model.forward.schema.arguments[1:]]
-        except Exception:
-            return None
-    try:
-        params = inspect.signature(model.forward).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return names or None
-
-
-# forward() arguments TorchScript types as Python numbers (or an nn.Module annotates so): passed as such, not as tensors
-NUMBER_ARGS = {"int": "int64", "float": "float32", "bool": "bool"}
-NUMBER_DTYPES = {"int": ("int64", "int32", "uint8"), "float": ("float32", "float16", "bfloat16"), "bool": ("bool",)}
-
-
-def forward_types(model) -> dict[str, str]:
-    """forward()'s argument types by name where they are known: a ScriptModule's schema (Tensor, int, float ...),
-    an nn.Module's annotations (int, float, bool; Tensor where annotated so)."""
-    import inspect
-
-    import torch
-
-    if isinstance(model, torch.jit.ScriptModule):
-        try:
-            return {a.name: str(a.type) for a in model.forward.schema.arguments[1:]}
-        except Exception:
-            return {}
-    try:
-        params = inspect.signature(model.forward).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    names = {int: "int", float: "float", bool: "bool", torch.Tensor: "Tensor"}
-    out = {}
-    for p in params:  # an annotation is a type, or its text under `from __future__ import annotations`
-        kind = p.annotation.rpartition(".")[2] if isinstance(p.annotation, str) else names.get(p.annotation)
-        if kind in names.values():
-            out[p.name] = kind
-    return out
-
-
-def _flags(params: list[str], types: dict) -> str:
-    """The options that give forward()'s arguments: --const NAME=INT for a Python number, --input for a tensor."""
-    return " ".join(f"--const {p}={types[p].upper()}" if types.get(p) in NUMBER_ARGS else f"--input {p}:DTYPE:SHAPE"
-                    for p in params)
-
-
-def _suggestion(params: list[str] | None, types: dict) -> str:
-    """What to give for a model without --input, from forward()'s names and types (never a guessed shape)."""
-    if not params:
-        return "e.g. --input x:DTYPE:SHAPE (or --input-shape N,...)"
-    sig = ", ".join(f"{p}: {types[p]}" if p in types else p for p in params)
-    return (f"forward({sig}) takes {_flags(params, types)}"
-            + (" (the file does not record a tensor's dtype and shape: give its real ones, axis 0 the batch)"
-               if any(types.get(p) not in NUMBER_ARGS for p in params) else ""))
-
-
-def describe_inputs(model, params: list[str] | None, given: list, spec: str, layout: str | None, ranges: dict,
-                    warnings: list | None = None, seed: int = 0) -> list[dict]:
-    """The input specs, in forward()'s order: given by --input/--const (checked against forward's names and types),
-    or one float input from --input-shape named after forward's first argument. An argument TorchScript types int,
-    float or bool is passed as a Python number: a 0-d input with one value for every call."""
-    from dataclasses import replace
-
-    from deploycmp.core.specs import (apply_ranges, check_ranges, check_value, describe, fix_scalars, settle_constant,
-                                      to_dicts)
-
-    types = forward_types(model)
-    if not [g for g in given if not g.is_constant()]:
-        raise UsageError(f"--model {spec}: give its inputs: {_suggestion(params, types)}")
-    tensors = [g for g in given if not g.is_constant() or g.shape]
-    given = [replace(g, name=g.name or (params[0] if params and len(tensors) == 1 else "x")) for g in given]
-    for g in given:
-        if g.layout is None and g.dtype == "float32" and len(g.shape) == 4:
-            g.layout = layout or "NCHW"
-    if params is not None:
-        unknown = [g for g in given if g.name not in params]
-        if unknown:
-            flag = "--const" if unknown[0].dtype is None else "--input"
-            raise UsageError(f"{flag} {unknown[0].name}: {spec} forward() takes {', '.join(params)}")
-        given = sorted(given, key=lambda g: params.index(g.name))
-    for g in given:
-        number = types.get(g.name) if types.get(g.name) in NUMBER_ARGS else None
-        if g.dtype is None:
-            settle_constant(g, NUMBER_ARGS.get(number), [], number)
-        elif number:
-            if g.shape:
-                raise UsageError(f"input {g.name}: {spec} forward() takes a Python {number}, not a tensor: give its "
-                                 f"value with --const {g.name}=VALUE (or declare it 0-d: "
-                                 f"--input {g.name}:{g.dtype}:scalar)")
-            if g.dtype not in NUMBER_DTYPES[number]:
-                raise UsageError(f"input {g.name}: {spec} forward() takes a Python {number}; declare it "
-                                 f"{NUMBER_ARGS[number]} (--input {g.name}:{NUMBER_ARGS[number]}:scalar)")
-            g.passed_as = number
-        check_value(g)
-    apply_ranges(given, ranges)
-    _default_ranges(model, given)
-    check_ranges(given)
-    said = fix_scalars(given, seed)
-    if warnings is not None:
-        warnings.extend(said)
-    if params is not None:
-        required = [p for p in params if p not in {g.name for g in given} and _required(model, p)]
-        if required:
-            raise UsageError(f"{spec} forward() also needs {', '.join(required)} ({_flags(required, types)}); give "
-                             f"every input: {describe(given)}")
-    return to_dicts(given)
-
-
-def _required(model, param: str) -> bool:
-    import inspect
-
-    import torch
-
-    if isinstance(model, torch.jit.ScriptModule):
-        try:
-            arg = next(a for a in model.forward.schema.arguments if a.name == param)
-            return not arg.has_default_value()
-        except Exception:
-            return True
-    try:
-        return inspect.signature(model.forward).parameters[param].default is inspect.Parameter.empty
-    except (TypeError, ValueError, KeyError):
-        return True
-
-
-def _default_ranges(model, inputs: list) -> None:
-    """Token-id inputs without --value-range take the model's vocabulary: config.vocab_size, else the size of
-    its first embedding table."""
-    import torch
-
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if vocab is None:
-        emb = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None) if hasattr(model, "modules") else None
-        vocab = emb.num_embeddings if emb is not None else None
-    for s in inputs:
-        if s.value_range is None and s.dtype in ("int64", "int32") and not s.is_mask() and vocab:
-            s.value_range = [0, int(vocab)]
-
-
-def positional(record: dict) -> bool:
-    """Whether the inputs are forward()'s leading arguments in order, so they can be passed by position."""
-    names, params = [i["name"] for i in record["inputs"]], record.get("forward_params")
-    return params is None or params[:len(names)] == names
-
-
-def by_name(model, names: list[str]):
-    """The model behind a forward(*args) that passes its arguments by name: every exporter takes positional
-    arguments, and a model's inputs need not be its leading ones (input_ids, token_type_ids without a mask)."""
-    import torch
-
-    class ByName(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args):
-            return self.inner(**dict(zip(names, args)))
-
-    return _eval(ByName(model))
-
-
-def _eval(model):
-    """Eval mode; a torch.export module has no train mode to leave (and refuses eval())."""
-    try:
-        model.eval()
-    except NotImplementedError:
-        pass
-    return model
 
 
 def _aoti_package(path: str) -> bool:
@@ -589,7 +266,7 @@ def load_source(run_dir: Path, record: dict, source_file: str):
 
         model = hf_source.rebuild(path.parent, record)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return _eval(model)
+        return eval_mode(model)
     else:
         if kind == "factory":
             from deploycmp.core.seal import check_allowed
@@ -602,7 +279,7 @@ def load_source(run_dir: Path, record: dict, source_file: str):
             head = {"num_classes": record["num_classes"]} if record.get("num_classes") else {}
             model = torchvision.models.get_model(record["spec"], weights=None, **head)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    model = _eval(model)
+    model = eval_mode(model)
     return model if positional(record) else by_name(model, [i["name"] for i in record["inputs"]])
 
 
