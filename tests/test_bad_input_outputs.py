@@ -319,7 +319,7 @@ def test_validate_refuses_a_junit_path_before_validating_and_prints_plain_ids(me
     assert proc.stdout == ""  # nothing validated: the verdicts could not have been kept
     import inspect
 
-    from deploycmp import cli as command_line
+    from deploycmp.cli import commands as command_line
 
     assert "verdict_lines" in inspect.getsource(command_line.validate.callback)
 

@@ -164,7 +164,7 @@ def test_a_log_that_is_a_link_is_replaced_not_followed(tmp_path):
 def test_an_interruption_says_whether_it_stopped_a_worker(tmp_path, monkeypatch):
     """Ctrl-C while a worker runs: the worker goes and the message says so; Ctrl-C while deploycmp itself is busy
     (building a model, writing the report): no worker is said to be stopped."""
-    from deploycmp import cli as command_line
+    from deploycmp.cli import entry as command_line
     from deploycmp.core import lock
 
     monkeypatch.setattr(isolation, "_STOPPED_BY", None)

@@ -40,7 +40,7 @@ def test_a_wheel_holds_only_the_deploycmp_package(tmp_path):
         top = {n.split("/")[0] for n in z.namelist() if not n.split("/")[0].endswith(".dist-info")}
         assert top == {"deploycmp"}
         names = set(z.namelist())
-    assert {"deploycmp/cli.py", "deploycmp/exporters/onnx.py", "deploycmp/runtimes/litert.py"} <= names
+    assert {"deploycmp/cli/__init__.py", "deploycmp/cli/__main__.py", "deploycmp/exporters/onnx.py", "deploycmp/runtimes/litert.py"} <= names
 
 
 def test_plugins_register_through_entry_points(tmp_path):

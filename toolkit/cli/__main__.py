@@ -1,0 +1,4 @@
+"""python -m deploycmp.cli"""
+from deploycmp.cli.entry import main
+
+main()
