@@ -49,7 +49,7 @@ def test_not_a_run_directory(tmp_path):
 def test_force_replaces_every_file_of_the_old_run(tmp_path):
     """--force leaves nothing of the run it replaces: no report.html or per-shape reference file survives to look
     like part of the new run."""
-    from deploycmp.export.matrix import _prepare_dir
+    from deploycmp.export.out_dir import prepare_out
 
     old = ["manifest.json", "results.json", "report.md", "report.html", "reference.npz", "reference.sequence64.npz",
            "calibration.npz", "calibration.sequence64.npz"]
@@ -58,6 +58,6 @@ def test_force_replaces_every_file_of_the_old_run(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "row.json").write_text("{}")
     with pytest.raises(UsageError, match="--force"):  # no identity.json: not a run this deploycmp can resume
-        _prepare_dir(tmp_path, False, {"model": "m"})
-    _prepare_dir(tmp_path, True, {"model": "m"})
+        prepare_out(tmp_path, False, {"model": "m"})
+    prepare_out(tmp_path, True, {"model": "m"})
     assert [p.name for p in tmp_path.iterdir()] == ["identity.json"]  # the new run's, written first

@@ -29,7 +29,7 @@ def cli():
 def export(batch, run_dir, force, **opts):
     """Export MODEL to each format and quantization mode into a run directory (an interrupted one is resumed)."""
     from deploycmp.core.lock import locked
-    from deploycmp.export.matrix import check_out
+    from deploycmp.export.out_dir import check_out
 
     check_out(run_dir := run_dir or default_out(opts["model"]))  # before a lock file goes into a foreign folder
     with locked(run_dir):
@@ -149,7 +149,7 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
     """export + bench + report in one go; run again on an interrupted run directory, it goes on where it stopped."""
     from deploycmp.core.lock import locked
     from deploycmp.core.results import exit_status
-    from deploycmp.export.matrix import check_out
+    from deploycmp.export.out_dir import check_out
     from deploycmp.measure.fleet import check_options
     from deploycmp.measure.targets import parse_runtimes, parse_targets
     from deploycmp.report.write import parse_report_formats
