@@ -94,7 +94,7 @@ def _baked_in(source, path: Path) -> dict:
     return {s.name: s.value for s in source.inputs if s.is_constant() and s.name not in names}
 
 
-def _from_keras(source, path: Path) -> dict:
+def keras_to_onnx(source, path: Path) -> dict:
     """tf2onnx on a SavedModel (its Keras-object converter has open bugs with Keras 3), run as its own CLI."""
     import importlib.metadata as md
 
@@ -124,7 +124,7 @@ def _from_onnx(source, path: Path) -> dict:
             "external_data": external}
 
 
-CONVERTERS = {"torch": torch_to_onnx, "keras": _from_keras, "onnx": _from_onnx}
+CONVERTERS = {"torch": torch_to_onnx, "keras": keras_to_onnx, "onnx": _from_onnx}
 
 ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32", 9: "bool", 2: "uint8", 3: "int8"}
 

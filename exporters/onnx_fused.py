@@ -64,7 +64,7 @@ def _convert(source, path: Path) -> dict:
     from deploycmp.exporters import onnx as plain
 
     if source.framework != "torch":
-        return plain._from_keras(source, path)
+        return plain.keras_to_onnx(source, path)
     inner = getattr(source.model, "inner", None)
     before = getattr(getattr(inner, "config", None), "_attn_implementation", None)
     if _hf_config(source) is None or before in (None, "eager") or not hasattr(inner, "set_attn_implementation"):

@@ -24,15 +24,20 @@ def versions() -> dict:
     return out
 
 
-def cpu_model() -> str:
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first line of /proc/cpuinfo that starts with one of `keys` (Linux); None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(keys):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 # the ISA extensions that decide int8 and bf16 speed (x86: /proc/cpuinfo flags; ARM: Features)
@@ -43,14 +48,7 @@ ISA = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "av
 def cpu_flags() -> set[str]:
     """Every feature flag of this CPU, read from /proc/cpuinfo (Linux; x86 flags, ARM Features); empty where it
     cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags", "Features") or "").split())
 
 
 def isa_flags() -> list[str]:
@@ -108,13 +106,9 @@ def _clock_ghz() -> float | None:
     except (OSError, ValueError):
         pass
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("cpu MHz"):
-                    return float(line.split(":", 1)[1]) / 1e3
-    except (OSError, ValueError):
-        pass
-    return None
+        return float(_cpuinfo("cpu MHz")) / 1e3
+    except (TypeError, ValueError):
+        return None
 
 
 def theoretical_gflops(threads: int) -> dict | None:

@@ -27,7 +27,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploycmp.core.worker_log import _CappedLog, size_text
+from deploycmp.core.worker_log import CappedLog, size_text
 from deploycmp.core.worker_memory import MEMORY_POLL_S, GroupMemory, oom_kills, memory_limit
 
 # the interruption (SIGINT, SIGTERM) that last unwound through run_isolated while its worker ran, and so stopped it
@@ -124,7 +124,7 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
         spec_path.write_text(json.dumps(spec, default=str))
         child_env = {**os.environ, **(env or {})}
         child_env["DEPLOYCMP_SPAWN_T"] = repr(time.monotonic())
-        log = _CappedLog(log_path)  # a new file: an old log, or a link in its place, goes first
+        log = CappedLog(log_path)  # a new file: an old log, or a link in its place, goes first
         alive_r, alive_w = os.pipe()  # deploycmp holds the write end for as long as the worker may live
         child_env["DEPLOYCMP_ALIVE_FD"] = str(alive_r)
         start = time.monotonic()

@@ -14,10 +14,12 @@ from pathlib import Path
 from deploycmp.core.errors import UsageError
 
 LOCK = ".lock"
-_HELD: dict = {}  # run directory held by this process (read by the CLI when it is interrupted)
+_HELD: dict = {}  # the run directory this process holds, or held last
 
 
 def held_run_dir() -> Path | None:
+    """The run directory this process holds or held last: what an interruption, which reaches the CLI after the
+    lock is let go, kept."""
     return _HELD.get("run_dir")
 
 

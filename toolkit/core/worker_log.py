@@ -52,7 +52,7 @@ def _open_new(path: Path):
     return os.fdopen(fd, "wb", buffering=0)
 
 
-class _CappedLog:
+class CappedLog:
     """A job's stdout and stderr into its log file, read from a pipe by a thread: the first `head` bytes go straight
     to the file, the last `tail` bytes are kept in memory and written after a line saying how many bytes in between
     were left out. `close()` waits for the end of the pipe (every process holding it gone) for up to LOG_GRACE_S."""
