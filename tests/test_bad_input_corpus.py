@@ -198,6 +198,7 @@ def test_inputs_larger_than_memory_are_refused_before_allocating(tmp_path, args)
     (["--batch", "1,,2"], ["--batch", "empty item"]),
     (["--threads", "0"], ["--threads"]),
     (["--min-runs", "0"], ["--min-runs"]),
+    (["--thresholds", "no-such-thresholds.toml"], ["no-such-thresholds.toml", "cannot read thresholds file"]),
 ])
 def test_malformed_bench_flags(exported, args, needles):
     refused(cli("bench", exported, *args), 2, *needles)

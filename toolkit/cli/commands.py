@@ -43,8 +43,7 @@ def export(batch, run_dir, force, **opts):
 @click.option("--force", is_flag=True, help="Measure every row again, not only the missing ones.")
 @source_option
 @verbose_option
-def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-          only_runtimes, tune, thresholds, ray_address, ray_files, force, source):
+def bench(run_dir, bench, force, source):
     """Measure every artifact of RUN_DIR on its runtime(s), one fresh worker process per row (--repeat: N)."""
     from deploycmp.core.lock import locked
     from deploycmp.core.results import exit_status
@@ -52,11 +51,10 @@ def bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, wa
     from deploycmp.report.write import print_table
 
     load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
+    policy = read_policy(bench.thresholds)  # a bad thresholds file fails before the rows are measured
     with locked(run_dir):
-        results = do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
-                            warmup_time, timeout, repeat, force, tune, thresholds, ray_address, ray_files,
-                            only_runtimes, source)
-    print_table(load_manifest(run_dir), results["rows"], policy=read_policy(thresholds))
+        results = do_bench(run_dir, bench, force, source)
+    print_table(load_manifest(run_dir), results["rows"], policy=policy)
     return exit_status(results["rows"])
 
 
@@ -144,8 +142,7 @@ def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqn
 @report_option
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @verbose_option
-def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat,
-        only_runtimes, tune, thresholds, ray_address, ray_files, report_formats, force, **opts):
+def run(run_dir, bench, report_formats, force, **opts):
     """export + bench + report in one go; run again on an interrupted run directory, it goes on where it stopped."""
     from deploycmp.core.lock import locked
     from deploycmp.core.results import exit_status
@@ -155,16 +152,15 @@ def run(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warm
     from deploycmp.report.write import parse_report_formats
 
     parse_report_formats(report_formats)
-    parse_targets(targets, targets_file)  # a bad target fails before minutes of export, not after
-    parse_runtimes(only_runtimes)
-    check_options(ray_address, ray_files, tune)
+    parse_targets(bench.targets, bench.targets_file)  # a bad target fails before minutes of export, not after
+    parse_runtimes(bench.only_runtimes)
+    check_options(bench.ray_address, bench.ray_files, bench.tune)
+    read_policy(bench.thresholds)
     check_out(run_dir := run_dir or default_out(opts["model"]))
     with locked(run_dir):
-        do_export(run_dir, opts, force, threads, batch)
-        results = do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs,
-                            warmup_time, timeout, repeat, False, tune, thresholds, ray_address, ray_files,
-                            only_runtimes, opts["model"])
-        do_report(run_dir, report_formats, results, thresholds=thresholds)
+        do_export(run_dir, opts, force, bench.threads, bench.batch)
+        results = do_bench(run_dir, bench, force=False, source=opts["model"])
+        do_report(run_dir, report_formats, results, thresholds=bench.thresholds)
     return exit_status(results["rows"])
 
 

@@ -2,6 +2,8 @@
 once."""
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import click
@@ -86,7 +88,7 @@ timing_options = _stack(
     click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds allowed per row."),
 )
 
-bench_options = _stack(
+_bench_click_options = _stack(
     click.option("--target", "targets", default="server-cpu", show_default=True,
                  help="Comma-separated targets: server-cpu, mobile-cpu, gpu, or your own from --targets-file."),
     click.option("--targets-file", type=click.Path(path_type=Path), default=None,
@@ -114,6 +116,39 @@ bench_options = _stack(
                  help="With --ray: shared (default): the run directory is at the same path on every node; ship: "
                       "the artifacts travel through Ray's object store."),
 )
+
+
+
+@dataclass(frozen=True)
+class BenchChoices:
+    """The bench options as given, to bench and run: which rows, on which targets, timed how."""
+    targets: str
+    targets_file: Path | None
+    batch: str
+    threads: int | None
+    min_runs: int
+    min_time: float
+    warmup_runs: int
+    warmup_time: float
+    timeout: float
+    repeat: int
+    only_runtimes: str | None
+    tune: bool
+    thresholds: Path | None
+    ray_address: str | None
+    ray_files: str | None
+
+
+def bench_options(command):
+    """The bench options, handed to `command` as one BenchChoices named `bench`."""
+    names = [f.name for f in fields(BenchChoices)]
+
+    @functools.wraps(command)
+    def given(*args, **kwargs):
+        return command(*args, bench=BenchChoices(**{n: kwargs.pop(n) for n in names}), **kwargs)
+
+    return _bench_click_options(given)
+
 
 threshold_options = _stack(
     click.option("--thresholds", "thresholds_file", type=click.Path(path_type=Path), default=None,

@@ -124,27 +124,28 @@ def timing_settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeo
     return Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
 
 
-def do_bench(run_dir, targets, targets_file, batch, threads, min_runs, min_time, warmup_runs, warmup_time, timeout,
-              repeat, force, tune=False, thresholds=None, ray_address=None, ray_files=None, only_runtimes=None,
-              source=None):
+def do_bench(run_dir, bench, force: bool, source: str | None = None):
+    """bench: the BenchChoices given."""
     from deploycmp.core import seal
     from deploycmp.core.rundir import load_manifest
     from deploycmp.measure.bench import bench_run, parse_batches
     from deploycmp.measure.fleet import check_options
     from deploycmp.measure.targets import parse_runtimes, parse_targets
 
-    settings = timing_settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
-    target_list, sizes = parse_targets(targets, targets_file), parse_batches(batch)
-    only = parse_runtimes(only_runtimes)
-    fleet = check_options(ray_address, ray_files, tune)
+    settings = timing_settings(bench.threads, bench.min_runs, bench.min_time, bench.warmup_runs, bench.warmup_time,
+                               bench.timeout, bench.repeat)
+    target_list, sizes = parse_targets(bench.targets, bench.targets_file), parse_batches(bench.batch)
+    only = parse_runtimes(bench.only_runtimes)
+    fleet = check_options(bench.ray_address, bench.ray_files, bench.tune)
+    tune = None
     bar, update = progress_bar("bench")
     with bar:
-        if tune:
+        if bench.tune:
             from deploycmp.gate.answer import DEFAULT_POLICY
             from deploycmp.gate.tune import Tuner
 
-            tune = Tuner(read_policy(thresholds) or DEFAULT_POLICY)
-        results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune or None, fleet=fleet,
+            tune = Tuner(read_policy(bench.thresholds) or DEFAULT_POLICY)
+        results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune, fleet=fleet,
                             only=only, source=source)
     if results["source_refused"]:
         record = load_manifest(run_dir)["model"]
