@@ -196,6 +196,19 @@ def test_an_interruption_says_whether_it_stopped_a_worker(tmp_path, monkeypatch)
     assert command_line._interrupted(later).endswith("; the worker it was running is stopped")
 
 
+
+def test_a_command_called_in_process_again_names_only_the_run_directory_it_held(tmp_path):
+    from deploycmp.cli import entry as command_line
+    from deploycmp.core.lock import held_run_dir, locked
+
+    with locked(tmp_path / "run"):
+        pass
+    assert held_run_dir() == tmp_path / "run"  # held last: what an interruption reaching the CLI reports
+    with pytest.raises(SystemExit):
+        command_line.main(["list", "--help"])
+    assert held_run_dir() is None
+    assert command_line._interrupted(Interrupted(signal.SIGINT)) == "deploycmp: interrupted by SIGINT"
+
 HOG = """
 import numpy as np
 keep = []

@@ -12,6 +12,7 @@ import click
 from deploycmp.cli.commands import cli
 from deploycmp.cli.options import VERBOSE
 from deploycmp.core.errors import DeployError, Interrupted
+from deploycmp.core.lock import new_command
 from deploycmp.core.sanitize import terminal
 
 
@@ -47,6 +48,7 @@ def _disk_error(e: OSError) -> str | None:
 
 def main(argv=None) -> None:
     VERBOSE["on"] = False  # each call reads its own --verbose (the CLI may be called in-process again)
+    new_command()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     try:

@@ -14,13 +14,18 @@ from pathlib import Path
 from deploycmp.core.errors import UsageError
 
 LOCK = ".lock"
-_HELD: dict = {}  # the run directory this process holds, or held last
+_HELD: dict = {}  # the run directory this command holds, or held last
 
 
 def held_run_dir() -> Path | None:
-    """The run directory this process holds or held last: what an interruption, which reaches the CLI after the
+    """The run directory this command holds or held last: what an interruption, which reaches the CLI after the
     lock is let go, kept."""
     return _HELD.get("run_dir")
+
+
+def new_command() -> None:
+    """A new command in this process (the CLI called in-process again) holds no run directory yet."""
+    _HELD.clear()
 
 
 @contextmanager

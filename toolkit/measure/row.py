@@ -12,6 +12,7 @@ from deploycmp.core.isolation import run_isolated
 from deploycmp.core.rundir import changed_files, reference_for, result_path, write_json
 from deploycmp.core.specs import BATCH, export_point, point_id, served_by
 from deploycmp.core.worker_log import log_note
+from deploycmp.measure.row_worker import PeakJob, RowJob
 from deploycmp.measure.targets import Target, worker_env
 
 
@@ -63,8 +64,8 @@ def measure_peaks(run_dir: Path, targets: list[Target], threads: int | None, tim
         if target.unavailable_reason() or target.device != "cpu":  # a CPU matmul peak says nothing of a GPU
             continue
         n = target.resolved_threads(threads)
-        outcome = run_isolated("deploycmp.measure.row_worker", {"job": "peak", "cpus": target.resolved_cpus(), "threads": n},
-                               timeout, run_dir / "logs" / f"peak-{target.name}.log", env=worker_env(n))
+        job = PeakJob(job="peak", cpus=target.resolved_cpus(), threads=n)
+        outcome = run_isolated("deploycmp.measure.row_worker", job, timeout, run_dir / "logs" / f"peak-{target.name}.log", env=worker_env(n))
         peaks[target.name] = outcome.result if outcome.status == "ok" else None
     return peaks
 
@@ -87,12 +88,12 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
     if trial.get("name"):
         samples = run_dir / "tuning" / f"{row['id']}.{trial['name']}.samples.npz"
         samples.parent.mkdir(parents=True, exist_ok=True)
-    spec = {"job": "row", "run_dir": str(run_dir), "artifact": artifact, "runtime": row["runtime"],
-            "batch": row["batch"], "threads": threads, "cpus": target.resolved_cpus(), "device": target.device,
-            "inputs": manifest["model"]["inputs"], "outputs": manifest["model"]["outputs"],
-            "reference": reference["file"], "degenerate": reference.get("degenerate", {}), "min_runs": settings.min_runs,
-            "samples_file": str(samples), "options": trial.get("options") or {},
-            "min_time_s": settings.min_time_s, "warmup_runs": settings.warmup_runs, "warmup_s": settings.warmup_s}
+    spec = RowJob(job="row", run_dir=str(run_dir), artifact=artifact, runtime=row["runtime"], batch=row["batch"],
+                  threads=threads, cpus=target.resolved_cpus(), device=target.device,
+                  inputs=manifest["model"]["inputs"], outputs=manifest["model"]["outputs"], reference=reference["file"],
+                  degenerate=reference.get("degenerate", {}), samples_file=str(samples),
+                  options=trial.get("options") or {}, min_runs=settings.min_runs, min_time_s=settings.min_time_s,
+                  warmup_runs=settings.warmup_runs, warmup_s=settings.warmup_s)
     log = run_dir / (Path("logs") / f"{row['id']}.{trial['name']}.log" if trial.get("name") else log_path(row["id"], round_))
     outcome = run_isolated("deploycmp.measure.row_worker", spec, settings.timeout, log, env=worker_env(threads, target.device),
                            memory_limit_mb=target.memory_limit_mb)

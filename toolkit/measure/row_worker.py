@@ -8,8 +8,38 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Literal, TypedDict
 
 from deploycmp.core.isolation import child_main
+
+
+class RowJob(TypedDict):
+    """What this worker is given to measure one row (measure.row.measure_once writes it), as JSON."""
+    job: Literal["row"]
+    run_dir: str            # the run directory; artifact and reference paths are relative to it
+    artifact: dict          # the manifest's artifact entry (a tuning trial's variant instead), with the model record
+    runtime: str
+    batch: int
+    threads: int
+    cpus: list[int]         # the CPUs the worker pins itself to, before it imports anything
+    device: str             # cpu, or the GPU the row runs on
+    inputs: list[dict]      # the model's input specs (core.specs.to_dicts)
+    outputs: list[dict]     # its output specs, with their kinds (logits, embeddings ...)
+    reference: str          # the reference inputs and golden outputs of the row's shape point
+    degenerate: dict        # which golden outputs say little (constant, saturated), to mark in the drift
+    samples_file: str       # where the worker writes per-sample outputs to look at
+    options: dict           # bench --tune's runtime settings for a trial; {} for the row's own
+    min_runs: int
+    min_time_s: float
+    warmup_runs: int
+    warmup_s: float
+
+
+class PeakJob(TypedDict):
+    """What this worker is given to measure a target's fp32 matmul peak."""
+    job: Literal["peak"]
+    cpus: list[int]
+    threads: int
 
 
 def outputs_to_layout(got: dict, golden: dict, source_layouts: set, layout: str | None) -> tuple[dict, dict]:
@@ -162,7 +192,7 @@ def device_memory(session) -> dict:
             "device_memory_method": "held by this process after the timed runs (nvidia-smi)"}
 
 
-def measure_row(spec: dict) -> dict:
+def measure_row(spec: RowJob) -> dict:
     import importlib
 
     spawn_t = float(os.environ.get("DEPLOYCMP_SPAWN_T", time.monotonic()))
@@ -240,7 +270,7 @@ def measure_row(spec: dict) -> dict:
     return row
 
 
-def measure_peak(spec: dict) -> dict:
+def measure_peak(spec: PeakJob) -> dict:
     from deploycmp.core.environment import matmul_peak
 
     return {**matmul_peak(spec["threads"]), "affinity": sorted(os.sched_getaffinity(0))}
