@@ -160,6 +160,7 @@ def test_a_node_lost_mid_row_is_retried_or_marked_and_a_rerun_resumes(tmp_path):
         log = open(tmp_path / "run.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "deploycmp.cli", *map(str, args)], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, **_env(c)})
+        held: dict = {}
         try:
             held = _hold_first_rows(first, second)  # the first row of each: 4 of the 6 fleet-b rows still to come
             retried, on_second = held[first][0], held[second]
@@ -176,7 +177,7 @@ def test_a_node_lost_mid_row_is_retried_or_marked_and_a_rerun_resumes(tmp_path):
         finally:
             proc.kill()
             log.close()
-            if (stopped := locals().get("held", {}).get(first)):  # went with its node; if not, it goes now
+            if (stopped := held.get(first)):  # went with its node; if not, it goes now
                 with suppress(ProcessLookupError):
                     os.kill(stopped[1], signal.SIGKILL)
         said = (tmp_path / "run.log").read_text()

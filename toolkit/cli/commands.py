@@ -53,7 +53,7 @@ def bench(run_dir, bench, force, source):
     load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
     policy = read_policy(bench.thresholds)  # a bad thresholds file fails before the rows are measured
     with locked(run_dir):
-        results = do_bench(run_dir, bench, force, source)
+        results = do_bench(run_dir, bench, policy, force, source)
     print_table(load_manifest(run_dir), results["rows"], policy=policy)
     return exit_status(results["rows"])
 
@@ -76,7 +76,7 @@ def report(run_dir, report_formats, baseline, fail_pct, thresholds):
     if fail_pct is not None and baseline is None:
         raise UsageError("--fail-on-regression needs --baseline OTHER_RUN_DIR")
     check_positive("--fail-on-regression", fail_pct, allow_zero=True)
-    comparison = do_report(run_dir, report_formats, baseline=baseline, thresholds=thresholds)
+    comparison = do_report(run_dir, report_formats, baseline=baseline, policy=read_policy(thresholds))
     if fail_pct is None:
         return 0
     slower = regressions(comparison, fail_pct)
@@ -155,12 +155,12 @@ def run(run_dir, bench, report_formats, force, **opts):
     parse_targets(bench.targets, bench.targets_file)  # a bad target fails before minutes of export, not after
     parse_runtimes(bench.only_runtimes)
     check_options(bench.ray_address, bench.ray_files, bench.tune)
-    read_policy(bench.thresholds)
+    policy = read_policy(bench.thresholds)
     check_out(run_dir := run_dir or default_out(opts["model"]))
     with locked(run_dir):
         do_export(run_dir, opts, force, bench.threads, bench.batch)
-        results = do_bench(run_dir, bench, force=False, source=opts["model"])
-        do_report(run_dir, report_formats, results, thresholds=bench.thresholds)
+        results = do_bench(run_dir, bench, policy, force=False, source=opts["model"])
+        do_report(run_dir, report_formats, results, policy=policy)
     return exit_status(results["rows"])
 
 

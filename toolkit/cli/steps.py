@@ -124,8 +124,8 @@ def timing_settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeo
     return Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
 
 
-def do_bench(run_dir, bench, force: bool, source: str | None = None):
-    """bench: the BenchChoices given."""
+def do_bench(run_dir, bench, policy, force: bool, source: str | None = None):
+    """bench: the BenchChoices given; policy: its thresholds file read (read_policy), once per command."""
     from deploycmp.core import seal
     from deploycmp.core.rundir import load_manifest
     from deploycmp.measure.bench import bench_run, parse_batches
@@ -144,7 +144,7 @@ def do_bench(run_dir, bench, force: bool, source: str | None = None):
             from deploycmp.gate.answer import DEFAULT_POLICY
             from deploycmp.gate.tune import Tuner
 
-            tune = Tuner(read_policy(bench.thresholds) or DEFAULT_POLICY)
+            tune = Tuner(policy or DEFAULT_POLICY)
         results = bench_run(run_dir, target_list, sizes, settings, force, update, tune=tune, fleet=fleet,
                             only=only, source=source)
     if results["source_refused"]:
@@ -156,14 +156,14 @@ def do_bench(run_dir, bench, force: bool, source: str | None = None):
     return results
 
 
-def do_report(run_dir, report_formats, results=None, baseline=None, thresholds=None):
+def do_report(run_dir, report_formats, results=None, baseline=None, policy=None):
+    """policy: the thresholds file read (read_policy); None: the default policy."""
     from deploycmp.core.results import load_results
     from deploycmp.core.rundir import load_manifest
     from deploycmp.report.compare import compare, load_baseline, print_comparison
     from deploycmp.report.write import parse_report_formats, print_table, write_reports
 
     formats = parse_report_formats(report_formats)
-    policy = read_policy(thresholds)
     results = results or load_results(run_dir)
     comparison = compare(results, load_baseline(baseline), str(baseline)) if baseline else None
     print_table(load_manifest(run_dir), results["rows"], policy=policy)
