@@ -46,7 +46,7 @@ SOURCES = {
     "pytorch": {"model": "mobilenet_v2", "formats": "torchscript,onnx", "shape": lambda s: f"1,3,{s},{s}"},
     "keras": {"model": "keras:MobileNetV2", "formats": "savedmodel,tflite", "shape": lambda s: f"1,{s},{s},3"},
 }
-QUICK_TIMING = ["--min-runs", "5", "--min-time", "0.05", "--warmup-runs", "1", "--warmup-time", "0"]
+QUICK_TIMING = ["--min-runs", "5", "--min-time", "0.05", "--max-time", "0", "--warmup-runs", "1", "--warmup-time", "0"]
 
 
 class Failure(Exception):

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     accuracy = fine_tune(checkpoint, args.epochs)
     print(f"fine-tuned resnet18 on {SHAPE[2]}x{SHAPE[3]} digits in {time.monotonic() - start:.0f} s: "
           f"{accuracy * 100:.1f}% on the held-out digits", flush=True)
-    timing = ["--min-runs", "10", "--min-time", "0.2", "--warmup-runs", "2", "--warmup-time", "0"] if args.quick else []
+    timing = ["--min-runs", "10", "--min-time", "0.2", "--max-time", "0", "--warmup-runs", "2", "--warmup-time", "0"] if args.quick else []
     status = deploycmp("run", "--model", "resnet18", "--num-classes", "10", "--weights", checkpoint, "--input-shape",
                        ",".join(map(str, SHAPE)), "--data", "digits", "--samples", "400", "--calibration-samples", "100",
                        "--formats", args.formats, "--quantize", "none,dynamic,int8", "--out", args.out, "--force", *timing)

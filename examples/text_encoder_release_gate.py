@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     accuracy = train(model_dir, args.epochs, max_sequence=longest)
     print(f"trained a tiny BERT classifier (2 layers, hidden 64) on the digits as 64-token sequences in "
           f"{time.monotonic() - start:.0f} s: {accuracy * 100:.1f}% on the 500 held-out digits", flush=True)
-    timing = ["--min-runs", "10", "--min-time", "0.2", "--warmup-runs", "2", "--warmup-time", "0"] if args.quick else []
+    timing = ["--min-runs", "10", "--min-time", "0.2", "--max-time", "0", "--warmup-runs", "2", "--warmup-time", "0"] if args.quick else []
     status = deploycmp("run", "--model", model_dir, "--task", "text-classification", "--data", "digits",
                        "--samples", args.samples, "--calibration-samples", args.calibration_samples,
                        "--formats", args.formats, "--quantize", args.quantize, "--shape", f"sequence={args.sequence}",

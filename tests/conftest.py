@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "tests.tiny_models:tiny_cnn", "--input-shape", "1,3,16,16", "--samples", "8"]
-FAST = ["--min-runs", "5", "--min-time", "0.05", "--warmup-runs", "1", "--warmup-time", "0"]
+FAST = ["--min-runs", "5", "--min-time", "0.05", "--max-time", "0", "--warmup-runs", "1", "--warmup-time", "0"]
 
 
 def pytest_configure(config):

@@ -29,7 +29,7 @@ def _worker(tmp_path: Path, name: str, body: str) -> tuple[str, dict]:
     folder = tmp_path / "workers"
     folder.mkdir(exist_ok=True)
     (folder / f"{name}.py").write_text(
-        "import os, sys, time\nfrom deploycmp.core.isolation import child_main\n\n\ndef job(spec):\n"
+        "import os, sys, time\nfrom deploycmp.core.child import child_main\n\n\ndef job(spec):\n"
         + textwrap.indent(textwrap.dedent(body), "    ")
         + "\n\nif __name__ == '__main__':\n    child_main(job)\n")
     path = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])

@@ -194,7 +194,7 @@ def explain(run_dir, row_id, source):
 @source_option
 @verbose_option
 def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2,
-           max_steps, targets_file, min_runs, min_time, warmup_runs, warmup_time, timeout, source):
+           max_steps, targets_file, min_runs, min_time, max_time, ci_width, warmup_runs, warmup_time, timeout, source):
     """Make an int8 row pass: other calibration methods, then its worst layers in float one at a time, each a row."""
     from deploycmp.core import seal
     from deploycmp.core.lock import locked
@@ -203,7 +203,7 @@ def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, m
 
     policy, flags = read_thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
     check_positive("--max-steps", max_steps)
-    settings = timing_settings(None, min_runs, min_time, warmup_runs, warmup_time, timeout)
+    settings = timing_settings(None, min_runs, min_time, max_time, ci_width, warmup_runs, warmup_time, timeout)
     manifest = load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file
     bar, update = progress_bar("repair")
     with locked(run_dir), bar, seal.allowing(seal.allowed_source(manifest, source)):

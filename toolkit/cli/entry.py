@@ -5,12 +5,14 @@ from __future__ import annotations
 import errno
 import signal
 import sys
+import time
 import traceback
 
 import click
 
 from deploycmp.cli.commands import cli
 from deploycmp.cli.options import VERBOSE
+from deploycmp.core import timeline
 from deploycmp.core.errors import DeployError, Interrupted
 from deploycmp.core.lock import new_command
 from deploycmp.core.sanitize import terminal
@@ -49,6 +51,18 @@ def _disk_error(e: OSError) -> str | None:
 def main(argv=None) -> None:
     VERBOSE["on"] = False  # each call reads its own --verbose (the CLI may be called in-process again)
     new_command()
+    args, start = list(sys.argv[1:] if argv is None else argv), time.monotonic()
+    try:
+        _main(argv)
+    finally:  # no prewarmed worker outlives its command (repair measures outside bench); with DEPLOYCMP_TIMELINE
+        # set: how long the command took, exit status and all
+        from deploycmp.core import prewarm
+
+        prewarm.close_all()
+        timeline.record("command", time.monotonic() - start, command=next((a for a in args if not a.startswith("-")), ""))
+
+
+def _main(argv) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     try:

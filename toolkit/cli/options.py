@@ -71,6 +71,9 @@ export_options = _stack(
     click.option("--calibration-samples", default=32, show_default=True, type=int,
                  help="Calibration inputs for int8 exporters (never used for metrics)."),
     click.option("--export-timeout", default=900.0, show_default=True, type=float, help="Seconds allowed per export."),
+    click.option("--export-jobs", type=int, default=None,
+                 help="Exports run side by side, each in its own worker with its share of the threads (default: 2 "
+                      "where there are 2 cores or more; nothing is timed while they run)."),
     click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
                  help="Export cache folder: artifacts another run already made are copied from it, not exported again "
                       "(default: $DEPLOYCMP_CACHE or ~/.cache/deploycmp)."),
@@ -82,9 +85,15 @@ batch_option = click.option("--batch", "batch", default="1", show_default=True,
 
 timing_options = _stack(
     click.option("--min-runs", default=50, show_default=True, type=int, help="Timed runs, at least."),
-    click.option("--min-time", default=3.0, show_default=True, type=float, help="Seconds of timed runs, at least."),
+    click.option("--min-time", default=0.5, show_default=True, type=float, help="Seconds of timed runs, at least."),
+    click.option("--max-time", default=10.0, show_default=True, type=float,
+                 help="Past --min-runs and --min-time, timed runs go on until the median's 95%% confidence interval "
+                      "is within --ci-width, for this many seconds at most (0: stop at the minimums)."),
+    click.option("--ci-width", default=0.02, show_default=True, type=float,
+                 help="Width of the median's 95%% confidence interval, as a fraction of the median, at which timing "
+                      "stops (0.02: the median known to about +-1%%)."),
     click.option("--warmup-runs", default=5, show_default=True, type=int),
-    click.option("--warmup-time", default=1.0, show_default=True, type=float),
+    click.option("--warmup-time", default=0.5, show_default=True, type=float),
     click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds allowed per row."),
 )
 
@@ -128,6 +137,8 @@ class BenchChoices:
     threads: int | None
     min_runs: int
     min_time: float
+    max_time: float
+    ci_width: float
     warmup_runs: int
     warmup_time: float
     timeout: float

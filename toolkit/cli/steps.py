@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from deploycmp.cli.options import VERBOSE
+from deploycmp.core import timeline
 from deploycmp.core.errors import UsageError
 
 
@@ -33,6 +34,7 @@ def check_positive(name: str, value, allow_zero=False):
         raise UsageError(f"{name} must be {'zero or ' if allow_zero else ''}positive, not {value}")
 
 
+@timeline.step("export")
 def do_export(run_dir, opts: dict, force, threads, batch):
     """opts: the export_options values (model, weights, formats ...)."""
     from deploycmp.core.cache import default_dir
@@ -44,6 +46,7 @@ def do_export(run_dir, opts: dict, force, threads, batch):
     check_positive("--num-classes", opts["num_classes"])
     check_positive("--samples", opts["samples"])
     check_positive("--calibration-samples", opts["calibration_samples"])
+    check_positive("--export-jobs", opts["export_jobs"])
     options = ExportOptions(
         model=opts["model"], weights=opts["weights"],
         inputs=with_constants(given_inputs(opts["inputs"], opts["input_shape"]), parse_constants(opts["constants"])),
@@ -52,6 +55,7 @@ def do_export(run_dir, opts: dict, force, threads, batch):
         calibration_samples=opts["calibration_samples"], num_classes=opts["num_classes"],
         preprocess=parse_preprocess(opts["mean"], opts["std"]), layout=opts["layout"],
         threads=threads or len(usable_cpus()), timeout=opts["export_timeout"],
+        jobs=opts["export_jobs"] or min(2, len(usable_cpus())),
         cache=None if opts["no_cache"] else (opts["cache_dir"] or default_dir()), task=opts["task"])
     bar, update = progress_bar("export")
     with bar:
@@ -114,16 +118,18 @@ def read_policy(thresholds):
     return load_thresholds(thresholds)
 
 
-def timing_settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat=1):
+def timing_settings(threads, min_runs, min_time, max_time, ci_width, warmup_runs, warmup_time, timeout, repeat=1):
     from deploycmp.measure.row import Settings
 
     for name, v in (("--threads", threads), ("--min-runs", min_runs), ("--timeout", timeout), ("--repeat", repeat)):
         check_positive(name, v)
-    for name, v in (("--min-time", min_time), ("--warmup-runs", warmup_runs), ("--warmup-time", warmup_time)):
+    for name, v in (("--min-time", min_time), ("--max-time", max_time), ("--ci-width", ci_width),
+                    ("--warmup-runs", warmup_runs), ("--warmup-time", warmup_time)):
         check_positive(name, v, allow_zero=True)
-    return Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat)
+    return Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat, max_time, ci_width)
 
 
+@timeline.step("bench")
 def do_bench(run_dir, bench, policy, force: bool, source: str | None = None):
     """bench: the BenchChoices given; policy: its thresholds file read (read_policy), once per command."""
     from deploycmp.core import seal
@@ -132,8 +138,8 @@ def do_bench(run_dir, bench, policy, force: bool, source: str | None = None):
     from deploycmp.measure.fleet import check_options
     from deploycmp.measure.targets import parse_runtimes, parse_targets
 
-    settings = timing_settings(bench.threads, bench.min_runs, bench.min_time, bench.warmup_runs, bench.warmup_time,
-                               bench.timeout, bench.repeat)
+    settings = timing_settings(bench.threads, bench.min_runs, bench.min_time, bench.max_time, bench.ci_width,
+                               bench.warmup_runs, bench.warmup_time, bench.timeout, bench.repeat)
     target_list, sizes = parse_targets(bench.targets, bench.targets_file), parse_batches(bench.batch)
     only = parse_runtimes(bench.only_runtimes)
     fleet = check_options(bench.ray_address, bench.ray_files, bench.tune)
@@ -156,6 +162,7 @@ def do_bench(run_dir, bench, policy, force: bool, source: str | None = None):
     return results
 
 
+@timeline.step("report")
 def do_report(run_dir, report_formats, results=None, baseline=None, policy=None):
     """policy: the thresholds file read (read_policy); None: the default policy."""
     from deploycmp.core.results import load_results

@@ -22,16 +22,32 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploycmp.core import timeline
 from deploycmp.core.worker_log import CappedLog, size_text
 from deploycmp.core.worker_memory import MEMORY_POLL_S, GroupMemory, oom_kills, memory_limit
 
 # the interruption (SIGINT, SIGTERM) that last unwound through run_isolated while its worker ran, and so stopped it
 _STOPPED_BY: BaseException | None = None
+# set while jobs waited on in other threads (exports side by side) must stop: the main thread was interrupted
+_STOP_ALL = threading.Event()
+
+
+class Stopped(Exception):
+    """A job stopped because another thread's run_isolated was interrupted (stop_all)."""
+
+
+def stop_all(stop: bool = True, because: BaseException | None = None) -> None:
+    """Kill every job run_isolated is waiting on in any thread (stop=False: let new ones run again); `because`: the
+    interruption that stops them (stopped_a_worker(because) is then true)."""
+    global _STOPPED_BY
+    (_STOP_ALL.set if stop else _STOP_ALL.clear)()
+    if because is not None:
+        _STOPPED_BY = because
 
 
 @dataclass
@@ -109,10 +125,29 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: dict | None = None,
-                 memory_limit_mb: float | None = None) -> Outcome:
+                 memory_limit_mb: float | None = None, prewarm: str | None = None) -> Outcome:
     """Run `python -m module SPEC RESULT` in a new session (so a timeout or an interruption kills its whole
     process group). Its output goes to `log_path`, capped (LOG_HEAD_BYTES and LOG_TAIL_BYTES kept); its process
-    group is killed past `memory_limit(memory_limit_mb)` and the job is then `out_of_memory`."""
+    group is killed past `memory_limit(memory_limit_mb)` and the job is then `out_of_memory`. `prewarm`: the job is
+    forked from a process that ran `module.prewarm(prewarm)` under the same environment and CPUs (core.prewarm),
+    where one can be, instead of started as a new Python."""
+    server = None
+    if prewarm is not None:
+        from deploycmp.core import prewarm as warm
+
+        server = warm.server_for(module, prewarm, env or {}, spec.get("cpus"), log_path, timeout)
+    outcome = _run(module, spec, timeout, log_path, env, memory_limit_mb, server)
+    result = outcome.result or {}
+    timeline.record("worker", outcome.seconds, module=module.rsplit(".", 1)[-1], status=outcome.status,
+                    what=" ".join(str(v) for v in ((spec.get("artifact") or {}).get("id"), spec.get("format"),
+                                                    spec.get("quantization"), spec.get("runtime"), spec.get("job"),
+                                                    spec.get("threads")) if v is not None),
+                    phases=(result.get("timing") or {}).get("phases_s"), export_s=result.get("export_seconds"))
+    return outcome
+
+
+def _run(module: str, spec: dict, timeout: float, log_path: Path, env: dict | None,
+         memory_limit_mb: float | None, server) -> Outcome:
     global _STOPPED_BY
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +167,15 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
         try:
             try:
                 try:
-                    proc = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(result_path)],
-                                            stdout=log.write_fd, stderr=log.write_fd, stdin=subprocess.DEVNULL,
-                                            env=child_env, start_new_session=True, pass_fds=(alive_r,))
+                    if server is not None:
+                        try:
+                            proc = server.start(spec_path, result_path, log.write_fd, alive_r)
+                        except OSError:  # the prewarmed process is gone: this job starts fresh
+                            server = None
+                    if server is None:
+                        proc = subprocess.Popen([sys.executable, "-m", module, str(spec_path), str(result_path)],
+                                                stdout=log.write_fd, stderr=log.write_fd, stdin=subprocess.DEVNULL,
+                                                env=child_env, start_new_session=True, pass_fds=(alive_r,))
                 finally:
                     os.close(alive_r)
                     os.close(log.write_fd)  # the job's processes hold the pipe now; its end comes when they are gone
@@ -145,6 +186,8 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
                         break
                     except subprocess.TimeoutExpired:
                         pass
+                    if _STOP_ALL.is_set():
+                        raise Stopped("stopped with the other jobs")
                     if time.monotonic() >= deadline:
                         _kill_group(proc)
                         rc = "timeout"
@@ -156,7 +199,8 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
                         break
             except BaseException as e:  # interrupted (SIGINT, SIGTERM): the worker and what it started go first
                 if proc is not None:
-                    _STOPPED_BY = e
+                    if not isinstance(e, Stopped):
+                        _STOPPED_BY = e
                     _kill_group(proc)
                 raise
             finally:
@@ -206,44 +250,3 @@ def stopped_a_worker(e: BaseException) -> bool:
     """Whether the interruption `e` stopped a running worker on its way up (not one that came while deploycmp
     itself was busy, building a model or writing the report)."""
     return _STOPPED_BY is e
-
-
-def _watch_parent() -> None:
-    """In a worker: fork a watchdog into the worker's process group that blocks on the read end of deploycmp's pipe.
-    End of file (deploycmp died or is done with this worker) kills the whole group, what the worker started too."""
-    fd = os.environ.pop("DEPLOYCMP_ALIVE_FD", None)
-    if fd is None:  # run by hand, not by deploycmp
-        return
-    fd = int(fd)
-    if os.fork() == 0:
-        try:
-            while os.read(fd, 1):
-                pass
-        except OSError:
-            pass
-        os.killpg(0, signal.SIGKILL)
-        os._exit(0)
-    os.close(fd)
-
-
-def child_main(job) -> None:
-    """Entry point of a worker module: job(spec) -> result dict; an exception becomes {'error': ...}, exit 1."""
-    spec_path, result_path = sys.argv[1], sys.argv[2]
-    _watch_parent()
-    with open(spec_path) as f:
-        spec = json.load(f)
-    from deploycmp.core.errors import Unavailable
-
-    try:
-        result, code = job(spec), 0
-    except Unavailable as e:
-        result, code = {"unavailable": str(e)}, 3
-    except BaseException as e:  # the parent reads the reason from the result file
-        traceback.print_exc()
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        result, code = {"error": f"{type(e).__name__}: {msg}"[:300]}, 1
-    from deploycmp.core.rundir import write_json
-
-    write_json(Path(result_path), result)
-    sys.stdout.flush()
-    os._exit(code)  # skip interpreter teardown: some frameworks crash on exit, after the result is safe

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploycmp.core.isolation import child_main
-from deploycmp.core.rundir import read_feed
+from deploycmp.core.child import child_main
+from deploycmp.core.rundir import describe_files, read_feed
 from deploycmp.core.specs import BATCH, InputSpec
 
 
@@ -139,6 +139,7 @@ def job(spec: dict) -> dict:
     main = out_dir / details["main_file"]
     if not main.exists() or (main.is_file() and main.stat().st_size == 0):
         raise RuntimeError(f"exporter wrote no {details['main_file']}")
+    details.update(describe_files(run_dir, out_dir))  # sizes, gzipped too, and sha256: here, side by side with others
     return details
 
 

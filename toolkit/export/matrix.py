@@ -71,6 +71,7 @@ class ExportOptions:
     preprocess: dict | None = None
     layout: str | None = None
     threads: int = 1
+    jobs: int = 1  # exports side by side (each with threads // jobs threads)
     timeout: float = 900.0
     cache: Path | None = None  # the export cache's folder; None: no cache (--no-cache)
     task: str | None = None  # a Hugging Face model's head (text-classification ...); None: from its config
@@ -162,25 +163,59 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
 
 
 def _export_all(export: Exporting, jobs: list, opts: ExportOptions, points: list, references: list, progress) -> None:
-    """Every format x quantization, then again at each further shape point that the first export does not serve."""
-    for i, (fmt, quant) in enumerate(jobs):
-        if progress:
-            progress(i, len(jobs), f"export {fmt} {quant}")
-        first_dims = {BATCH: opts.sweeps[BATCH][0], **points[0]}
-        made = export.one(fmt, quant, first_dims, references[0])
+    """Every format x quantization, then again at each further shape point that the first export does not serve;
+    opts.jobs of them side by side. The manifest lists them in this order however they finish."""
+    first_dims = {BATCH: opts.sweeps[BATCH][0], **points[0]}
+    firsts = side_by_side([(f"export {fmt} {quant}", lambda fmt=fmt, quant=quant: export.one(fmt, quant, first_dims,
+                                                                                            references[0]))
+                           for fmt, quant in jobs], opts.jobs, progress)
+    more = [[(ref_entry, dims) for ref_entry in references for b in opts.sweeps[BATCH]
+             for dims in [{BATCH: b, **ref_entry["dims"]}] if dims != first_dims and not served_by(made, dims)]
+            if made["status"] == "ok" else [] for made in firsts]
+    later = iter(side_by_side([(f"export {fmt} {quant} {point_id(dims)}",
+                                lambda fmt=fmt, quant=quant, dims=dims, ref=ref: export.one(fmt, quant, dims, ref, per_point=True))
+                               for (fmt, quant), points_of in zip(jobs, more) for ref, dims in points_of], opts.jobs, progress))
+    for made, points_of in zip(firsts, more):
         export.made.append(made)
-        if made["status"] != "ok":
-            continue
-        for ref_entry in references:
-            for b in opts.sweeps[BATCH]:
-                dims = {BATCH: b, **ref_entry["dims"]}
-                if dims == first_dims or served_by(made, dims):
-                    continue
-                if progress:
-                    progress(i, len(jobs), f"export {fmt} {quant} {point_id(dims)}")
-                export.made.append(export.one(fmt, quant, dims, ref_entry, per_point=True))
-    if progress:
-        progress(len(jobs), len(jobs), "export done")
+        export.made.extend(next(later) for _ in points_of)
+
+
+def side_by_side(calls: list[tuple[str, object]], jobs: int, progress=None) -> list:
+    """[call() for (label, call) in calls], up to `jobs` at a time in threads (each call waits on its worker process);
+    the results in the order given. An interruption stops every worker still running (core.isolation.stop_all)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from deploycmp.core.isolation import stop_all
+
+    results, done = [None] * len(calls), 0
+    if progress and calls:
+        progress(0, len(calls), calls[0][0])
+    if jobs <= 1:
+        for i, (label, call) in enumerate(calls):
+            if progress:
+                progress(i, len(calls), label)
+            results[i] = call()
+        return results
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running = {pool.submit(call): i for i, (_, call) in enumerate(calls)}
+        try:
+            pending = set(running)
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    results[running[future]] = future.result()
+                    done += 1
+                    if progress:
+                        progress(done, len(calls), calls[running[future]][0])
+        except BaseException as e:
+            stop_all(because=e)  # the workers of the other threads go too; their threads end once their worker has
+            for future in running:
+                future.cancel()
+            wait(running)
+            raise
+        finally:
+            stop_all(False)
+    return results
 
 
 def shape_points(sweeps: dict, inputs: list[InputSpec]) -> list[dict]:
@@ -343,7 +378,7 @@ class Exporting:
         out = self.out
         (out / folder).mkdir(parents=True, exist_ok=True)
         spec = {"run_dir": str(out), "model": self.record, "source_file": self.source_file, "format": fmt,
-                "quantization": quant, "folder": str(folder), "threads": self.opts.threads, "dims": dims,
+                "quantization": quant, "folder": str(folder), "threads": max(1, self.opts.threads // self.opts.jobs), "dims": dims,
                 "reference": reference["file"], "calibration": reference["calibration"]}
         log = out / "logs" / f"export-{entry['id']}.log"
         try:
@@ -361,7 +396,6 @@ class Exporting:
         details = outcome.result
         entry.update(details)
         entry["main_file"] = str(folder / details["main_file"])
-        entry.update(describe_files(out, out / folder))
         entry["dynamic_batch"] = BATCH in entry["dynamic_dims"]
         entry["batch_strategy"] = details.get("batch_strategy") or batch_strategy(entry["dynamic_dims"])
         return entry

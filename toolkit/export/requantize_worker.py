@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from deploycmp.core.isolation import child_main
+from deploycmp.core.child import child_main
 
 QUANTIZERS = {"onnx": "deploycmp.exporters.onnx_quantization", "tflite": "deploycmp.exporters.tflite",
               "executorch": "deploycmp.exporters.executorch"}

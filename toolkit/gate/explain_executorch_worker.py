@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from deploycmp.core.isolation import child_main
+from deploycmp.core.child import child_main
 
 COMPARED = "the PT2E program (quantize/dequantize ops around float ops) in PyTorch before lowering to XNNPACK, " \
            "re-quantized from the run's source model as exported; not the .pte's kernels"

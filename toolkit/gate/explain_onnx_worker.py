@@ -8,7 +8,7 @@ import ast
 import tempfile
 from pathlib import Path
 
-from deploycmp.core.isolation import child_main
+from deploycmp.core.child import child_main
 
 COMPARED = "the int8 file and the fp32 file on ONNX Runtime's CPU provider, graph optimisations off (the graph as written)"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from deploycmp.core.isolation import child_main
+from deploycmp.core.child import child_main
 
 COMPARED = "the int8 file and the fp32 file on LiteRT's built-in kernels (XNNPACK off: it keeps no intermediates)"
 

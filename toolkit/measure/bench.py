@@ -147,8 +147,13 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
         rows = [x for r in rows for x in (r, tune.twin(r))]
     todo = [r for r in rows if force or not kept(r, run_dir)]
     env = environment()
-    with seal.allowing(allowed):
-        measured = _measure(run_dir, rows, todo, manifest, settings, env, targets, progress, tune, fleet)
+    from deploycmp.core import prewarm
+
+    try:
+        with seal.allowing(allowed):
+            measured = _measure(run_dir, rows, todo, manifest, settings, env, targets, progress, tune, fleet)
+    finally:  # the prewarmed processes the rows were forked from end with the measuring
+        prewarm.close_all()
     return {**measured, "measured": len(todo), "kept": len(rows) - len(todo),
             "source_refused": seal.runs_code(manifest["model"]) and allowed is None}
 

@@ -145,11 +145,16 @@ def on_node(job: dict, artifact_files: dict | None, reference_files: dict | None
         if back["verdict"] is None:
             if job["peak"] and target.device == "cpu":
                 back["peak"] = measure_peaks(run_dir, [target], settings.threads, settings.timeout).get(target.name)
-            for round_ in range(settings.repeats):  # --repeat: all rounds of a row on its node, one after another
-                outcome = measure_once(row, run_dir, job["manifest"], settings, round_)
-                back["outcomes"].append(outcome)
-                if outcome.status != "ok":
-                    break
+            try:
+                for round_ in range(settings.repeats):  # --repeat: all rounds of a row on its node, one after another
+                    outcome = measure_once(row, run_dir, job["manifest"], settings, round_)
+                    back["outcomes"].append(outcome)
+                    if outcome.status != "ok":
+                        break
+            finally:  # a prewarmed process ends with the row on a node
+                from deploycmp.core import prewarm
+
+                prewarm.close_all()
         if artifact_files is not None:  # what the worker wrote goes back with the result
             for folder in ("logs", "results"):
                 for p in (run_dir / folder).rglob("*"):

@@ -12,7 +12,7 @@ from deploycmp.core.isolation import run_isolated
 from deploycmp.core.rundir import changed_files, reference_for, result_path, write_json
 from deploycmp.core.specs import BATCH, export_point, point_id, served_by
 from deploycmp.core.worker_log import log_note
-from deploycmp.measure.row_worker import PeakJob, RowJob
+from deploycmp.measure.row_worker import PeakJob, RowJob, imports_of
 from deploycmp.measure.targets import Target, worker_env
 
 
@@ -25,6 +25,8 @@ class Settings:
     warmup_s: float = 1.0
     timeout: float = 300.0
     repeats: int = 1                         # worker processes per row (bench --repeat)
+    max_time_s: float = 0.0                  # past the minimums, time until the median's CI is ci_width wide, this long at most
+    ci_width: float = 0.02
 
 
 def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
@@ -65,7 +67,8 @@ def measure_peaks(run_dir: Path, targets: list[Target], threads: int | None, tim
             continue
         n = target.resolved_threads(threads)
         job = PeakJob(job="peak", cpus=target.resolved_cpus(), threads=n)
-        outcome = run_isolated("deploycmp.measure.row_worker", job, timeout, run_dir / "logs" / f"peak-{target.name}.log", env=worker_env(n))
+        outcome = run_isolated("deploycmp.measure.row_worker", job, timeout, run_dir / "logs" / f"peak-{target.name}.log",
+                               env=worker_env(n), prewarm="torch")  # the probe's imports: numpy, torch
         peaks[target.name] = outcome.result if outcome.status == "ok" else None
     return peaks
 
@@ -93,10 +96,12 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
                   inputs=manifest["model"]["inputs"], outputs=manifest["model"]["outputs"], reference=reference["file"],
                   degenerate=reference.get("degenerate", {}), samples_file=str(samples),
                   options=trial.get("options") or {}, min_runs=settings.min_runs, min_time_s=settings.min_time_s,
-                  warmup_runs=settings.warmup_runs, warmup_s=settings.warmup_s)
+                  max_time_s=settings.max_time_s, ci_width=settings.ci_width, warmup_runs=settings.warmup_runs,
+                  warmup_s=settings.warmup_s)
     log = run_dir / (Path("logs") / f"{row['id']}.{trial['name']}.log" if trial.get("name") else log_path(row["id"], round_))
     outcome = run_isolated("deploycmp.measure.row_worker", spec, settings.timeout, log, env=worker_env(threads, target.device),
-                           memory_limit_mb=target.memory_limit_mb)
+                           memory_limit_mb=target.memory_limit_mb,
+                           prewarm=imports_of(runtimes.get(row["runtime"])) if target.device == "cpu" else None)
     if trial.get("name"):
         samples.unlink(missing_ok=True)  # a trial's samples are not the row's
     return outcome
@@ -122,6 +127,11 @@ def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, pea
             if out["gflops"] and peak and p50 > 0:
                 out["peak_fraction"] = out["gflops"] / (p50 / 1e3) / peak["peak_gflops"]
             check_memory_budget(out, row["_target"])
+            timing = out["timing"]
+            if timing.get("stopped") == "max time":  # said, not hidden: the median is less certain than asked
+                out["warnings"].append(f"timing: the median's 95% CI was {100 * timing['ci_width']:.1f}% of it after "
+                                       f"{timing['timed_runs']} runs in --max-time (goal {100 * timing['ci_width_goal']:g}%): "
+                                       "a noisy machine or a runtime whose latency varies")
             # what the runtime did on its own (OpenVINO computing in bf16 by default ...): said in the row
             out["warnings"].extend((out.get("runtime_info") or {}).get("notes", []))
         for i, outcome in enumerate(outcomes):  # a worker that flooded its log: its log kept the head and the tail

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from deploycmp.core.isolation import child_main
+from deploycmp.core.child import child_main
 
 
 class RowJob(TypedDict):
@@ -31,6 +31,8 @@ class RowJob(TypedDict):
     options: dict           # bench --tune's runtime settings for a trial; {} for the row's own
     min_runs: int
     min_time_s: float
+    max_time_s: float       # past the minimums: until the median's 95% CI is within ci_width, this long at most
+    ci_width: float
     warmup_runs: int
     warmup_s: float
 
@@ -103,10 +105,24 @@ def timer(session):
     return timed, "perf_counter + device synchronize"
 
 
-def time_calls(timed, prepared, warmup_runs: int, warmup_s: float, min_runs: int, min_time_s: float) -> tuple[list[float], int]:
-    """Warm up (count and seconds), then time single calls until both min_runs and min_time_s are reached."""
+def ci_fraction(times: list[float]) -> float:
+    """The width of the median's 95% confidence interval as a fraction of the median."""
+    from deploycmp.measure.latency import median_ci95
+
+    ordered = sorted(times)
+    lo, hi = median_ci95(ordered)
+    median = ordered[len(ordered) // 2]
+    return (hi - lo) / median if median > 0 else float("inf")
+
+
+def time_calls(timed, prepared, warmup_runs: int, warmup_s: float, min_runs: int, min_time_s: float,
+               max_time_s: float = 0.0, ci_width: float = 0.0) -> tuple[list[float], int, float, str]:
+    """Warm up (count and seconds), then time single calls until both min_runs and min_time_s are reached; past them,
+    on until the median's 95% CI is at most `ci_width` of it, for max_time_s seconds in all at most. Returns (the
+    timed calls' seconds, warm-up calls, warm-up seconds, why the timing stopped)."""
     perf = time.perf_counter
-    end, n_warm = perf() + warmup_s, 0
+    warm0 = perf()
+    end, n_warm = warm0 + warmup_s, 0
     while n_warm < warmup_runs or perf() < end:
         timed(prepared)
         n_warm += 1
@@ -114,7 +130,15 @@ def time_calls(timed, prepared, warmup_runs: int, warmup_s: float, min_runs: int
     start = perf()
     while len(times) < min_runs or perf() - start < min_time_s:
         times.append(timed(prepared))
-    return times, n_warm
+    warm_s, stopped, check = start - warm0, "minimums", len(times)
+    while perf() - start < max_time_s:
+        if len(times) >= check:  # the CI is read again after a tenth more calls: sorting is not free
+            if ci_fraction(times) <= ci_width:
+                return times, n_warm, warm_s, "confidence interval"
+            check = len(times) + max(5, len(times) // 10)
+        times.append(timed(prepared))
+        stopped = "max time"
+    return times, n_warm, warm_s, stopped
 
 
 def _status_mb(field: str) -> float | None:
@@ -192,13 +216,42 @@ def device_memory(session) -> dict:
             "device_memory_method": "held by this process after the timed runs (nvidia-smi)"}
 
 
-def measure_row(spec: RowJob) -> dict:
+def imports_of(rt) -> str:
+    """The frameworks a runtime's rows import before loading (its IMPORTS, else what it REQUIRES), comma-separated:
+    rows of runtimes with the same ones can fork from one prewarmed process."""
+    return ",".join(getattr(rt, "IMPORTS", rt.REQUIRES))
+
+
+def prewarm(modules: str) -> None:
+    """The import phase of a row: what this worker imports before it loads the artifact, with `modules` (imports_of
+    its runtime). A prewarmed process runs it once (core.prewarm); import time and memory belong to this phase."""
     import importlib
 
-    spawn_t = float(os.environ.get("DEPLOYCMP_SPAWN_T", time.monotonic()))
+    # what measure_row imports, then the runtime's frameworks
+    for module in ("numpy", "deploycmp.runtimes", "deploycmp.core.degenerate", "deploycmp.core.outputs",
+                   "deploycmp.core.rundir", "deploycmp.core.specs", "deploycmp.measure.drift",
+                   "deploycmp.measure.latency", "deploycmp.measure.precision", *filter(None, modules.split(","))):
+        importlib.import_module(module)
+
+
+def process_start() -> tuple[float, dict]:
+    """When this worker's cold start began (monotonic) and how the process was started: fresh, or forked from a
+    prewarmed process, whose own fresh start and imports are then this row's import phase."""
+    from deploycmp.core.prewarm import forked_from
+
+    forked = forked_from()
+    if forked:
+        return forked["fork_t"] - forked["import_s"], {
+            "start": "forked from a prewarmed process", "prewarmed_pid": forked["from_pid"], "fork_t": forked["fork_t"],
+            "import": "measured in that process, started fresh with this row's threads, cores and environment"}
+    return float(os.environ.get("DEPLOYCMP_SPAWN_T", time.monotonic())), {"start": "fresh process"}
+
+
+def measure_row(spec: RowJob) -> dict:
+    spawn_t, process = process_start()
+    began = process.pop("fork_t", spawn_t)  # when this process began: its fork, or its start
     import numpy as np
 
-    from deploycmp import runtimes
     from deploycmp.core.degenerate import mark
     from deploycmp.core.outputs import match
     from deploycmp.core.rundir import read_feed
@@ -207,9 +260,10 @@ def measure_row(spec: RowJob) -> dict:
     from deploycmp.measure.latency import summarize
     from deploycmp.measure.precision import computes_in
 
+    from deploycmp import runtimes
+
     rt = runtimes.get(spec["runtime"])
-    for module in getattr(rt, "IMPORTS", rt.REQUIRES):  # import time and memory belong to the import phase
-        importlib.import_module(module)
+    prewarm(imports_of(rt))
     t_import = time.monotonic()
     rss_before_load = rss_mb()
     run_dir, artifact, batch = Path(spec["run_dir"]), spec["artifact"], spec["batch"]
@@ -246,9 +300,11 @@ def measure_row(spec: RowJob) -> dict:
         row["conversions"][f"output {n} layout"] = (f"{artifact['layout']} -> {turned[n]} (the artifact returns it "
                                                     "channels last, as its input; compared as the source gives it)")
 
+    t_drift = time.monotonic()
     timed, clock = timer(session)
     wall0, cpu0 = time.perf_counter(), cpu_seconds()
-    times, n_warm = time_calls(timed, first, spec["warmup_runs"], spec["warmup_s"], spec["min_runs"], spec["min_time_s"])
+    times, n_warm, warm_s, stopped = time_calls(timed, first, spec["warmup_runs"], spec["warmup_s"], spec["min_runs"],
+                                                spec["min_time_s"], spec["max_time_s"], spec["ci_width"])
     wall_s, cpu_s = time.perf_counter() - wall0, cpu_seconds() - cpu0
     row.update(summarize(times, batch))
     row["latency_per_item_ms"] = row["latency_ms"]["p50"] / batch
@@ -264,9 +320,14 @@ def measure_row(spec: RowJob) -> dict:
     row.update(device_memory(session))
     row["runtime_info"] = session.info()
     row["computes_in"] = computes_in(row["runtime_info"], artifact.get("quantization"))
-    row["observed"] = observed(session, wall_s, cpu_s)
+    row["observed"] = {**observed(session, wall_s, cpu_s), "process": process}
     row["timing"] = {"warmup_runs": n_warm, "timed_runs": len(times), "timed_seconds": sum(times),
-                     "what": "session.run on a prepared batch (inputs already in the runtime's format)", "clock": clock}
+                     "what": "session.run on a prepared batch (inputs already in the runtime's format)", "clock": clock,
+                     "stopped": stopped, "ci_width": ci_fraction(times), "ci_width_goal": spec["ci_width"],
+                     # where the worker's own time went (benchmarks/where_time_goes.py adds these up)
+                     "phases_s": {"start_and_import": t_import - began, "load": t_load - t_import,
+                                  "first_inference": t_first - t_load, "drift": t_drift - t_first,
+                                  "warmup": warm_s, "timed_loop": wall_s - warm_s}}
     return row
 
 
