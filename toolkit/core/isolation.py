@@ -131,17 +131,17 @@ def run_isolated(module: str, spec: dict, timeout: float, log_path: Path, env: d
     group is killed past `memory_limit(memory_limit_mb)` and the job is then `out_of_memory`. `prewarm`: the job is
     forked from a process that ran `module.prewarm(prewarm)` under the same environment and CPUs (core.prewarm),
     where one can be, instead of started as a new Python."""
-    server = None
+    server, job = None, spec if isinstance(spec, dict) else {}
     if prewarm is not None:
         from deploycmp.core import prewarm as warm
 
-        server = warm.server_for(module, prewarm, env or {}, spec.get("cpus"), log_path, timeout)
+        server = warm.server_for(module, prewarm, env or {}, job.get("cpus"), log_path, timeout)
     outcome = _run(module, spec, timeout, log_path, env, memory_limit_mb, server)
-    result = outcome.result or {}
+    result = outcome.result if isinstance(outcome.result, dict) else {}
     timeline.record("worker", outcome.seconds, module=module.rsplit(".", 1)[-1], status=outcome.status,
-                    what=" ".join(str(v) for v in ((spec.get("artifact") or {}).get("id"), spec.get("format"),
-                                                    spec.get("quantization"), spec.get("runtime"), spec.get("job"),
-                                                    spec.get("threads")) if v is not None),
+                    what=" ".join(str(v) for v in ((job.get("artifact") or {}).get("id"), job.get("format"),
+                                                    job.get("quantization"), job.get("runtime"), job.get("job"),
+                                                    job.get("threads")) if v is not None),
                     phases=(result.get("timing") or {}).get("phases_s"), export_s=result.get("export_seconds"))
     return outcome
 

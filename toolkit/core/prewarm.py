@@ -151,6 +151,7 @@ def server_for(module: str, arg: str, env: dict, cpus: list | None, log_path: Pa
         if oldest is not None:
             oldest.close()
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{arg}-{len(cpus or ())}cpu")
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     server = _Server(module, arg, env, cpus, Path(log_path).parent / f"prewarmed-{slug}.log", timeout)
     if server.refused:
         server.close()
