@@ -43,6 +43,7 @@ OPTIONAL = {
     "OPT_IN": False,  # runs only on targets whose runtimes list names it
     "FRAMEWORK": None,  # the source framework whose eager model it runs (keras-eager: keras)
     "IMPORTS": None,  # what the worker imports before loading (default: REQUIRES), so import time is its own phase
+    "PREWARM": True,  # rows may fork from a process that imported IMPORTS (False: the import starts a thread)
     "TUNE": None,  # knob -> values bench --tune may try, the untuned value first
     "tune_space": None,  # (artifact, device) -> TUNE, where the knobs depend on them
 }

@@ -12,6 +12,7 @@ from deploycmp.runtimes.base import Session, TensorMeta
 NAME = "onnxruntime"
 FORMATS = ("onnx", "onnx-fused")
 REQUIRES = ("onnxruntime",)
+PREWARM = False  # importing it starts a thread: its rows start fresh (core.prewarm)
 DEVICES = ("cpu", "cuda")
 ON_DEVICE = True  # ONNX Runtime Mobile runs the same files on phones
 # what `bench --tune` may change (first value: what deploycmp runs untuned, ONNX Runtime's recommended settings for

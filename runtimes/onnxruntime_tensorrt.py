@@ -12,6 +12,7 @@ from deploycmp.runtimes.onnxruntime import OrtSession, session_options
 NAME = "onnxruntime-trt"
 FORMATS = ("onnx", "onnx-fused")
 REQUIRES = ("onnxruntime",)
+PREWARM = False  # importing it starts a thread: its rows start fresh (core.prewarm)
 DEVICES = ("cuda",)
 PROVIDER = "TensorrtExecutionProvider"
 

@@ -19,6 +19,7 @@ from deploycmp.runtimes.base import Session, TensorMeta
 NAME = "openvino"
 FORMATS = ("openvino",)
 REQUIRES = ("openvino",)
+PREWARM = False  # importing it starts a thread: its rows start fresh (core.prewarm)
 # deploycmp's gpu target is a CUDA GPU; OpenVINO's GPU plugin runs Intel GPUs only, so it runs on the CPU here
 DEVICES = ("cpu",)
 READ_BACK = ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT",

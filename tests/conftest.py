@@ -12,19 +12,21 @@ FAST = ["--min-runs", "5", "--min-time", "0.05", "--max-time", "0", "--warmup-ru
 
 
 def pytest_configure(config):
-    """One export cache for the whole test session (not the user's): a test that needs an artifact but does not test
-    its exporter gets it from there when an earlier test made the same one. Tests of exporting itself pass --no-cache.
-    DEPLOYCMP_CACHE=off runs the suite without it (to measure what it saves)."""
+    """One export cache for the whole test session (not the user's), shared by the pytest-xdist workers (made by the
+    controller before it starts them; entries are stored under a temporary name and renamed, so two workers may
+    store at once): a test that needs an artifact but does not test its exporter gets it from there when an earlier
+    test made the same one. Tests of exporting itself pass --no-cache. DEPLOYCMP_CACHE=off runs the suite without
+    it (to measure what it saves)."""
     import tempfile
 
-    if os.environ.get("DEPLOYCMP_CACHE") != "off":
+    if os.environ.get("DEPLOYCMP_CACHE") != "off" and not hasattr(config, "workerinput"):
         os.environ["DEPLOYCMP_CACHE"] = tempfile.mkdtemp(prefix="deploycmp-test-cache-")
 
 
 def pytest_unconfigure(config):
     import shutil
 
-    if os.environ.get("DEPLOYCMP_CACHE") != "off":
+    if os.environ.get("DEPLOYCMP_CACHE") != "off" and not hasattr(config, "workerinput"):
         shutil.rmtree(os.environ.pop("DEPLOYCMP_CACHE", ""), ignore_errors=True)
 
 

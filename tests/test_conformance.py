@@ -11,7 +11,7 @@ from deploycmp import exporters, runtimes, sources
 from deploycmp.core.schema import FRAMEWORKS
 from deploycmp.exporters import Exporter
 from deploycmp.runtimes.base import OPTIONAL as RUNTIME_OPTIONAL, Runtime
-from deploycmp.sources.base import Framework
+from deploycmp.sources.base import OPTIONAL as SOURCE_OPTIONAL, Framework
 
 
 def _protocol_methods(protocol) -> dict[str, inspect.Signature]:
@@ -73,7 +73,7 @@ def test_every_runtime_conforms(name):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_every_source_framework_conforms(framework):
-    assert problems(sources.get(framework), Framework) == []
+    assert problems(sources.get(framework), Framework, SOURCE_OPTIONAL) == []
 
 
 def test_a_module_that_breaks_its_contract_is_found():

@@ -85,7 +85,7 @@ batch_option = click.option("--batch", "batch", default="1", show_default=True,
 
 timing_options = _stack(
     click.option("--min-runs", default=50, show_default=True, type=int, help="Timed runs, at least."),
-    click.option("--min-time", default=0.5, show_default=True, type=float, help="Seconds of timed runs, at least."),
+    click.option("--min-time", default=0.25, show_default=True, type=float, help="Seconds of timed runs, at least."),
     click.option("--max-time", default=10.0, show_default=True, type=float,
                  help="Past --min-runs and --min-time, timed runs go on until the median's 95%% confidence interval "
                       "is within --ci-width, for this many seconds at most (0: stop at the minimums)."),
@@ -93,7 +93,7 @@ timing_options = _stack(
                  help="Width of the median's 95%% confidence interval, as a fraction of the median, at which timing "
                       "stops (0.02: the median known to about +-1%%)."),
     click.option("--warmup-runs", default=5, show_default=True, type=int),
-    click.option("--warmup-time", default=0.5, show_default=True, type=float),
+    click.option("--warmup-time", default=0.25, show_default=True, type=float),
     click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds allowed per row."),
 )
 

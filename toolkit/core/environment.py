@@ -122,7 +122,7 @@ def theoretical_gflops(threads: int) -> dict | None:
             "assumes": "2 FMA units of full SIMD width per core, at the clock shown"}
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 3) -> dict:
     """The best fp32 GFLOP/s of an n x n matmul among the GEMMs here (numpy's BLAS, torch's oneDNN/MKL) at
     `threads`, which probe gave it, and the theoretical bound beside it."""
     import numpy as np

@@ -36,7 +36,8 @@ from deploycmp.core.worker_log import CappedLog
 
 MOST = 4            # prewarmed processes kept at once (each holds its frameworks in memory); the oldest goes first
 READY_TIMEOUT_S = 180.0
-_SERVERS: OrderedDict = OrderedDict()  # key -> _Server, or None where prewarming that key was refused
+_SERVERS: OrderedDict = OrderedDict()  # (key, slot) -> _Server, or None where prewarming that key was refused
+_LOCK = threading.Lock()
 
 
 def enabled() -> bool:
@@ -138,19 +139,30 @@ def server_for(module: str, arg: str, env: dict, cpus: list | None, log_path: Pa
     is none); None where it refused (it writes why in its log) or prewarming is off."""
     if not enabled():
         return None
-    key = (module, arg, tuple(sorted(env.items())), tuple(cpus or ()))
-    if key in _SERVERS:
+    with _LOCK:  # jobs side by side (exports) each get a process of their own: slot 0, 1 ... of the same key
+        return _idle_or_new(module, arg, env, cpus, log_path, timeout)
+
+
+def _idle_or_new(module: str, arg: str, env: dict, cpus: list | None, log_path: Path, timeout: float) -> _Server | None:
+    base = (module, arg, tuple(sorted(env.items())), tuple(cpus or ()))
+    slot = 0
+    while (key := (*base, slot)) in _SERVERS:
         server = _SERVERS[key]
-        if server is None or server.alive:
+        if server is None:  # refused: so would any other slot be
+            return None
+        if not server.alive:
+            server.close()
+            del _SERVERS[key]
+            break
+        if not server.busy.locked():
             _SERVERS.move_to_end(key)
             return server
-        server.close()
-        del _SERVERS[key]
+        slot += 1
     while len(_SERVERS) >= MOST:
         _, oldest = _SERVERS.popitem(last=False)
         if oldest is not None:
             oldest.close()
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{arg}-{len(cpus or ())}cpu")
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in arg + (f"-{len(cpus)}cpu" if cpus else "") + (f"-{slot + 1}" if slot else ""))
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     server = _Server(module, arg, env, cpus, Path(log_path).parent / f"prewarmed-{slug}.log", timeout)
     if server.refused:

@@ -118,6 +118,25 @@ def source_at(run_dir: Path, record: dict, source_file: str, reference: str, cal
                   [o["name"] for o in record.get("outputs", [])])
 
 
+def imports_of(record: dict) -> str:
+    """What an export worker of this source imports before its exporter runs (sources' imports(record)), comma-
+    separated: exports of one source fork from one prewarmed process (core.prewarm)."""
+    from deploycmp import sources
+    from deploycmp.sources.base import OPTIONAL
+
+    source = sources.get(record["framework"])
+    return ",".join((sources.SOURCES[record["framework"]], *getattr(source, "imports", OPTIONAL["imports"])(record)))
+
+
+def prewarm(modules: str) -> None:
+    """The import phase of an export: numpy, deploycmp's export modules, then `modules` (imports_of the source); each
+    exporter imports its converter in the job (a prewarmed process runs this once, core.prewarm)."""
+    import importlib
+
+    for module in ("numpy", "deploycmp.exporters", "deploycmp.core.specs", *filter(None, modules.split(","))):
+        importlib.import_module(module)
+
+
 def job(spec: dict) -> dict:
     from deploycmp import sources as models
     from deploycmp.exporters import get

@@ -19,6 +19,7 @@ from deploycmp.core.rundir import (CALIBRATION, MANIFEST, REFERENCE, changed_fil
 from deploycmp.core.specs import (BATCH, InputSpec, OutputSpec, describe, inputs_from_dicts, output_kind, parse_input,
                                   point_id, served_by, point_key, points, split_list, to_dicts, with_batch)
 from deploycmp.core.watchdog import deadline
+from deploycmp.export.export_worker import imports_of
 from deploycmp.export.out_dir import identity, prepare_out
 from deploycmp.exporters import EXPORTERS, QUANTIZATIONS, install_hint, requirements, unsupported_reason
 from deploycmp.runtimes import missing
@@ -166,9 +167,12 @@ def _export_all(export: Exporting, jobs: list, opts: ExportOptions, points: list
     """Every format x quantization, then again at each further shape point that the first export does not serve;
     opts.jobs of them side by side. The manifest lists them in this order however they finish."""
     first_dims = {BATCH: opts.sweeps[BATCH][0], **points[0]}
-    firsts = side_by_side([(f"export {fmt} {quant}", lambda fmt=fmt, quant=quant: export.one(fmt, quant, first_dims,
-                                                                                            references[0]))
-                           for fmt, quant in jobs], opts.jobs, progress)
+    # side by side, the quantized exports start first: each converts to fp32 and then quantizes, so it takes longer
+    # than its format's fp32 export, and the longest should run beside others rather than alone at the end
+    order = sorted(range(len(jobs)), key=lambda i: jobs[i][1] == "none") if opts.jobs > 1 else range(len(jobs))
+    made = side_by_side([(f"export {jobs[i][0]} {jobs[i][1]}", lambda i=i: export.one(*jobs[i], first_dims, references[0]))
+                         for i in order], opts.jobs, progress)
+    firsts = [made[list(order).index(i)] for i in range(len(jobs))]
     more = [[(ref_entry, dims) for ref_entry in references for b in opts.sweeps[BATCH]
              for dims in [{BATCH: b, **ref_entry["dims"]}] if dims != first_dims and not served_by(made, dims)]
             if made["status"] == "ok" else [] for made in firsts]
@@ -382,7 +386,8 @@ class Exporting:
                 "reference": reference["file"], "calibration": reference["calibration"]}
         log = out / "logs" / f"export-{entry['id']}.log"
         try:
-            outcome = run_isolated("deploycmp.export.export_worker", spec, self.opts.timeout, log)
+            outcome = run_isolated("deploycmp.export.export_worker", spec, self.opts.timeout, log,
+                                   prewarm=imports_of(self.record))
         except BaseException:  # interrupted: no half-made artifact stays behind
             shutil.rmtree(out / folder, ignore_errors=True)
             raise

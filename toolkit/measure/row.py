@@ -99,9 +99,10 @@ def measure_once(row: dict, run_dir: Path, manifest: dict, settings: Settings, r
                   max_time_s=settings.max_time_s, ci_width=settings.ci_width, warmup_runs=settings.warmup_runs,
                   warmup_s=settings.warmup_s)
     log = run_dir / (Path("logs") / f"{row['id']}.{trial['name']}.log" if trial.get("name") else log_path(row["id"], round_))
+    rt = runtimes.get(row["runtime"])
     outcome = run_isolated("deploycmp.measure.row_worker", spec, settings.timeout, log, env=worker_env(threads, target.device),
                            memory_limit_mb=target.memory_limit_mb,
-                           prewarm=imports_of(runtimes.get(row["runtime"])) if target.device == "cpu" else None)
+                           prewarm=imports_of(rt) if target.device == "cpu" and getattr(rt, "PREWARM", True) else None)
     if trial.get("name"):
         samples.unlink(missing_ok=True)  # a trial's samples are not the row's
     return outcome

@@ -8,6 +8,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+# members a source module may leave out, with their defaults
+OPTIONAL = {
+    # record -> the modules an export worker of this source imports first (a prewarmed process imports them once)
+    "imports": lambda record: (),
+}
+
+
 class Framework(Protocol):
     def build(self, spec: str, weights: str, given: list, seed: int = 0, num_classes: int | None = None,
               layout: str | None = None, value_ranges: dict | None = None, task: str | None = None):

@@ -13,6 +13,12 @@ from deploycmp.core.errors import DeployError, UsageError
 from deploycmp.core.specs import DEFAULT_IMAGE_SIZE
 from deploycmp.sources.keras_inputs import describe_inputs, load_error
 
+
+
+def imports(record: dict) -> tuple[str, ...]:
+    """What an export worker imports to rebuild this source (sources.base.OPTIONAL)."""
+    return ("tensorflow", "keras")
+
 PREFIX = "keras:"
 
 

@@ -12,6 +12,12 @@ import numpy as np
 from deploycmp.core.errors import UsageError, first_line
 from deploycmp.core.specs import ONNX_TYPES
 
+
+
+def imports(record: dict) -> tuple[str, ...]:
+    """What an export worker imports to rebuild this source (sources.base.OPTIONAL)."""
+    return ("onnx",)
+
 MAIN_FILE = "model.onnx"
 _threads = 0  # ONNX Runtime's default (every core) until set_threads
 

@@ -16,6 +16,13 @@ from deploycmp.sources.torch_inputs import by_name, describe_inputs, eval_mode, 
 from deploycmp.sources.torch_weights import condition  # noqa: F401 (the source contract: sources.base.Framework)
 from deploycmp.sources.torch_weights import apply_state_dict, load_state_dict_file, pretrained_state_dict
 
+
+
+def imports(record: dict) -> tuple[str, ...]:
+    """What an export worker imports to rebuild this source (sources.base.OPTIONAL)."""
+    kind = record.get("kind")
+    return ("torch", *(("torchvision",) if kind == "torchvision" else ("transformers",) if kind in HF_KINDS else ()))
+
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".ts", ".torchscript")
 
 
