@@ -78,8 +78,12 @@ def summarize(events: list[dict], wall: float | None, per_row: bool) -> None:
     exported = sum(e.get("export_s") or 0 for e in exports)
     print(fmt_row("  of which converting, summed over the workers", exported, total))
     print(fmt_row("  of which start, imports, source model, sizes, summed", sum(e["seconds"] for e in exports) - exported, total))
+    warm = [e for e in events if e["kind"] == "prewarm"]
+    warm_export = [e for e in warm if e.get("module") == "export_worker"]
+    print(fmt_row(f"prewarmed processes' start and imports ({len(warm_export)})", sum(e["seconds"] for e in warm_export), total))
     if "export" in steps:
-        print(fmt_row("the command's own (source, references, cache)", steps["export"] - busy, total))
+        print(fmt_row("the command's own (source, references, cache)",
+                      steps["export"] - busy - sum(e["seconds"] for e in warm_export), total))
 
     rows = [e for e in by_module.pop("row_worker", []) if " peak " not in f" {e.get('what')} "]
     peaks = [e for e in workers if e["module"] == "row_worker" and e not in rows]
@@ -98,7 +102,7 @@ def summarize(events: list[dict], wall: float | None, per_row: bool) -> None:
     print(fmt_row("rows that failed or were unavailable (whole worker)", sum(e["seconds"] for e in unmeasured), total,
                   len(unmeasured)))
     print(fmt_row("matmul peak probes", sum(e["seconds"] for e in peaks), total, len(peaks)))
-    warm = [e for e in events if e["kind"] == "prewarm"]
+    warm = [e for e in warm if e not in warm_export]
     print(fmt_row(f"prewarmed processes' start and imports ({sum(not e.get('refused') for e in warm)} used, "
                   f"{sum(bool(e.get('refused')) for e in warm)} refused)", sum(e["seconds"] for e in warm), total))
     for module, es in sorted(by_module.items()):

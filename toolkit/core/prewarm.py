@@ -73,7 +73,8 @@ class _Server:
         except subprocess.TimeoutExpired:
             hello = {"refused": "its imports took too long"}
         self.refused = None if hello.get("ready") else (hello.get("refused") or "it ended before it was ready")
-        timeline.record("prewarm", time.monotonic() - started, what=arg, refused=self.refused)
+        timeline.record("prewarm", time.monotonic() - started, module=module.rsplit(".", 1)[-1], what=arg,
+                        refused=self.refused)
 
     def recv(self, timeout: float | None) -> dict:
         """The next message; subprocess.TimeoutExpired when none came within `timeout`; {} when the process is gone."""
