@@ -185,7 +185,7 @@ def test_an_exporter_that_finds_it_cannot_run_here_makes_an_unavailable_artifact
 
     out = tmp_path / "run"
     proc = deploycmp("export", "--model", "tests.tiny_models:misbehaving", "--input-shape", "1,3,16,16", "--samples",
-                     "4", "--formats", "torchscript,onnx", "--out", out,
+                     "4", "--formats", "torchscript,onnx", "--out", out, "--no-cache",  # the exporter must run
                      env={"DEPLOYCMP_TEST_MISBEHAVE": "unavailable-trace"})
     assert proc.returncode == 0, proc.stderr
     artifacts = {a["id"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
