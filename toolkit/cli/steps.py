@@ -126,7 +126,8 @@ def timing_settings(threads, min_runs, min_time, max_time, ci_width, warmup_runs
     for name, v in (("--min-time", min_time), ("--max-time", max_time), ("--ci-width", ci_width),
                     ("--warmup-runs", warmup_runs), ("--warmup-time", warmup_time)):
         check_positive(name, v, allow_zero=True)
-    return Settings(threads, min_runs, min_time, warmup_runs, warmup_time, timeout, repeat, max_time, ci_width)
+    return Settings(threads=threads, min_runs=min_runs, min_time_s=min_time, max_time_s=max_time, ci_width=ci_width,
+                    warmup_runs=warmup_runs, warmup_s=warmup_time, timeout=timeout, repeats=repeat)
 
 
 @timeline.step("bench")

@@ -10,10 +10,10 @@ whatever locks its threads held. Where that is not so (ONNX Runtime and OpenVINO
 imports fail, jobs start fresh as before.
 
 Each job is forked on request and then is what a fresh worker is: the leader of its own process group (so a
-timeout or an interruption kills its group; the session, without a terminal, is the prewarmed process's), its stdout and stderr
-on its own capped log, a watchdog on deploycmp's pipe, the prewarmed process's resident library pages mapped again
-(resident_file_pages) and its peak memory counted from there (VmHWM reset through /proc/self/clear_refs), so that
-its memory figures are a fresh worker's. The prewarmed process waits for it and
+timeout or an interruption kills its group; the session, without a terminal, is the prewarmed process's), its
+stdout and stderr on its own capped log, a watchdog on deploycmp's pipe, the prewarmed process's resident library
+pages mapped again (resident_file_pages) and its peak memory counted from there (VmHWM reset through
+/proc/self/clear_refs), so that its memory figures are a fresh worker's. The prewarmed process waits for it and
 says how it ended. A prewarmed process ends with the command's measuring (close_all), or when deploycmp does (end
 of file on its socket). DEPLOYCMP_PREWARM=off starts every job fresh.
 """
@@ -99,14 +99,12 @@ class _Server:
             request = json.dumps({"spec": str(spec_path), "result": str(result_path)}).encode()
             socket.send_fds(self.sock, [request], [log_fd, alive_fd])
             reply = self.recv(READY_TIMEOUT_S)
+            if "pid" not in reply:
+                raise OSError("the prewarmed process did not fork the job")
         except BaseException:
             self.alive = False
             self.busy.release()
             raise
-        if "pid" not in reply:
-            self.alive = False
-            self.busy.release()
-            raise OSError("the prewarmed process did not fork the job")
         return _Forked(self, reply["pid"])
 
     def close(self) -> None:
@@ -163,7 +161,8 @@ def _idle_or_new(module: str, arg: str, env: dict, cpus: list | None, log_path: 
         _, oldest = _SERVERS.popitem(last=False)
         if oldest is not None:
             oldest.close()
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in arg + (f"-{len(cpus)}cpu" if cpus else "") + (f"-{slot + 1}" if slot else ""))
+    name = arg + (f"-{len(cpus)}cpu" if cpus else "") + (f"-{slot + 1}" if slot else "")
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     server = _Server(module, arg, env, cpus, Path(log_path).parent / f"prewarmed-{slug}.log", timeout)
     if server.refused:
@@ -219,6 +218,7 @@ def refault(runs: list[tuple[int, int]]) -> None:
         if libc.madvise(ctypes.c_void_p(address), ctypes.c_size_t(size), 22) != 0:  # 22: MADV_POPULATE_READ
             for a in range(address, address + size, page):
                 ctypes.c_char.from_address(a).value
+
 
 def _send(sock: socket.socket, message: dict) -> None:
     sock.send(json.dumps(message).encode())

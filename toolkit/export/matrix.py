@@ -170,10 +170,11 @@ def _export_all(export: Exporting, jobs: list, opts: ExportOptions, points: list
     # side by side, the quantized exports start first: each converts to fp32 and then quantizes, so it takes longer
     # than its format's fp32 export, and the longest should run beside others rather than alone at the end
     order = sorted(range(len(jobs)), key=lambda i: jobs[i][1] == "none") if opts.jobs > 1 else range(len(jobs))
-    in_order = side_by_side([(f"export {jobs[i][0]} {jobs[i][1]}", lambda i=i: export.one(*jobs[i], first_dims,
-                                                                                          references[0]))
-                             for i in order], opts.jobs, progress)
-    firsts = [in_order[list(order).index(i)] for i in range(len(jobs))]
+    firsts = [None] * len(jobs)
+    for i, made in zip(order, side_by_side([(f"export {jobs[i][0]} {jobs[i][1]}",
+                                             lambda i=i: export.one(*jobs[i], first_dims, references[0]))
+                                            for i in order], opts.jobs, progress)):
+        firsts[i] = made
     more = [[(ref_entry, dims) for ref_entry in references for b in opts.sweeps[BATCH]
              for dims in [{BATCH: b, **ref_entry["dims"]}] if dims != first_dims and not served_by(made, dims)]
             if made["status"] == "ok" else [] for made in firsts]

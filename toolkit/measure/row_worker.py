@@ -234,22 +234,23 @@ def prewarm(modules: str) -> None:
         importlib.import_module(module)
 
 
-def process_start() -> tuple[float, dict]:
-    """When this worker's cold start began (monotonic) and how the process was started: fresh, or forked from a
-    prewarmed process, whose own fresh start and imports are then this row's import phase."""
+def process_start() -> tuple[float, float, dict]:
+    """(when this row's cold start began, when this process began: its start or its fork (monotonic), how the
+    process was started): fresh, or forked from a prewarmed process, whose own fresh start and imports are then this
+    row's import phase."""
     from deploycmp.core.prewarm import forked_from
 
     forked = forked_from()
     if forked:
-        return forked["fork_t"] - forked["import_s"], {
-            "start": "forked from a prewarmed process", "prewarmed_pid": forked["from_pid"], "fork_t": forked["fork_t"],
+        return forked["fork_t"] - forked["import_s"], forked["fork_t"], {
+            "start": "forked from a prewarmed process", "prewarmed_pid": forked["from_pid"],
             "import": "measured in that process, started fresh with this row's threads, cores and environment"}
-    return float(os.environ.get("DEPLOYCMP_SPAWN_T", time.monotonic())), {"start": "fresh process"}
+    spawn_t = float(os.environ.get("DEPLOYCMP_SPAWN_T", time.monotonic()))
+    return spawn_t, spawn_t, {"start": "fresh process"}
 
 
 def measure_row(spec: RowJob) -> dict:
-    spawn_t, process = process_start()
-    began = process.pop("fork_t", spawn_t)  # when this process began: its fork, or its start
+    spawn_t, began, process = process_start()
     import numpy as np
 
     from deploycmp.core.degenerate import mark
