@@ -66,6 +66,41 @@ def test_flops_by_hand():
     assert models.count_gflops(layer, (torch.zeros(2, 4),)) == pytest.approx(2 * 2 * 4 * 3 / 1e9)
 
 
+def test_flops_are_pytorchs_own_count_without_importing_dynamo():
+    """The same total as torch's FlopCounterMode (convolutions, attention, a decomposed op), counted in a process
+    where nothing imported torch._dynamo and nothing does after."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, torch, torchvision
+from deploycmp.sources.torch import count_gflops
+class Attention(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(32, 96)
+    def forward(self, x):
+        q, k, v = self.qkv(x).view(2, 10, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v).sum(dim=1).softmax(-1)
+models = [(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(4)),
+           torch.zeros(2, 3, 16, 16)),
+          (Attention(), torch.zeros(2, 10, 32)),
+          (torchvision.models.squeezenet1_1(num_classes=5), torch.zeros(1, 3, 64, 64))]
+for m, x in models:
+    m.eval()(x)
+sys.modules.pop("torch._dynamo", None)  # torchvision imports it: count as a source that does not
+mine = [count_gflops(m, (x,)) for m, x in models]
+assert "torch._dynamo" not in sys.modules
+from torch.utils.flop_counter import FlopCounterMode
+for (m, x), got in zip(models, mine):
+    with FlopCounterMode(display=False) as c, torch.no_grad():
+        m(x)
+    assert got == c.get_total_flops() / 1e9 > 0, (type(m).__name__, got, c.get_total_flops())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_weights_flag_that_does_not_apply():
     with pytest.raises(UsageError, match="imagenet"):
         models.build("tests.tiny_models:tiny_cnn", "imagenet", IMAGE16)
