@@ -255,6 +255,29 @@ def test_the_default_memory_limit_is_a_fraction_of_the_available_memory(tmp_path
     assert _gone(env["DEPLOYCMP_TEST_TAG"])
 
 
+@pytest.mark.parametrize("prewarmed", [False, True], ids=["fresh", "prewarmed"])
+def test_a_worker_over_its_memory_limit_between_two_polls_is_out_of_memory(tmp_path, monkeypatch, prewarmed):
+    """A job that goes past the limit and ends before deploycmp's poll sees it (no poll at all here) is still
+    out_of_memory: the worker reads its own peak as it ends, fresh or forked from a prewarmed process."""
+    from deploycmp.core import isolation, prewarm
+
+    monkeypatch.setattr(isolation, "MEMORY_POLL_S", 120.0)
+    module, env = _worker(tmp_path, "spike", "import numpy as np\nreturn {'sum': float(np.ones(40 << 17).sum())}")
+    with open(tmp_path / "workers" / "spike.py", "a") as f:
+        f.write("\n\ndef prewarm(arg):\n    import numpy\n")
+    try:
+        outcome = run_isolated(module, {}, 60, tmp_path / "spike.log", env=env, memory_limit_mb=20,
+                               prewarm="numpy" if prewarmed else None)
+        assert prewarm._SERVERS if prewarmed else not prewarm._SERVERS  # forked when asked
+    finally:
+        prewarm.close_all()
+    assert outcome.status == "out_of_memory" and outcome.result is None, outcome
+    assert outcome.error.startswith("worker used ") and outcome.error.endswith(
+        "at its peak, over the limit of 20 MB (memory_limit_mb = 20; it ended between two polls)"), outcome.error
+    within = run_isolated(module, {}, 60, tmp_path / "spike.log", env=env, memory_limit_mb=2000)
+    assert within.status == "ok" and within.result == {"sum": 40 << 17}, within
+
+
 def test_a_worker_within_its_memory_limit_is_untouched(tmp_path):
     module, env = _worker(tmp_path, "hog", HOG)
     outcome = run_isolated(module, {"steps": 2, "step_mb": 20}, 60, tmp_path / "hog.log", env=env,

@@ -36,6 +36,7 @@ def child_main(job) -> None:
         spec = json.load(f)
     from deploycmp.core.errors import Unavailable
 
+    limit = os.environ.pop("DEPLOYCMP_MEMORY_LIMIT", None)
     try:
         result, code = job(spec), 0
     except Unavailable as e:
@@ -44,6 +45,11 @@ def child_main(job) -> None:
         traceback.print_exc()
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         result, code = {"error": f"{type(e).__name__}: {msg}"[:300]}, 1
+    from deploycmp.core.worker_memory import MB, own_memory_mb
+
+    peak = own_memory_mb("VmHWM")
+    if limit and peak is not None and peak * MB > int(limit):  # over it between two of deploycmp's polls
+        result, code = {"out_of_memory": int(peak * MB)}, 1
     from deploycmp.core.rundir import write_json
 
     write_json(Path(result_path), result)

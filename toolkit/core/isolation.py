@@ -162,6 +162,8 @@ def _run(module: str, spec: dict, timeout: float, log_path: Path, env: dict | No
         log = CappedLog(log_path)  # a new file: an old log, or a link in its place, goes first
         alive_r, alive_w = os.pipe()  # deploycmp holds the write end for as long as the worker may live
         child_env["DEPLOYCMP_ALIVE_FD"] = str(alive_r)
+        job_env = {"DEPLOYCMP_MEMORY_LIMIT": str(limit[0])} if limit else {}  # its own peak is checked as it ends
+        child_env.update(job_env)
         start = time.monotonic()
         proc = None
         try:
@@ -169,7 +171,7 @@ def _run(module: str, spec: dict, timeout: float, log_path: Path, env: dict | No
                 try:
                     if server is not None:
                         try:
-                            proc = server.start(spec_path, result_path, log.write_fd, alive_r)
+                            proc = server.start(spec_path, result_path, log.write_fd, alive_r, job_env)
                         except OSError:  # the prewarmed process is gone: this job starts fresh
                             server = None
                     if server is None:
@@ -238,6 +240,10 @@ def _run(module: str, spec: dict, timeout: float, log_path: Path, env: dict | No
                 error += " (the kernel's out-of-memory killer, most likely: it killed a process while the job ran)"
                 status = "out_of_memory"
         return Outcome(status, None, error, rc, seconds, diagnosis(log_path), **logged)
+    if limit and result and "out_of_memory" in result:
+        return Outcome("out_of_memory", None, f"worker used {size_text(result['out_of_memory'])} at its peak, over the "
+                       f"limit of {size_text(limit[0])} ({limit[1]}; it ended between two polls)", rc, seconds,
+                       diagnosis(log_path), **logged)
     if rc == 0 and result is not None and "error" not in result:
         return Outcome("ok", result, None, rc, seconds, **logged)
     if result and "unavailable" in result:

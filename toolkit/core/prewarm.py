@@ -37,6 +37,7 @@ from deploycmp.core.worker_log import CappedLog
 MOST = 4            # prewarmed processes kept at once (each holds its frameworks in memory); the oldest goes first
 READY_TIMEOUT_S = 180.0
 _SERVERS: OrderedDict = OrderedDict()  # (key, slot) -> _Server, or None where prewarming that key was refused
+_STARTING: set = set()  # the Popen of each prewarmed process started and not ready yet (close_all ends them too)
 _LOCK = threading.Lock()
 
 
@@ -68,10 +69,16 @@ class _Server:
             os.close(self.log.write_fd)
         self.sock, self.alive, self.busy = ours, True, threading.Lock()
         started = time.monotonic()
+        _STARTING.add(self.proc)
         try:
             hello = self.recv(min(timeout, READY_TIMEOUT_S))
         except subprocess.TimeoutExpired:
             hello = {"refused": "its imports took too long"}
+        except BaseException:  # interrupted while it imports (SIGINT, SIGTERM in this thread): it ends with us
+            self.close()
+            raise
+        finally:
+            _STARTING.discard(self.proc)
         self.refused = None if hello.get("ready") else (hello.get("refused") or "it ended before it was ready")
         timeline.record("prewarm", time.monotonic() - started, module=module.rsplit(".", 1)[-1], what=arg,
                         refused=self.refused)
@@ -90,13 +97,13 @@ class _Server:
             return {}
         return json.loads(data)
 
-    def start(self, spec_path: Path, result_path: Path, log_fd: int, alive_fd: int) -> "_Forked":
-        """Fork one job (OSError when the process cannot: gone, or busy with another thread's job); its pid comes
-        back once it runs. The process is this job's until its wait() returns."""
+    def start(self, spec_path: Path, result_path: Path, log_fd: int, alive_fd: int, env: dict) -> "_Forked":
+        """Fork one job with `env` added to its environment (OSError when the process cannot: gone, or busy with
+        another thread's job); its pid comes back once it runs. The process is this job's until its wait() returns."""
         if not self.busy.acquire(blocking=False):
             raise OSError("the prewarmed process runs another job")
         try:
-            request = json.dumps({"spec": str(spec_path), "result": str(result_path)}).encode()
+            request = json.dumps({"spec": str(spec_path), "result": str(result_path), "env": env}).encode()
             socket.send_fds(self.sock, [request], [log_fd, alive_fd])
             reply = self.recv(READY_TIMEOUT_S)
             if "pid" not in reply:
@@ -174,7 +181,13 @@ def _idle_or_new(module: str, arg: str, env: dict, cpus: list | None, log_path: 
 
 
 def close_all() -> None:
-    """End every prewarmed process (the end of a command's measuring)."""
+    """End every prewarmed process (the end of a command's measuring), those still importing too (an interrupted
+    command: the thread that started one is waiting for it, and sees it end)."""
+    for proc in list(_STARTING):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     while _SERVERS:
         _, server = _SERVERS.popitem()
         if server is not None:
@@ -236,7 +249,7 @@ def _run_job(sock: socket.socket, worker, request: dict, fds: list, import_s: fl
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
-        os.environ["DEPLOYCMP_ALIVE_FD"] = str(alive_fd)
+        os.environ.update(request["env"], DEPLOYCMP_ALIVE_FD=str(alive_fd))
         os.environ["DEPLOYCMP_FORKED"] = json.dumps({"import_s": import_s, "fork_t": fork_t, "from_pid": os.getppid()})
         refault(resident)
         try:  # peak memory from here on: "5" resets VmHWM to the current RSS

@@ -12,6 +12,19 @@ MEMORY_POLL_S = 0.1
 MB = 1 << 20
 
 
+def own_memory_mb(field: str) -> float | None:
+    """This process's VmHWM (its peak resident memory, which starts afresh at exec) or VmRSS, in MB, from
+    /proc/self/status."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _env_number(name: str, default: float) -> float:
     try:
         return float(os.environ[name])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 from deploycmp.core.child import child_main
+from deploycmp.core.worker_memory import own_memory_mb
 
 
 class RowJob(TypedDict):
@@ -141,25 +142,14 @@ def time_calls(timed, prepared, warmup_runs: int, warmup_s: float, min_runs: int
     return times, n_warm, warm_s, stopped
 
 
-def _status_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def peak_rss_mb() -> float | None:
     """This process's peak resident memory. Read from VmHWM, which starts afresh at exec: getrusage's
     ru_maxrss carries the parent's peak across fork+exec, so it would charge every row the harness's memory."""
-    return _status_mb("VmHWM")
+    return own_memory_mb("VmHWM")
 
 
 def rss_mb() -> float | None:
-    return _status_mb("VmRSS")
+    return own_memory_mb("VmRSS")
 
 
 def cpu_seconds() -> float:
