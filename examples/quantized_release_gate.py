@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("runs/release-gate"))
     parser.add_argument("--formats", default="onnx,tflite,executorch")
+    parser.add_argument("--runtimes", help="only these runtimes (default: every runtime of those formats)")
     parser.add_argument("--max-accuracy-drop", type=float, default=2.0, help="percentage points")
     parser.add_argument("--quick", action="store_true", help="short timing runs (for tests)")
     args = parser.parse_args(argv)
@@ -69,7 +70,8 @@ def main(argv=None) -> int:
     timing = ["--min-runs", "10", "--min-time", "0.2", "--max-time", "0", "--warmup-runs", "2", "--warmup-time", "0"] if args.quick else []
     status = deploycmp("run", "--model", "resnet18", "--num-classes", "10", "--weights", checkpoint, "--input-shape",
                        ",".join(map(str, SHAPE)), "--data", "digits", "--samples", "400", "--calibration-samples", "100",
-                       "--formats", args.formats, "--quantize", "none,dynamic,int8", "--out", args.out, "--force", *timing)
+                       "--formats", args.formats, "--quantize", "none,dynamic,int8", "--out", args.out, "--force", *timing,
+                       *(["--runtimes", args.runtimes] if args.runtimes else []))
     if status != 0:
         return status
     return deploycmp("validate", args.out, "--max-accuracy-drop", args.max_accuracy_drop, "--junit",

@@ -74,7 +74,8 @@ def test_executorch_quantizes_a_bert(bert_dir, tmp_path):
     and is covered on a tiny CNN in tests/exporters/test_quantized_paths.py)."""
     out = tmp_path / "run"
     proc = deploycmp("run", "--model", bert_dir, "--weights", "random", "--formats", "executorch", "--quantize", "int8",
-                     "--shape", "sequence=8", "--samples", "8", "--calibration-samples", "8", "--out", out, *FAST)
+                     "--shape", "sequence=8", "--samples", "8", "--calibration-samples", "8", "--runtimes", "executorch",
+                     "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     row = rows_by_id(out)["executorch-int8-executorch-server-cpu-b1-sequence8"]
     assert row["status"] == "ok" and row["drift"]["sqnr_db"] > 15, row
@@ -90,7 +91,7 @@ def test_saved_weights_are_loaded_and_a_vision_transformer_works(tmp_path):
     model.save_pretrained(tmp_path / "tiny-vit")
     out = tmp_path / "run"
     proc = deploycmp("run", "--model", tmp_path / "tiny-vit", "--formats", "onnx", "--samples", "8",
-                     "--calibration-samples", "8", "--out", out, *FAST)
+                     "--calibration-samples", "8", "--runtimes", "torch,onnxruntime", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["task"] == "image-classification" and manifest["model"]["weights"] == "pretrained"
@@ -148,7 +149,7 @@ def test_texts_are_tokenized_with_the_models_tokenizer(bert_dir, tmp_path):
                              for i in range(16)))
     out = tmp_path / "run"
     proc = deploycmp("run", "--model", model, "--data", texts, "--shape", "sequence=8,12", "--formats", "onnx",
-                     "--samples", "8", "--calibration-samples", "8", "--out", out, *FAST)
+                     "--samples", "8", "--calibration-samples", "8", "--runtimes", "onnxruntime", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "manifest.json").read_text())["data"]
     assert data["kind"] == "text" and data["tokenizer"].startswith("BertTokenizer") and data["labeled"]

@@ -61,8 +61,8 @@ def test_token_ids_swept_over_sequence_lengths(tmp_path):
     # ExecuTorch, like TFLite, exports once per sequence length: TFLite stands for both here (each costs ~40 s)
     proc = deploycmp("run", "--model", "tests.tiny_models:tiny_encoder", "--input", "ids:int64:batch,sequence",
                      "--shape", "sequence=16,64", "--formats", "torchscript,torch-export,onnx,tflite", "--quantize",
-                     "none,int8", "--samples", "4",
-                     "--calibration-samples", "4", "--out", out, *FAST)
+                     "none,int8", "--samples", "4", "--calibration-samples", "4",
+                     "--runtimes", "torch,torchscript,torch-export,onnxruntime,litert", "--out", out, *FAST)
     rows = rows_by_id(out)
     _check_rows(proc, rows, ["b1-sequence16", "b1-sequence64"])
     manifest = json.loads((out / "manifest.json").read_text())

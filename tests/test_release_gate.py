@@ -13,9 +13,10 @@ from tests.conftest import REPO, deploycmp, rows_by_id
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory):
     out = tmp_path_factory.mktemp("gate") / "run"
+    # every path the tests below read: the eager reference, onnx and tflite (not torch-compile's 10 s of compiling)
     proc = subprocess.run([sys.executable, "-m", "examples.quantized_release_gate", "--epochs", "2", "--quick",
-                           "--formats", "onnx,tflite", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=1200)
+                           "--formats", "onnx,tflite", "--runtimes", "torch,onnxruntime,litert", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1200)
     return proc, out
 
 

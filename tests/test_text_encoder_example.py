@@ -82,7 +82,7 @@ def test_deploycmp_measures_that_accuracy_on_onnx_fp32_and_dynamic_int8(encoder,
     out = tmp_path / "run"
     proc = deploycmp("run", "--model", path, "--task", "text-classification", "--data", "digits", "--formats", "onnx",
                      "--quantize", "none,dynamic", "--shape", "sequence=128", "--samples", "200",
-                     "--calibration-samples", "20", "--out", out, *FAST)
+                     "--calibration-samples", "20", "--runtimes", "torch,onnxruntime", "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = rows_by_id(out)
     eager = rows["eager-none-torch-server-cpu-b1-sequence128"]["drift"]["accuracy"]

@@ -25,7 +25,8 @@ def test_tiny_bert_fuses_attention_and_layernorm_and_stays_exact(tmp_path):
     out = tmp_path / "run"
     proc = deploycmp("run", "--model", bert, "--task", "text-classification", "--weights", "random",
                      "--formats", "onnx-fused", "--quantize", "none,dynamic", "--shape", "sequence=16",
-                     "--samples", "8", "--calibration-samples", "8", "--no-cache", "--out", out, *FAST)
+                     "--samples", "8", "--calibration-samples", "8", "--no-cache", "--runtimes", "onnxruntime", "--out", out,
+                     *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = rows_by_id(out)
     fp32, dynamic = (rows[f"onnx-fused-{q}-onnxruntime-server-cpu-b1-sequence16"] for q in ("none", "dynamic"))
