@@ -38,6 +38,8 @@ def test_tiny_run_files_and_keys(tiny_run):
         peak = row["peak"]  # the fastest GEMM here, the others it tried, and the bound from clock and SIMD width
         assert peak["probe"] in peak["probes"] and row["peak_gflops"] == max(peak["probes"].values())
         assert peak["theoretical"]["gflops"] > 0 and peak["threads"] == row["runtime_info"]["threads"]
+        n = 1024 if peak["threads"] <= 4 else 2048
+        assert peak["matmul"] == f"{n} x {n} fp32, the fastest of 10 calls after an untimed one"
         assert (row["peak_fraction"] > 1) == ("exceeded" in peak)  # never a fraction above 1 unexplained
         assert row["versions"]["torch"] and row["host"]["cpu_count"]
         # none of these runtimes reports its precision on the CPU: it is the artifact's, and the row says so

@@ -139,7 +139,7 @@ def finish_row(row: dict, verdict, outcomes: list, run_dir: Path, env: dict, pea
             if (note := log_note(outcome, log_path(row["id"], i))):
                 out["warnings"].append(note)
     out["peak_gflops"] = peak and peak["peak_gflops"]
-    out["peak"] = peak and {k: peak[k] for k in ("probe", "probes", "threads", "theoretical") if k in peak}
+    out["peak"] = peak and {k: peak[k] for k in ("probe", "probes", "matmul", "threads", "theoretical") if k in peak}
     if (out.get("peak_fraction") or 0) > 1:  # the probe was no upper bound for this runtime's kernels
         out["peak"]["exceeded"] = (
             f"{out['peak_fraction']:.2f}x the fp32 peak of {peak['probe']} matmul ({peak['peak_gflops']:.0f} GFLOP/s): "
