@@ -13,7 +13,8 @@ MB = 1 << 20
 
 
 def own_memory_mb(field: str) -> float | None:
-    """This process's VmHWM (its peak resident memory, which starts afresh at exec) or VmRSS, in MB, from
+    """This process's VmHWM (its peak resident memory, which starts afresh at exec: getrusage's ru_maxrss carries the
+    parent's peak across fork+exec, so it would charge every worker the harness's memory) or VmRSS, in MB, from
     /proc/self/status."""
     try:
         with open("/proc/self/status") as f:

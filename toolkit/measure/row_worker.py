@@ -142,16 +142,6 @@ def time_calls(timed, prepared, warmup_runs: int, warmup_s: float, min_runs: int
     return times, n_warm, warm_s, stopped
 
 
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory. Read from VmHWM, which starts afresh at exec: getrusage's
-    ru_maxrss carries the parent's peak across fork+exec, so it would charge every row the harness's memory."""
-    return own_memory_mb("VmHWM")
-
-
-def rss_mb() -> float | None:
-    return own_memory_mb("VmRSS")
-
-
 def cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -256,7 +246,7 @@ def measure_row(spec: RowJob) -> dict:
     rt = runtimes.get(spec["runtime"])
     prewarm(imports_of(rt))
     t_import = time.monotonic()
-    rss_before_load = rss_mb()
+    rss_before_load = own_memory_mb("VmRSS")
     run_dir, artifact, batch = Path(spec["run_dir"]), spec["artifact"], spec["batch"]
     options = {"options": spec["options"]} if spec.get("options") else {}  # bench --tune's settings for this runtime
     session = rt.load(artifact, run_dir, spec["threads"], spec.get("device", "cpu"), **options)
@@ -305,7 +295,7 @@ def measure_row(spec: RowJob) -> dict:
         "first_inference": (t_first - t_load) * 1e3,
         "total": (t_first - spawn_t) * 1e3,
     }
-    row["peak_rss_mb"] = peak_rss_mb()
+    row["peak_rss_mb"] = own_memory_mb("VmHWM")
     if row["peak_rss_mb"] is not None and rss_before_load is not None:
         row["model_memory_mb"] = row["peak_rss_mb"] - rss_before_load
     row.update(device_memory(session))
