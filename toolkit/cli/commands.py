@@ -117,13 +117,12 @@ def merge(run_dir, others):
 @click.option("--allow-degenerate", is_flag=True,
               help="Pass rows whose reference outputs are degenerate (constant, all 0 ...: drift n/a) instead of failing them.")
 @verbose_option
-def validate(run_dir, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2, junit,
-             allow_degenerate):
+def validate(run_dir, thresholds_file, junit, allow_degenerate, **thresholds):
     """Pass/fail per row against thresholds (flags override the file); exit 1 if any row breaks one."""
     from deploycmp.core.results import load_results
     from deploycmp.gate.validate import check_junit_path, validate as run_validate, verdict_lines, write_junit
 
-    policy, flags = read_thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
+    policy, flags = read_thresholds(thresholds_file, **thresholds)
     if junit:
         check_junit_path(junit)  # before validating: a path it cannot write is one line, not a verdict lost
     verdicts, status = run_validate(load_results(run_dir)["rows"], policy, flags, allow_degenerate)
@@ -193,15 +192,15 @@ def explain(run_dir, row_id, source):
 @timing_options
 @source_option
 @verbose_option
-def repair(run_dir, row_id, thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2,
-           max_steps, targets_file, min_runs, min_time, max_time, ci_width, warmup_runs, warmup_time, timeout, source):
+def repair(run_dir, row_id, thresholds_file, max_steps, targets_file, min_runs, min_time, max_time, ci_width, warmup_runs,
+           warmup_time, timeout, source, **thresholds):
     """Make an int8 row pass: other calibration methods, then its worst layers in float one at a time, each a row."""
     from deploycmp.core import seal
     from deploycmp.core.lock import locked
     from deploycmp.core.rundir import load_manifest
     from deploycmp.gate.repair import repair as run_repair, repair_lines
 
-    policy, flags = read_thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2)
+    policy, flags = read_thresholds(thresholds_file, **thresholds)
     check_positive("--max-steps", max_steps)
     settings = timing_settings(None, min_runs, min_time, max_time, ci_width, warmup_runs, warmup_time, timeout)
     manifest = load_manifest(run_dir, for_measuring=True)  # a directory that is not a run gets no lock file

@@ -169,6 +169,12 @@ threshold_options = _stack(
     click.option("--min-sqnr", type=float, default=None, help="Min signal-to-quantization-noise ratio, dB."),
     click.option("--min-cosine", type=float, default=None, help="Min cosine similarity of any sample's outputs."),
     click.option("--max-rel-l2", type=float, default=None, help="Max relative L2 error of the outputs."),
+    click.option("--max-kl", type=float, default=None,
+                 help="A model that generates: max mean KL divergence of its next-token distribution, nats."),
+    click.option("--max-perplexity-increase", type=float, default=None,
+                 help="A model that generates: max perplexity increase on the evaluation text, %."),
+    click.option("--min-token-agreement", type=float, default=None,
+                 help="A model that generates: min % of positions with the same most likely next token."),
 )
 
 source_option = click.option(

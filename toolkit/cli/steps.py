@@ -97,15 +97,16 @@ def show_row_logs(run_dir, rows: list[dict]) -> None:
             show_log(Path(run_dir) / row["log"])
 
 
-def read_thresholds(thresholds_file, max_top1_drop, max_accuracy_drop, min_sqnr, min_cosine, max_rel_l2):
-    """(policy of the thresholds file, thresholds of the flags); one line when none is given."""
-    from deploycmp.gate.validate import Policy, Thresholds, load_thresholds
+def read_thresholds(thresholds_file, **given):
+    """(policy of the thresholds file, thresholds of the flags: each of validate.KEYS); one line when none is given."""
+    from deploycmp.gate.validate import KEYS, Policy, Thresholds, load_thresholds
 
-    flags = Thresholds(max_top1_drop=max_top1_drop, min_sqnr=min_sqnr, max_rel_l2=max_rel_l2,
-                       max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine)
+    flags = Thresholds(**given)
+    if given.get("min_token_agreement") is not None and not 0 <= given["min_token_agreement"] <= 100:
+        raise UsageError("--min-token-agreement is a percentage (0 to 100)")
     if not thresholds_file and not flags.any():
-        raise UsageError("give at least one threshold: --thresholds FILE, --max-top1-drop, --max-accuracy-drop, "
-                         "--min-sqnr, --min-cosine or --max-rel-l2")
+        raise UsageError("give at least one threshold: --thresholds FILE, "
+                         + ", ".join("--" + k.replace("_", "-") for k in KEYS))
     return (load_thresholds(thresholds_file) if thresholds_file else Policy()), flags
 
 

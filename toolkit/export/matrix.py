@@ -95,7 +95,12 @@ def export_run(opts: ExportOptions, out: Path, force: bool, progress=None) -> di
     """Export every format x quantization. An artifact that fixes a dimension (TFLite and ExecuTorch fix the batch,
     some exports the sequence) is exported again for each further size of it in `opts.sweeps`."""
     from deploycmp import sources as models
+    from deploycmp.sources.hf import generates
 
+    if generates(opts.model, opts.task):  # a decoder that generates: its own matrix (deploycmp.export.generation)
+        from deploycmp.export.generation import export_generation
+
+        return export_generation(opts, out, force, progress)
     fmts, modes = parse_export_formats(opts.formats), parse_quantize(opts.quantize)
     out = Path(out)
     ident = identity(opts)

@@ -13,6 +13,7 @@ from deploycmp.core.lock import LOCK
 from deploycmp.core.rundir import FOLDERS, IDENTITY, MANIFEST, RESULTS, read_json, sha256_file, write_json
 from deploycmp.core.specs import to_dicts
 from deploycmp.exporters import EXPORTERS
+from deploycmp.exporters.llm import FORMATS as LLM_FORMATS, NOT_YET
 
 
 def identity(opts) -> dict:
@@ -42,7 +43,7 @@ _IDENTITY_WORDS = {"model": "model", "model_content": "model file", "weights": "
 OWN_FILES = (MANIFEST, IDENTITY, LOCK, RESULTS, "report.md", "report.csv", "report.json", "report.html")
 OWN_PATTERNS = ("reference.npz", "calibration.npz", "reference.*.npz", "calibration.*.npz", ".*.tmp")
 # what it writes inside each of those folders (artifacts/: a folder and an entry per artifact, named by its format)
-OWN_INSIDE = {"artifacts": tuple(f"{fmt}-*{end}" for fmt in ("eager", *EXPORTERS) for end in (".json", "/")),
+OWN_INSIDE = {"artifacts": tuple(f"{fmt}-*{end}" for fmt in ("eager", *EXPORTERS, *LLM_FORMATS, *NOT_YET) for end in (".json", "/")),
               "results": ("*.json", "*.npz", ".*.tmp"), "logs": ("*.log",),
               "tuning": ("*", "*/")}
 

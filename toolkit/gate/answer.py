@@ -10,8 +10,10 @@ from deploycmp.core.sanitize import terminal
 from deploycmp.gate.validate import Policy, Thresholds, check, resolve
 
 # what a team would accept without a thresholds file: outputs that point the same way, and (with labels) at most
-# one point of task accuracy lost
-DEFAULT_POLICY = Policy(default=Thresholds(min_cosine=0.99, max_accuracy_drop=1.0))
+# one point of task accuracy lost; for a model that generates, at most 5% more perplexity on the evaluation text
+DEFAULT_POLICY = Policy(default=Thresholds(min_cosine=0.99, max_accuracy_drop=1.0, max_perplexity_increase=5.0))
+# the thresholds that speak of a model that generates, and those that speak of the others
+GENERATION_RULES = ("max_kl", "max_perplexity_increase", "min_token_agreement", "max_top1_drop", "min_sqnr")
 
 
 def path_name(row: dict) -> str:
@@ -30,7 +32,15 @@ def group_name(key: tuple, with_host: bool) -> str:
 
 
 def _p50(row: dict) -> float:
+    """The latency paths are ranked by: per call, or for a model that generates, per decoded token (ITL)."""
     return row["latency_ms"]["p50"]
+
+
+def _speed(row: dict) -> str:
+    gen = row.get("generation")
+    if gen:
+        return f"{gen['decode_tokens_per_s']:.3g} tok/s decode, TTFT {gen['ttft_ms']['p50']:.3g} ms"
+    return f"{_p50(row):.3g} ms p50"
 
 
 def _margin(fastest: dict, runner: dict) -> dict:
@@ -40,10 +50,13 @@ def _margin(fastest: dict, runner: dict) -> dict:
     return {"ratio": _p50(runner) / _p50(fastest), "beyond_noise": apart}
 
 
-def _rules(t: Thresholds) -> str:
+def _rules(t: Thresholds, generation: bool = False) -> str:
     words = {"min_cosine": "cosine >= {:g}", "max_accuracy_drop": "accuracy drop <= {:g} pp",
-             "min_sqnr": "SQNR >= {:g} dB", "max_top1_drop": "top-1 changes <= {:g}%", "max_rel_l2": "rel L2 <= {:g}"}
-    return ", ".join(w.format(getattr(t, k)) for k, w in words.items() if getattr(t, k) is not None)
+             "min_sqnr": "SQNR >= {:g} dB", "max_top1_drop": "top-1 changes <= {:g}%", "max_rel_l2": "rel L2 <= {:g}",
+             "max_kl": "KL <= {:g} nats", "max_perplexity_increase": "perplexity increase <= {:g}%",
+             "min_token_agreement": "same next token >= {:g}%"}
+    shown = [k for k in words if (k in GENERATION_RULES) == generation or k == "max_top1_drop" or k == "min_sqnr"]
+    return ", ".join(words[k].format(getattr(t, k)) for k in shown if getattr(t, k) is not None)
 
 
 def answer(manifest: dict, rows: list[dict], policy: Policy = DEFAULT_POLICY,
@@ -70,7 +83,9 @@ def answer(manifest: dict, rows: list[dict], policy: Policy = DEFAULT_POLICY,
         passing.sort(key=_p50)
         host, target, batch, dims = key
         entry = {"host": host, "target": target, "batch": batch, "shape": dict(dims), "name": group_name(key, False),
-                 "thresholds": _rules(resolve(group[0], policy, flags)), "passing": len(passing),
+                 "thresholds": _rules(resolve(group[0], policy, flags), bool(group[0].get("generation") or
+                                                                             manifest.get("generation"))),
+                 "passing": len(passing),
                  "excluded": excluded, "recommendation": None, "runner_up": None, "margin": None, "smallest": None}
         if random:
             entry["why_none"] = (f"the model has random weights ({weights}): drift against it says little about the "
@@ -80,6 +95,8 @@ def answer(manifest: dict, rows: list[dict], policy: Policy = DEFAULT_POLICY,
         else:
             entry["recommendation"] = passing[0]["id"]
             entry["smallest"] = min(passing, key=lambda r: (r.get("size_bytes") or float("inf"), _p50(r)))["id"]
+            if passing[0].get("generation"):  # the fastest decode is the recommendation; the quickest first token too
+                entry["fastest_ttft"] = min(passing, key=lambda r: r["generation"]["ttft_ms"]["p50"])["id"]
             if len(passing) > 1:
                 entry["runner_up"] = passing[1]["id"]
                 entry["margin"] = _margin(passing[0], passing[1])
@@ -100,19 +117,22 @@ def answer_lines(entries: list[dict], rows: list[dict]) -> list[str]:
         if e["recommendation"] is None:
             fastest = by_id.get(e["fastest_measured"])
             text.append(f"{where}: no recommendation: {e['why_none']}"
-                        + (f" (fastest measured: {path_name(fastest)}, {_p50(fastest):.3g} ms)" if fastest else ""))
+                        + (f" (fastest measured: {path_name(fastest)}, {_speed(fastest)})" if fastest else ""))
             continue
         best = by_id[e["recommendation"]]
-        parts = [f"{where}: ship {path_name(best)} ({_p50(best):.3g} ms p50, {_mb(best)}): the fastest of "
+        parts = [f"{where}: ship {path_name(best)} ({_speed(best)}, {_mb(best)}): the fastest of "
                  f"{e['passing']} path(s) that pass {e['thresholds'] or 'no threshold'}"]
+        if e.get("fastest_ttft") not in (None, e["recommendation"]):
+            quick = by_id[e["fastest_ttft"]]
+            parts.append(f"quickest first token: {path_name(quick)} ({_speed(quick)})")
         if e["runner_up"]:
             runner, m = by_id[e["runner_up"]], e["margin"]
             noise = {True: "beyond noise (95% CIs of p50 apart)", False: "within noise (95% CIs of p50 overlap)",
                      None: "noise not measured"}[m["beyond_noise"]]
-            parts.append(f"runner-up {path_name(runner)} {_p50(runner):.3g} ms, {m['ratio']:.2f}x slower, {noise}")
+            parts.append(f"runner-up {path_name(runner)} {_speed(runner)}, {m['ratio']:.2f}x slower, {noise}")
         if e["smallest"] != e["recommendation"]:
             small = by_id[e["smallest"]]
-            parts.append(f"smallest passing: {path_name(small)} ({_mb(small)}, {_p50(small):.3g} ms)")
+            parts.append(f"smallest passing: {path_name(small)} ({_mb(small)}, {_speed(small)})")
         not_measured = {Status.UNAVAILABLE.value, *FAILED}
         gate = [f"{x['path']} ({x['why']})" for x in e["excluded"] if x["why"] not in not_measured]
         other = [f"{x['path']} ({x['why']})" for x in e["excluded"] if x["why"] in not_measured]

@@ -29,9 +29,10 @@ from deploycmp.core.degenerate import hides
 from deploycmp.core.errors import UsageError
 from deploycmp.core.rundir import write_atomic
 from deploycmp.core.sanitize import terminal, xml_text
-from deploycmp.exporters import EXPORTERS, QUANTIZATIONS
+from deploycmp.exporters import EXPORTERS, QUANTIZATIONS as MODES, llm
 
-FORMATS = (*EXPORTERS, "eager")
+FORMATS = (*EXPORTERS, "eager", *llm.FORMATS, *llm.NOT_YET)
+QUANTIZATIONS = tuple(dict.fromkeys((*MODES, *llm.QUANTIZATIONS)))
 
 
 @dataclass(frozen=True, kw_only=True)  # by name only: swapped positions would swap release thresholds
@@ -41,6 +42,10 @@ class Thresholds:
     max_rel_l2: float | None = None
     max_accuracy_drop: float | None = None  # percentage points of task accuracy lost against the source
     min_cosine: float | None = None         # worst per-sample cosine similarity to the source outputs
+    # a model that generates (measure.token_drift, teacher-forced against the fp32 reference)
+    max_kl: float | None = None                   # mean KL divergence of the next-token distribution, nats
+    max_perplexity_increase: float | None = None  # percent
+    min_token_agreement: float | None = None      # percent of positions whose most likely next token is the same
 
     def any(self) -> bool:
         return any(getattr(self, k) is not None for k in KEYS)
@@ -87,8 +92,17 @@ def _accuracy_drop(d: dict) -> float | None:
 
 
 def _sqnr(d: dict) -> float:
-    """None (not identical: an all-zero reference, or nothing measured) breaks min_sqnr, as NaN does."""
-    return math.nan if d.get("sqnr_db") is None else d["sqnr_db"]
+    """None (not identical: an all-zero reference, or nothing measured) breaks min_sqnr, as NaN does. A model that
+    generates: the SQNR of its next-token logits."""
+    value = d.get("sqnr_db", d.get("logit_sqnr_db"))
+    return math.nan if value is None else value
+
+
+def _token_agreement(d: dict) -> float | None:
+    return None if "kl_mean" not in d else d["top1_agreement"] * 100
+
+
+NO_LOGITS = "no teacher-forced logits measured (not a model that generates, or its runtime exposes none)"
 
 
 # threshold -> (its measurement on a row's drift, what is missing when that is None, the reason it is broken)
@@ -99,11 +113,15 @@ RULES = {
     "min_sqnr": (_sqnr, None, "SQNR {:.1f} dB < {:g} dB"),
     "min_cosine": (lambda d: d.get("cosine_min"), "no cosine similarity measured", "cosine min {:.4f} < {:g}"),
     "max_rel_l2": (lambda d: d.get("rel_l2"), "no relative L2 measured", "rel L2 {:.3g} > {:g}"),
+    "max_kl": (lambda d: d.get("kl_mean"), NO_LOGITS, "KL mean {:.3g} nats > {:g}"),
+    "max_perplexity_increase": (lambda d: d.get("perplexity_change_pct"), NO_LOGITS, "perplexity {:+.2f}% > +{:g}%"),
+    "min_token_agreement": (_token_agreement, NO_LOGITS, "same next token on {:.2f}% of positions < {:g}%"),
 }
 
 
 RULE_METRIC = {"max_top1_drop": "top1_agreement", "max_accuracy_drop": "accuracy", "min_sqnr": "sqnr_db",
-               "min_cosine": "cosine_min", "max_rel_l2": "rel_l2"}
+               "min_cosine": "cosine_min", "max_rel_l2": "rel_l2", "max_kl": "kl_mean",
+               "max_perplexity_increase": "perplexity_change_pct", "min_token_agreement": "top1_agreement"}
 
 
 def _within(key: str, value: float, limit: float) -> bool:
@@ -234,6 +252,8 @@ def _value(path: Path, where: str, key: str, value) -> float:
         raise UsageError(f"{path}: [{where}] {key} must be >= 0, not {value!r}")
     if key == "min_cosine" and not -1 <= value <= 1:
         raise UsageError(f"{path}: [{where}] min_cosine must be between -1 and 1, not {value!r}")
+    if key == "min_token_agreement" and not 0 <= value <= 100:
+        raise UsageError(f"{path}: [{where}] min_token_agreement must be a percentage (0 to 100), not {value!r}")
     return float(value)
 
 
@@ -244,7 +264,8 @@ def measured(row: dict) -> str:
     d = row.get("drift") or {}
     parts = [("accuracy delta", d.get("accuracy_delta_pp"), "{:+.2f} pp"), ("SQNR", d.get("sqnr_db"), "{:.1f} dB"),
              ("cosine min", d.get("cosine_min"), "{:.4f}"), ("top-1 agreement", d.get("top1_agreement"), "{:.2%}"),
-             ("rel L2", d.get("rel_l2"), "{:.3g}")]
+             ("rel L2", d.get("rel_l2"), "{:.3g}"), ("KL mean", d.get("kl_mean"), "{:.3g} nats"),
+             ("perplexity change", d.get("perplexity_change_pct"), "{:+.2f}%")]
     text = ", ".join(f"{name} {fmt.format(v)}" for name, v, fmt in parts if v is not None)
     return ("identical outputs; " if d.get("identical") else "") + (text or "nothing measured")
 

@@ -130,6 +130,10 @@ def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: 
     --model the user gave again, which allows rebuilding a factory source that this machine did not seal."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir, for_measuring=True)
+    if manifest.get("generation"):  # a model that generates: rows of its own (deploycmp.measure.generation_bench)
+        from deploycmp.measure.generation_bench import bench_generation
+
+        return bench_generation(run_dir, manifest, targets, settings, force, progress, only)
     check_references(run_dir, manifest)
     load_rows(run_dir)  # rows a received run directory holds are checked before any is kept or written beside
     rows = plan(manifest, targets, batch_sizes, settings.threads, only)

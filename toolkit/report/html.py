@@ -9,7 +9,7 @@ from deploycmp.core.sanitize import document
 from deploycmp.core.schema import failed
 from deploycmp.report import compare
 from deploycmp.report import plots
-from deploycmp.report.table import COLUMNS, LEFT, cells, heading, warnings_of
+from deploycmp.report.table import LEFT, cells, columns, heading, warnings_of
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1a1a1a;
@@ -40,11 +40,11 @@ def _host_heading(host: str, rows: list[dict]) -> str:
 
 def results_table(rows: list[dict]) -> str:
     """The terminal/Markdown table's rows and cells (table.cells), with the status spelled out instead of its mark."""
-    head = "".join(f"<th>{escape(col or 'status')}</th>" for col in COLUMNS)
+    head = "".join(f"<th>{escape(col or 'status')}</th>" for col in columns(rows))
     body = []
     for row in rows:
         tds = []
-        for col, text in zip(COLUMNS, cells(row)):
+        for col, text in zip(columns(rows), cells(row)):
             if col == "":  # the status word, coloured: the mark's emoji needs a font the viewer may lack
                 tds.append(f'<td class="left status">{escape(row["status"])}</td>')
             else:

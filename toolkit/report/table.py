@@ -10,7 +10,16 @@ from deploycmp.core.schema import failed
 MARKS = {"ok": "✅", "unavailable": "❎"}
 COLUMNS = ("", "format", "quant", "runtime", "target", "batch", "size MB", "p50 ms", "p99 ms", "ms/item", "items/s",
            "max abs", "SQNR dB", "top-1", "acc % (Δpp)", "cold ms", "RSS MB", "note")
+# a model that generates: time to first token, decode inter-token latency and tokens/s, teacher-forced drift
+GENERATION_COLUMNS = ("", "format", "quant", "runtime", "target", "prompt+new", "size MB", "TTFT ms", "ITL p50 ms",
+                      "ITL p99 ms", "tok/s", "prefill tok/s", "KL", "same top", "ppl Δ%", "1st diff", "load ms",
+                      "RSS MB", "note")
 LEFT = ("", "format", "quant", "runtime", "target", "note")
+
+
+def columns(rows: list[dict]) -> tuple[str, ...]:
+    """The table's columns: a run of a model that generates has its own."""
+    return GENERATION_COLUMNS if any("generation" in r for r in rows) else COLUMNS
 
 
 def _num(v, fmt: str) -> str:
@@ -46,9 +55,31 @@ def _accuracy(d: dict) -> str:
     return f"{d['accuracy'] * 100:.1f} ({d['accuracy_delta_pp']:+.1f})"
 
 
+def generation_cells(row: dict) -> list[str]:
+    """One row of a model that generates as text (GENERATION_COLUMNS)."""
+    g, d = row.get("generation") or {}, row.get("drift") or {}
+    size, shape = row.get("size_bytes"), row.get("shape") or {}
+    greedy = d.get("greedy") or {}
+    diverged = greedy.get("first_divergence")
+    first = "-" if not greedy else "none" if diverged is None else str(diverged)
+    top = d.get("top1_agreement")
+    return [terminal(c) for c in (
+        MARKS.get(row["status"], "❌"), row["format"], row["quantization"], runtime_label(row), row["target"],
+        f"{shape.get('prompt', '?')}+{shape.get('new_tokens', '?')}", _num(size / 1e6 if size is not None else None, ".3g"),
+        _num((g.get("ttft_ms") or {}).get("p50"), ".3g"), _num((g.get("itl_ms") or {}).get("p50"), ".3g"),
+        _num((g.get("itl_ms") or {}).get("p99"), ".3g"), _num(g.get("decode_tokens_per_s"), ".4g"),
+        _num(g.get("prefill_tokens_per_s"), ".4g"), "0" if d.get("identical") else _num(d.get("kl_mean"), ".2e"),
+        "-" if top is None else f"{top * 100:.1f}%", _num(d.get("perplexity_change_pct"), "+.2f"), first,
+        _num((row.get("cold_start_ms") or {}).get("load"), ".0f"), _num(row.get("peak_rss_mb"), ".0f"),
+        _short_reason(row),
+    )]
+
+
 def cells(row: dict) -> list[str]:
     """One table row as text, the same for the terminal, Markdown and HTML: one line each, without escape sequences or
     control characters (a row merged from another machine may hold any text)."""
+    if "generation" in row:
+        return generation_cells(row)
     d, lat = row.get("drift") or {}, row.get("latency_ms") or {}
     size = row.get("size_bytes")
     cold = (row.get("cold_start_ms") or {}).get("total")
@@ -95,6 +126,11 @@ def inputs_text(model: dict) -> str:
 
 def heading(manifest: dict) -> str:
     m = manifest["model"]
+    if manifest.get("generation"):
+        gen = manifest["generation"]
+        return terminal(f"{m['name']} ({m['hf']['architecture']}, {m['parameters'] / 1e6:.3g}M parameters, weights: "
+                        f"{m['weights']}); drift vs {gen['reference']} on {gen['evaluation_tokens']} tokens of "
+                        f"{manifest['data']['kind']}, teacher-forced")
     gf = m.get("gflops_per_sample")
     outputs = m.get("outputs") or []
     shown = f"; drift of output {outputs[0]['name']} shown (all {len(outputs)} in JSON/HTML)" if len(outputs) > 1 else ""

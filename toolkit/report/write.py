@@ -15,7 +15,7 @@ from deploycmp.core.specs import split_list
 from deploycmp.gate.answer import DEFAULT_POLICY, answer, answer_lines
 from deploycmp.report import compare
 from deploycmp.report.plots import scaling_lines
-from deploycmp.report.table import COLUMNS, LEFT, cells, heading, markdown_table, warnings_of
+from deploycmp.report.table import LEFT, cells, columns, heading, markdown_table, warnings_of
 
 FORMATS = ("md", "csv", "json", "html")
 
@@ -30,7 +30,20 @@ CSV_FIELDS = (
     "drift.mean_abs", "drift.rel_l2", "drift.cosine_min", "drift.cosine_mean", "drift.sqnr_db",
     "drift.top1_agreement", "drift.top5_overlap", "drift.accuracy", "drift.accuracy_delta_pp",
     "samples_to_look_at.flipped_count", "gflops", "peak_fraction", "peak.probe", "peak_gflops", "host.hostname",
+    # a model that generates
+    "generation.ttft_ms.p50", "generation.ttft_ms.p99", "generation.itl_ms.p50", "generation.itl_ms.p99",
+    "generation.decode_tokens_per_s", "generation.prefill_tokens_per_s", "generation.e2e_ms.p50",
+    "cold_start_ms.first_token", "drift.kl_mean", "drift.kl_p99", "drift.kl_max", "drift.logit_sqnr_db",
+    "drift.perplexity", "drift.perplexity_change_pct", "drift.greedy.first_divergence", "drift.greedy.agreement",
 )
+GENERATION_LEGEND = ("TTFT: time to first token (prompt token ids in, first new token id out, a fresh cache: the "
+                     "prefill); ITL: inter-token latency of each further token (a decode step), tok/s: decode tokens/s "
+                     "(median over requests); prefill tok/s: prompt tokens / TTFT; greedy, a fixed number of new "
+                     "tokens, tokenizer outside. KL: mean KL divergence of the reference's next-token distribution to "
+                     "the path's, same top: positions with the same most likely next token, ppl Δ%: perplexity change, "
+                     "all teacher-forced on the evaluation text; 1st diff: the first generated token that differs from "
+                     "the reference's greedy continuation (none: all equal); load: loading the artifact; RSS: the "
+                     "worker's peak resident memory.")
 
 
 def parse_report_formats(spec: str) -> list[str]:
@@ -59,8 +72,8 @@ def markdown(manifest: dict, rows: list[dict], policy=None) -> str:
             lines += ["", terminal(f"### Host {name}"), "", terminal(describe_host(host_rows[0]))]
         else:
             lines += ["", terminal(f"Host {name}: {describe_host(host_rows[0])}")]
-        lines += [""] + markdown_table(COLUMNS, [cells(r) for r in host_rows])
-    lines += ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, "
+        lines += [""] + markdown_table(columns(host_rows), [cells(r) for r in host_rows])
+    lines += ["", GENERATION_LEGEND, ""] if manifest.get("generation") else ["", "p50/p99: latency of one call at that batch size; ms/item: p50 / batch; items/s from p50; max abs, "
               "SQNR, top-1: drift against the source model (top-1: share of samples whose top class is unchanged); "
               "acc: task accuracy on the labeled data, and its change against the source model in percentage points; "
               "cold: process start to first result (import + load + first inference); RSS: the worker's peak "
@@ -104,7 +117,7 @@ def print_table(manifest: dict, rows: list[dict], console=None, policy=None) -> 
         table = Table(show_lines=False, header_style="bold",
                       title=(escape(terminal(f"host {name}: {describe_host(host_rows[0])}")) if len(groups) > 1
                              else None))
-        for col in COLUMNS:
+        for col in columns(host_rows):
             table.add_column(col, justify="left" if col in LEFT else "right", overflow="fold",
                              max_width=60 if col == "note" else None)
         for row in host_rows:

@@ -16,7 +16,10 @@ TASKS = {
     "token-classification": ("AutoModelForTokenClassification", ("logits",), "ForTokenClassification"),
     "feature-extraction": ("AutoModel", ("last_hidden_state",), "Model"),
     "image-classification": ("AutoModelForImageClassification", ("logits",), "ForImageClassification"),
+    # a decoder that generates: measured token by token with its KV cache (deploycmp.export.generation)
+    "text-generation": ("AutoModelForCausalLM", ("logits",), "ForCausalLM"),
 }
+GENERATION = "text-generation"
 DEFAULT_SEQUENCE = 128
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -82,6 +85,12 @@ def task_of(config, task: str | None, spec: str) -> str:
                 return name
     raise UsageError(f"--model {spec}: its config names no architecture deploycmp knows the task of; give --task "
                      f"({', '.join(TASKS)})")
+
+
+def generates(spec: str, task: str | None) -> bool:
+    """Whether --model is a Hugging Face decoder measured as one that generates (--task text-generation, or a
+    *ForCausalLM config without --task)."""
+    return is_hf(spec) and (task == GENERATION or (task is None and task_of(load_config(spec), None, spec) == GENERATION))
 
 
 def wrap(inner, inputs: list[str], outputs: tuple[str, ...]):
