@@ -12,10 +12,10 @@ from deploycmp.core.cache import code_digest, digest
 from deploycmp.core.environment import environment, versions
 from deploycmp.core.errors import UsageError
 from deploycmp.core.results import write_results
-from deploycmp.core.rundir import (artifact_sha256, inside, load_manifest, load_rows, read_json, reference_for,
+from deploycmp.core.rundir import (artifact_sha256, inside, load_manifest, load_rows, reference_for,
                                    result_path)
 from deploycmp.core.specs import BATCH, export_point, parse_sweeps, point_id, served_by
-from deploycmp.measure.row import Settings, finish_row, measure_once, measure_peaks, precheck
+from deploycmp.measure.row import Settings, finish_row, kept, measure_once, measure_peaks, precheck
 from deploycmp.measure.targets import Target
 
 
@@ -111,14 +111,6 @@ def row_key(row: dict, manifest: dict, settings: Settings, installed: dict) -> s
                    "shape": row["shape"], "reference": reference_for(manifest, row["shape"]).get("sha256"),
                    "settings": {k: v for k, v in asdict(settings).items() if k != "timeout"},
                    "code": code_digest(), "versions": installed})
-
-
-def kept(row: dict, run_dir: Path) -> bool:
-    """Whether the run directory holds this row's result already, measured with the same key."""
-    try:
-        return read_json(result_path(run_dir, row["id"])).get("key") == row["key"]
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def bench_run(run_dir, targets: list[Target], batch_sizes: list[int], settings: Settings, force: bool,

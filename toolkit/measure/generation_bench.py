@@ -10,9 +10,9 @@ from deploycmp.core.environment import environment, versions
 from deploycmp.core.errors import UsageError
 from deploycmp.core.isolation import run_isolated
 from deploycmp.core.results import write_results
-from deploycmp.core.rundir import artifact_sha256, changed_files, inside, read_json, result_path, write_json
+from deploycmp.core.rundir import artifact_sha256, changed_files, inside, result_path, write_json
 from deploycmp.core.specs import BATCH, point_id
-from deploycmp.measure.row import Settings, log_path, public_fields
+from deploycmp.measure.row import Settings, kept, log_path, public_fields
 from deploycmp.measure.targets import Target, worker_env
 from deploycmp.runtimes import llm, missing
 
@@ -62,14 +62,6 @@ def plan(manifest: dict, targets: list[Target], threads: int | None, only: tuple
                             "artifact_sha256": artifact_sha256(artifact), "batch_strategy": None, "warnings": [],
                             "_artifact": artifact, "_target": target})
     return rows
-
-
-def kept(row: dict, run_dir: Path) -> bool:
-    """Whether the run directory holds this row's result already, measured with the same key."""
-    try:
-        return read_json(result_path(run_dir, row["id"])).get("key") == row["key"]
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def llm_formats() -> set[str]:

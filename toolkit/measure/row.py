@@ -9,7 +9,7 @@ from pathlib import Path
 from deploycmp import runtimes
 from deploycmp.core import seal
 from deploycmp.core.isolation import run_isolated
-from deploycmp.core.rundir import changed_files, reference_for, result_path, write_json
+from deploycmp.core.rundir import changed_files, read_json, reference_for, result_path, write_json
 from deploycmp.core.specs import BATCH, export_point, point_id, served_by
 from deploycmp.core.worker_log import log_note
 from deploycmp.measure.row_worker import PeakJob, RowJob, imports_of
@@ -53,6 +53,14 @@ def precheck(row: dict, run_dir: Path) -> tuple[str, str] | None:
     if bad:
         return "failed", f"artifact changed or missing since export (sha256): {bad[0]}"
     return None
+
+
+def kept(row: dict, run_dir: Path) -> bool:
+    """Whether the run directory holds this row's result already, measured with the same key."""
+    try:
+        return read_json(result_path(run_dir, row["id"])).get("key") == row["key"]
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def public_fields(row: dict) -> dict:
