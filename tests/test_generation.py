@@ -47,7 +47,7 @@ def llama_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("llm")
     out = root / "run"
     proc = deploycmp("run", "--model", decoder_dir(root, "Llama"), "--task", "text-generation",
-                     "--formats", "all", "--quantize", "none,int8,int4", *SHAPES, "--out", out, *FAST)
+                     "--formats", "all", "--quantize", "none,int8,int4,8da4w", *SHAPES, "--out", out, *FAST)
     return proc, out
 
 
@@ -57,6 +57,7 @@ def test_llama_every_stack_and_mode_is_a_row_with_generation_figures(llama_run):
     rows = rows_by_id(out)
     ok = {(r["format"], r["quantization"]) for r in rows.values() if r["status"] == "ok"}
     assert {(f, q) for f in ("transformers", "ort-genai") for q in ("none", "int8", "int4")} <= ok, sorted(ok)
+    assert {("executorch-llm", q) for q in ("none", "int8", "8da4w")} | {("transformers", "8da4w")} <= ok, sorted(ok)
     for row in rows.values():
         if row["status"] != "ok":
             assert row["status"] == "unavailable" and row["error"].startswith(row["format"]), row
@@ -69,20 +70,21 @@ def test_llama_every_stack_and_mode_is_a_row_with_generation_figures(llama_run):
         assert d["positions"] == 255 and np.isfinite(d["kl_mean"]) and d["perplexity_reference"] > 1
         assert d["greedy"]["tokens"] == 8
     # every stack the issue names is a row: the ones deploycmp does not export to yet say so
-    assert {r["format"] for r in rows.values() if r["status"] == "unavailable"} >= {"executorch-llm", "litert-lm",
-                                                                                       "openvino-genai", "gguf"}
+    assert {r["format"] for r in rows.values() if r["status"] == "unavailable"} >= {"litert-lm", "openvino-genai", "gguf"}
 
 
 def test_fp32_paths_match_the_reference_and_int4_drifts_more_than_int8(llama_run):
     _, out = llama_run
     rows = {(r["format"], r["quantization"]): r for r in rows_by_id(out).values() if r["status"] == "ok"}
-    for fmt in ("transformers", "ort-genai"):
-        fp32, int8, int4 = (rows[(fmt, q)]["drift"] for q in ("none", "int8", "int4"))
+    for fmt, four in (("transformers", "int4"), ("ort-genai", "int4"), ("executorch-llm", "8da4w")):
+        fp32, int8, int4 = (rows[(fmt, q)]["drift"] for q in ("none", "int8", four))
         assert fp32["kl_mean"] < 1e-9 and fp32["top1_agreement"] == 1.0 and fp32["greedy"]["first_divergence"] is None
         assert abs(fp32["perplexity_change_pct"]) < 1e-3
         assert int4["kl_mean"] > int8["kl_mean"] > fp32["kl_mean"], (fmt, int4["kl_mean"], int8["kl_mean"])
-    # ORT GenAI's model is a different graph of the same weights: its fp32 logits are transformers' within rounding
+    # ORT GenAI's and ExecuTorch's models are other graphs of the same weights: their fp32 logits are transformers'
+    # within rounding
     assert rows[("ort-genai", "none")]["drift"]["logit_sqnr_db"] > 80
+    assert rows[("executorch-llm", "none")]["drift"]["logit_sqnr_db"] > 80
     report = (out / "report.md").read_text()
     assert "TTFT ms" in report and "tok/s" in report and "ppl Δ%" in report
 
@@ -103,12 +105,15 @@ def test_the_gate_reads_kl_perplexity_and_token_agreement(llama_run):
 
 def test_qwen2_directory_without_task_is_taken_as_a_decoder(tmp_path):
     out = tmp_path / "run"
-    proc = deploycmp("run", "--model", decoder_dir(tmp_path, "Qwen2"), "--formats", "transformers,ort-genai",
+    proc = deploycmp("run", "--model", decoder_dir(tmp_path, "Qwen2"), "--formats", "transformers,ort-genai,executorch-llm",
                      "--quantize", "none,int4", *SHAPES, "--out", out, *FAST)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = rows_by_id(out)
     assert {(r["format"], r["quantization"], r["status"]) for r in rows.values()} == {
-        (f, q, "ok") for f in ("transformers", "ort-genai") for q in ("none", "int4")}
+        (f, q, "ok") for f in ("transformers", "ort-genai") for q in ("none", "int4")} | {
+        ("executorch-llm", "none", "ok"), ("executorch-llm", "int4", "unavailable")}
+    # Qwen2's q/k/v biases and tied embeddings went through ExecuTorch's conversion
+    assert rows_by_id(out)["executorch-llm-none-executorch-server-cpu-b1-prompt16-new_tokens8"]["drift"]["kl_mean"] < 1e-9
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["task"] == "text-generation" and manifest["model"]["hf"]["architecture"] == "Qwen2ForCausalLM"
 

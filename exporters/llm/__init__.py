@@ -12,6 +12,7 @@ import importlib
 FORMATS = {
     "transformers": "deploycmp.exporters.llm.transformers_llm",
     "ort-genai": "deploycmp.exporters.llm.ort_genai",
+    "executorch-llm": "deploycmp.exporters.llm.executorch_llm",
 }
 # mode -> what it is, in the words the table and `deploycmp list` use
 QUANTIZATIONS = {
@@ -23,8 +24,6 @@ QUANTIZATIONS = {
 }
 # the stacks the issue names that deploycmp does not export to yet: their rows say so
 NOT_YET = {
-    "executorch-llm": "ExecuTorch's LLM export (export_llm, XNNPACK) takes 2 minutes for a 2-layer model here and "
-                      "deploycmp does not drive it yet",
     "litert-lm": "litert-torch's generative export to a .litertlm bundle is not driven by deploycmp yet",
     "openvino-genai": "optimum-intel's exporter needs transformers<5.6 (an environment of its own), not built yet",
     "gguf": "llama-cpp-python is built from source (9 minutes on 2 cores) in an environment of its own, not built "

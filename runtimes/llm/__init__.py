@@ -15,6 +15,7 @@ import importlib
 RUNTIMES = {
     "transformers": "deploycmp.runtimes.llm.transformers_llm",
     "onnxruntime-genai": "deploycmp.runtimes.llm.ort_genai",
+    "executorch": "deploycmp.runtimes.llm.executorch_llm",
 }
 
 

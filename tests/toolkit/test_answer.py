@@ -28,7 +28,7 @@ def test_the_fastest_passing_path_with_its_runner_up_margin_smallest_and_what_wa
     [line] = answer_lines([entry], rows)
     assert line.startswith("server-cpu, batch 1: ship tflite int8 · rt-tflite (1.5 ms p50, 10 MB): the fastest of 3 "
                            "path(s) that pass cosine >= 0.99, accuracy drop <= 1 pp")
-    assert "runner-up tflite none · rt-tflite 2 ms, 1.33x slower, beyond noise" in line
+    assert "runner-up tflite none · rt-tflite 2 ms p50, 1.33x slower, beyond noise" in line
     assert "failing the thresholds: onnx int8 · rt-onnx (cosine min 0.9500 < 0.99)" in line
     assert "not measured: executorch dynamic · rt-executorch (unavailable)" in line
     assert "smallest passing" not in line  # the recommendation is the smallest too
@@ -58,6 +58,6 @@ def test_random_weights_or_nothing_passing_give_no_recommendation_and_say_why():
     rows = [_row("onnx", "none", 2.0), _row("onnx", "int8", 1.0, cosine=0.5)]
     [entry] = answer({"model": {"weights": "random (BatchNorm recalibrated on 8 samples)"}}, rows)
     assert entry["recommendation"] is None and "random weights" in entry["why_none"]
-    assert answer_lines([entry], rows)[0].endswith("(fastest measured: onnx int8 · rt-onnx, 1 ms)")
+    assert answer_lines([entry], rows)[0].endswith("(fastest measured: onnx int8 · rt-onnx, 1 ms p50)")
     [entry] = answer(TRAINED, rows[1:])
     assert entry["recommendation"] is None and entry["why_none"] == "no measured path passes the thresholds in force"
